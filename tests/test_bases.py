@@ -1,0 +1,88 @@
+import keras
+import numpy as np
+import pytest
+
+import tftransfer
+from tftransfer.bases import BUNDLED_BASE, Preprocess, get_base_spec, list_bases
+
+
+def test_registry_covers_every_keras_applications_family():
+    names = {spec.name for spec in list_bases()}
+    for family in ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                   "efficientnet_b0", "efficientnet_b7", "efficientnet_v2_b0",
+                   "efficientnet_v2_l", "resnet50", "resnet50_v2", "convnext_tiny",
+                   "densenet121", "inception_v3", "xception", "nasnet_mobile",
+                   BUNDLED_BASE]:
+        assert family in names
+    assert get_base_spec("xception").input_size == 299
+
+
+@pytest.mark.parametrize("mode, module", [
+    ("tf", keras.applications.mobilenet_v2),
+    ("torch", keras.applications.densenet),
+    ("caffe", keras.applications.resnet50),
+])
+def test_preprocess_matches_keras_applications(mode, module):
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")
+    expected = module.preprocess_input(pixels.copy())
+    np.testing.assert_allclose(Preprocess(mode)(pixels), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_load_base_by_name_with_custom_size():
+    base = tftransfer.load_base("mobilenet_v2", weights=None, input_size=64)
+    assert base.input_size == (64, 64)
+    assert base.preprocessing == "tf"
+    assert base.feature_dim == 1280
+    assert base.features(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 1280)
+
+
+def test_bundled_base_loads_its_pretrained_weights():
+    pretrained = tftransfer.load_base(BUNDLED_BASE)
+    random = tftransfer.load_base(BUNDLED_BASE, weights=None)
+    assert pretrained.input_size == (48, 48)
+    first = pretrained.backbone.get_layer("Conv1").kernel.numpy()
+    assert not np.allclose(first, random.backbone.get_layer("Conv1").kernel.numpy())
+
+
+def test_load_base_from_keras_file_pools_a_feature_map(tiny_base_file):
+    base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
+    assert base.input_size == (32, 32)
+    assert base.feature_dim == 16
+    assert base.backbone.name == "tiny_backbone"
+
+
+def test_local_weights_file_round_trip(tmp_path):
+    base = tftransfer.load_base(BUNDLED_BASE)
+    path = tmp_path / "w.weights.h5"
+    base.backbone.save_weights(path)
+    again = tftransfer.load_base(BUNDLED_BASE, weights=str(path))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(base.features(x), again.features(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("spec, kwargs, message", [
+    ("no_such_base", {}, "unknown base 'no_such_base'"),
+    ("/nowhere/base.keras", {}, "base not found: /nowhere/base.keras"),
+    ("mobilenet_v2", {"weights": "/nowhere/w.h5"}, "weights file not found: /nowhere/w.h5"),
+    ("mobilenet_v2", {"weights": None, "input_size": 8}, "cannot build base 'mobilenet_v2'"),
+])
+def test_bad_base_arguments_name_the_problem(spec, kwargs, message):
+    with pytest.raises(tftransfer.TransferError, match=message.replace("(", r"\(")):
+        tftransfer.load_base(spec, **kwargs)
+
+
+def test_register_base_is_one_entry():
+    from tftransfer import bases
+
+    tftransfer.register_base(
+        "test_tiny_entry",
+        lambda shape, weights: keras.Sequential(
+            [keras.Input(shape), keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D()]),
+        input_size=24, preprocessing="unit", default_weights=None)
+    try:
+        base = tftransfer.load_base("test_tiny_entry")
+        assert base.input_size == (24, 24) and base.feature_dim == 4
+        with pytest.raises(tftransfer.TransferError, match="already registered"):
+            tftransfer.register_base("test_tiny_entry", None, 24, "unit")
+    finally:
+        del bases._REGISTRY["test_tiny_entry"]

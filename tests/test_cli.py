@@ -1,0 +1,75 @@
+import subprocess
+import sys
+
+import pytest
+
+from tftransfer import cli
+
+from conftest import write_image_folder
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tftransfer.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_path):
+    export = tmp_path / "export"
+    result = run_cli("train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
+                     "--export", str(export), "--head-epochs", "2", "--fine-tune-epochs", "1",
+                     "--unfreeze", "3", "--batch-size", "8", "--quiet",
+                     "--save-keras", str(tmp_path / "model.keras"))
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy:" in result.stdout
+    assert f"exported to {export / '1'}" in result.stdout
+    assert (export / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "model.keras").is_file()
+
+    image = next((split_folder_path / "test" / "red").iterdir())
+    result = run_cli("predict", "--model", str(export), str(image), "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"{image}: ")
+    assert len(line.split(",")) == 2
+
+
+def test_bases_lists_the_registry(capsys):
+    assert cli.main(["bases"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion_mobilenet_v2" in out and "efficientnet_v2_b0" in out
+
+
+def test_help_explains_each_command():
+    for command in ["train", "predict", "bases"]:
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "usage: tftransfer" in result.stdout
+    assert "--unfreeze" in run_cli("train", "--help").stdout
+
+
+@pytest.fixture
+def one_class_folder(tmp_path):
+    root = write_image_folder(tmp_path / "one", 2)
+    for name in ("green", "blue"):
+        for path in (root / name).iterdir():
+            path.unlink()
+        (root / name).rmdir()
+    return root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--base", "no_such_base"], "unknown base 'no_such_base'"),
+    (["--data", "/no/such/folder"], "data folder not found: /no/such/folder"),
+    (["one_class"], "has 1 class folder(s) (red); a classifier needs at least 2"),
+    (["--unfreeze", "500"], "cannot unfreeze 500 layers: the base"),
+])
+def test_bad_arguments_give_a_one_line_error(args, message, one_class_folder,
+                                             image_folder_path, tiny_base_file,
+                                             tmp_path, capsys):
+    args = ["--data", str(one_class_folder)] if args == ["one_class"] else args
+    defaults = ["--data", str(image_folder_path), "--base", str(tiny_base_file),
+                "--export", str(tmp_path / "out"), "--quiet"]
+    assert cli.main(["train", *defaults, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tftransfer: error: ") and message in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

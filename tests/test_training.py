@@ -1,0 +1,111 @@
+import keras
+import numpy as np
+import pytest
+
+import tftransfer
+from tftransfer.builder import backbone_layers, head_of
+from tftransfer.training import SparseCategoricalCrossentropy
+
+
+class RecordWeights(keras.callbacks.Callback):
+    """Keeps a copy of every layer's weights at the end of each fit."""
+
+    def __init__(self):
+        super().__init__()
+        self.snapshots = []
+
+    def on_train_end(self, logs=None):
+        self.snapshots.append(snapshot(self.model))
+
+
+def snapshot(model):
+    layers = {layer.name: [w.numpy().copy() for w in layer.weights]
+              for layer in backbone_layers(model)}
+    layers["head"] = [w.numpy().copy() for w in head_of(model).weights]
+    return layers
+
+
+def changed(before, after, name):
+    return any(not np.array_equal(a, b) for a, b in zip(before[name], after[name]))
+
+
+@pytest.fixture
+def datasets(image_folder_path):
+    data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
+    return data.train, data.validation
+
+
+def test_phase_one_changes_only_the_head_and_phase_two_only_the_top(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3)
+    initial = snapshot(model)
+    recorder = RecordWeights()
+    history = tftransfer.fine_tune(
+        model, train, None, head_epochs=2, fine_tune_epochs=2, unfreeze=3,
+        fine_tune_learning_rate=1e-2, warmup_epochs=0, callbacks=[recorder], verbose=0)
+    assert history.head_epochs == 2 and len(history.fine_tune.epoch) == 2
+    assert history.fine_tune.epoch == [2, 3]  # phase 2 goes on counting epochs
+    after_head, after_fine_tune = recorder.snapshots
+
+    assert changed(initial, after_head, "head")
+    for name in ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]:
+        assert not changed(initial, after_head, name), name
+
+    # unfreeze=3: conv3, bn3, relu3; BatchNorm stays frozen, statistics included.
+    assert changed(after_head, after_fine_tune, "conv3")
+    assert changed(after_head, after_fine_tune, "head")
+    for name in ["conv1", "bn1", "conv2", "bn2", "bn3"]:
+        assert not changed(after_head, after_fine_tune, name), name
+
+
+def test_history_joins_both_phases(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3)
+    history = tftransfer.fine_tune(model, train, validation, head_epochs=2,
+                                   fine_tune_epochs=1, unfreeze="all", verbose=0)
+    assert len(history.history["val_loss"]) == history.head_epochs + 1
+    assert history.kept_phase in ("head", "fine_tune")
+
+
+def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3)
+    history = tftransfer.fine_tune(model, train, validation, head_epochs=1,
+                                   unfreeze=0, verbose=0)
+    assert history.fine_tune is None and history.kept_phase == "head"
+
+
+def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3)
+    recorder = RecordWeights()
+    # A huge phase-2 learning rate ruins the top layers.
+    history = tftransfer.fine_tune(model, train, validation, head_epochs=3,
+                                   fine_tune_epochs=2, unfreeze="all",
+                                   fine_tune_learning_rate=50.0, warmup_epochs=0,
+                                   callbacks=[recorder], verbose=0)
+    assert history.kept_phase == "head"
+    final = snapshot(model)
+    assert not changed(recorder.snapshots[0], final, "conv1")
+
+
+def test_invalid_unfreeze_fails_before_training(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3)
+    before = snapshot(model)
+    with pytest.raises(tftransfer.TransferError, match="cannot unfreeze 99 layers"):
+        tftransfer.fine_tune(model, train, validation, unfreeze=99, verbose=0)
+    assert not changed(before, snapshot(model), "head")
+
+
+def test_label_smoothing_loss():
+    y_true = np.array([0, 1])
+    y_pred = np.array([[0.9, 0.1], [0.2, 0.8]], "float32")
+    plain = SparseCategoricalCrossentropy()(y_true, y_pred)
+    reference = keras.losses.SparseCategoricalCrossentropy()(y_true, y_pred)
+    np.testing.assert_allclose(plain, reference, rtol=1e-6)
+    smoothed = SparseCategoricalCrossentropy(label_smoothing=0.2)(y_true, y_pred)
+    expected = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)(
+        np.eye(2)[y_true], y_pred)
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-6)
+    assert float(smoothed) > float(plain)

@@ -1,0 +1,33 @@
+"""tftransfer: transfer learning for Keras 3 on TensorFlow.
+
+    import tftransfer
+
+    base = tftransfer.load_base("efficientnet_v2_b0")
+    train, val, class_names = tftransfer.image_folder("photos/", base.input_size)
+    model = tftransfer.build_classifier(base, len(class_names))
+    tftransfer.fine_tune(model, train, val)
+    tftransfer.export_saved_model(model, "exports/photos", class_names)
+"""
+
+from tftransfer.bases import Base, list_bases, load_base, register_base
+from tftransfer.builder import build_classifier, set_trainable
+from tftransfer.data import image_folder
+from tftransfer.errors import TransferError
+from tftransfer.export import export_saved_model, predict_files
+from tftransfer.training import fine_tune
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Base",
+    "TransferError",
+    "build_classifier",
+    "export_saved_model",
+    "fine_tune",
+    "image_folder",
+    "list_bases",
+    "load_base",
+    "predict_files",
+    "register_base",
+    "set_trainable",
+]

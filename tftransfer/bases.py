@@ -1,0 +1,403 @@
+"""Pretrained bases: a registry of named feature extractors and `load_base`.
+
+A *base* is a Keras model that maps raw RGB pixels in `[0, 255]` to one
+feature vector per image. It carries its own preprocessing (as a `Preprocess`
+layer) and knows its input size, so a classifier built on it, and everything
+exported from that classifier, takes plain pixels.
+
+Adding a base is one call to `register_base` (or one row in
+`_KERAS_APPLICATIONS`).
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import keras
+from keras import ops
+
+from tftransfer.errors import TransferError
+
+#: Where the bundled base and the demo classifier live.
+SAVED_MODELS_DIR = Path(
+    os.environ.get(
+        "TFTRANSFER_SAVED_MODELS",
+        Path(__file__).resolve().parent.parent / "saved_models",
+    )
+)
+
+#: The name of the base that ships with the project.
+BUNDLED_BASE = "fashion_mobilenet_v2"
+
+# The `weights` default: "whatever the registry entry says".
+DEFAULT = "default"
+
+# Mean and standard deviation used by the "torch" and "caffe" modes of
+# `keras.applications.imagenet_utils.preprocess_input`.
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="tftransfer")
+class Preprocess(keras.layers.Layer):
+    """Maps RGB pixels in `[0, 255]` to the value range a base expects.
+
+    Living inside the model (rather than in the input pipeline) means a
+    saved or exported classifier takes raw pixels, exactly as in training.
+
+    Args:
+        mode: One of `"none"` (pixels pass through: the base rescales
+            itself, as EfficientNet, ConvNeXt and MobileNetV3 do), `"unit"`
+            (`[0, 1]`, as TF Hub image modules expect), `"tf"` (`[-1, 1]`),
+            `"torch"` (ImageNet mean/std) or `"caffe"` (BGR, mean removed).
+
+    Example:
+    >>> Preprocess("tf")(keras.ops.full((1, 2, 2, 3), 255.0))[0, 0, 0]
+    """
+
+    MODES = ("none", "unit", "tf", "torch", "caffe")
+
+    def __init__(self, mode="none", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise TransferError(
+                f"unknown preprocessing {mode!r}; expected one of {self.MODES}"
+            )
+        self.mode = mode
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.array(_TORCH_MEAN, dtype=self.compute_dtype)
+            std = ops.array(_TORCH_STD, dtype=self.compute_dtype)
+            return (x / 255.0 - mean) / std
+        if self.mode == "caffe":
+            mean = ops.array(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+            return ops.flip(x, axis=-1) - mean
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseSpec:
+    """A registry entry: how to build one named base.
+
+    Attributes:
+        name: The registry name, e.g. `"mobilenet_v2"`.
+        build: `build(input_shape, weights)` returns a Keras model whose
+            output is a feature vector (or a feature map, which is pooled).
+        input_size: The default square input size in pixels.
+        preprocessing: A `Preprocess` mode.
+        default_weights: What `weights="default"` means: `"imagenet"`, `None`,
+            or a path to a weights file.
+        description: One line for `tftransfer bases`.
+    """
+
+    name: str
+    build: Callable[..., keras.Model]
+    input_size: int
+    preprocessing: str
+    default_weights: Optional[str] = "imagenet"
+    description: str = ""
+
+
+_REGISTRY: dict[str, BaseSpec] = {}
+
+
+def register_base(name, build, input_size, preprocessing, default_weights="imagenet",
+                  description=""):
+    """Adds a named base to the registry.
+
+    Args:
+        name: The name `load_base` will accept.
+        build: `build(input_shape, weights) -> keras.Model`, returning
+            features (a vector or a map) for `input_shape` images.
+        input_size: The default square input size.
+        preprocessing: A `Preprocess` mode.
+        default_weights: `"imagenet"`, `None` or a weights file path.
+        description: One line shown by `tftransfer bases`.
+
+    Returns:
+        The new `BaseSpec`.
+
+    Example:
+    >>> register_base("tiny_cnn", lambda shape, weights: make_cnn(shape),
+    ...               input_size=64, preprocessing="unit", default_weights=None)
+    """
+    if name in _REGISTRY:
+        raise TransferError(f"a base named {name!r} is already registered")
+    spec = BaseSpec(name, build, input_size, preprocessing, default_weights,
+                    description)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def list_bases():
+    """Returns every registered `BaseSpec`, sorted by name.
+
+    Example:
+    >>> [spec.name for spec in list_bases()][:2]
+    ['convnext_base', 'convnext_large']
+    """
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get_base_spec(name):
+    """Returns the `BaseSpec` registered as `name`, or raises a `TransferError`."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise TransferError(
+            f"unknown base {name!r}; run `tftransfer bases` to list the "
+            "registered names, or pass a .keras file or SavedModel directory"
+        ) from None
+
+
+def _keras_application(constructor, **kwargs):
+    def build(input_shape, weights):
+        return constructor(include_top=False, weights=weights,
+                           input_shape=input_shape, pooling="avg", **kwargs)
+
+    return build
+
+
+# name, keras.applications constructor, default input size, preprocessing.
+# Families whose models rescale their own input take "none".
+_KERAS_APPLICATIONS = [
+    ("convnext_tiny", "ConvNeXtTiny", 224, "none"),
+    ("convnext_small", "ConvNeXtSmall", 224, "none"),
+    ("convnext_base", "ConvNeXtBase", 224, "none"),
+    ("convnext_large", "ConvNeXtLarge", 224, "none"),
+    ("convnext_xlarge", "ConvNeXtXLarge", 224, "none"),
+    ("densenet121", "DenseNet121", 224, "torch"),
+    ("densenet169", "DenseNet169", 224, "torch"),
+    ("densenet201", "DenseNet201", 224, "torch"),
+    ("efficientnet_b0", "EfficientNetB0", 224, "none"),
+    ("efficientnet_b1", "EfficientNetB1", 240, "none"),
+    ("efficientnet_b2", "EfficientNetB2", 260, "none"),
+    ("efficientnet_b3", "EfficientNetB3", 300, "none"),
+    ("efficientnet_b4", "EfficientNetB4", 380, "none"),
+    ("efficientnet_b5", "EfficientNetB5", 456, "none"),
+    ("efficientnet_b6", "EfficientNetB6", 528, "none"),
+    ("efficientnet_b7", "EfficientNetB7", 600, "none"),
+    ("efficientnet_v2_b0", "EfficientNetV2B0", 224, "none"),
+    ("efficientnet_v2_b1", "EfficientNetV2B1", 240, "none"),
+    ("efficientnet_v2_b2", "EfficientNetV2B2", 260, "none"),
+    ("efficientnet_v2_b3", "EfficientNetV2B3", 300, "none"),
+    ("efficientnet_v2_s", "EfficientNetV2S", 384, "none"),
+    ("efficientnet_v2_m", "EfficientNetV2M", 480, "none"),
+    ("efficientnet_v2_l", "EfficientNetV2L", 480, "none"),
+    ("inception_v3", "InceptionV3", 299, "tf"),
+    ("inception_resnet_v2", "InceptionResNetV2", 299, "tf"),
+    ("mobilenet", "MobileNet", 224, "tf"),
+    ("mobilenet_v2", "MobileNetV2", 224, "tf"),
+    ("mobilenet_v3_small", "MobileNetV3Small", 224, "none"),
+    ("mobilenet_v3_large", "MobileNetV3Large", 224, "none"),
+    ("nasnet_mobile", "NASNetMobile", 224, "tf"),
+    ("nasnet_large", "NASNetLarge", 331, "tf"),
+    ("resnet50", "ResNet50", 224, "caffe"),
+    ("resnet101", "ResNet101", 224, "caffe"),
+    ("resnet152", "ResNet152", 224, "caffe"),
+    ("resnet50_v2", "ResNet50V2", 224, "tf"),
+    ("resnet101_v2", "ResNet101V2", 224, "tf"),
+    ("resnet152_v2", "ResNet152V2", 224, "tf"),
+    ("vgg16", "VGG16", 224, "caffe"),
+    ("vgg19", "VGG19", 224, "caffe"),
+    ("xception", "Xception", 299, "tf"),
+]
+
+for _name, _constructor, _size, _mode in _KERAS_APPLICATIONS:
+    register_base(_name, _keras_application(getattr(keras.applications, _constructor)),
+                  _size, _mode, description=f"keras.applications.{_constructor}")
+
+# The project's own base: MobileNetV2 (alpha 0.35) pretrained by
+# scripts/pretrain_bundled_base.py on Fashion-MNIST classes 0-4.
+register_base(
+    BUNDLED_BASE,
+    _keras_application(keras.applications.MobileNetV2, alpha=0.35),
+    input_size=48,
+    preprocessing="tf",
+    default_weights=str(SAVED_MODELS_DIR / f"{BUNDLED_BASE}.weights.h5"),
+    description="bundled: MobileNetV2-0.35 pretrained on Fashion-MNIST 0-4",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+    """A feature extractor and the input contract it expects.
+
+    Attributes:
+        name: The registry name or the path it was loaded from.
+        features: A Keras model, RGB `[0, 255]` images of `input_size` in,
+            one feature vector per image out; preprocessing included.
+        input_size: `(height, width)` in pixels.
+        preprocessing: The `Preprocess` mode inside `features`.
+    """
+
+    name: str
+    features: keras.Model
+    input_size: tuple
+    preprocessing: str
+
+    @property
+    def feature_dim(self):
+        """The length of the feature vector."""
+        return int(self.features.output.shape[-1])
+
+    @property
+    def backbone(self):
+        """The pretrained part of `features`, whose layers get unfrozen."""
+        return find_backbone(self.features)
+
+
+def assemble_features(backbone, input_size, preprocessing):
+    """Wraps a backbone with its preprocessing and, if needed, pooling.
+
+    Args:
+        backbone: A Keras layer or model from images to a feature vector or
+            a feature map.
+        input_size: `(height, width)`.
+        preprocessing: A `Preprocess` mode.
+
+    Returns:
+        A `keras.Model` named `"features"`: `[0, 255]` RGB in, vector out.
+
+    Example:
+    >>> features = assemble_features(keras.applications.MobileNetV2(
+    ...     include_top=False, weights=None), (224, 224), "tf")
+    """
+    inputs = keras.Input((*input_size, 3), name="image")
+    x = Preprocess(preprocessing, name="preprocess")(inputs)
+    x = backbone(x)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif len(x.shape) != 2:
+        raise TransferError(
+            f"the base {backbone.name!r} outputs shape {tuple(x.shape)}; "
+            "expected a feature vector or a feature map")
+    return keras.Model(inputs, x, name="features")
+
+
+def find_backbone(model):
+    """Returns the pretrained layer inside a features model or a classifier.
+
+    Args:
+        model: A `features` model from `assemble_features`, or a classifier
+            from `build_classifier` that contains one.
+
+    Returns:
+        The backbone layer (usually a nested `keras.Model`).
+    """
+    features = _find_features(model)
+    for layer in features.layers:
+        if not isinstance(layer, (keras.layers.InputLayer, Preprocess,
+                                  keras.layers.GlobalAveragePooling2D)):
+            return layer
+    raise TransferError(f"model {model.name!r} holds no backbone")
+
+
+def _find_features(model):
+    if model.name == "features":
+        return model
+    try:
+        return model.get_layer("features")
+    except ValueError:
+        raise TransferError(
+            f"model {model.name!r} has no 'features' layer; build it with "
+            "tftransfer.build_classifier") from None
+
+
+def base_from_model(model):
+    """Recovers the `Base` inside a classifier built by `build_classifier`."""
+    features = _find_features(model)
+    preprocess = next(l for l in features.layers if isinstance(l, Preprocess))
+    return Base(name=find_backbone(model).name, features=features,
+                input_size=tuple(features.input_shape[1:3]),
+                preprocessing=preprocess.mode)
+
+
+def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None):
+    """Loads a pretrained base.
+
+    Args:
+        spec: A registry name (see `list_bases()`), a local `.keras` file
+            whose output is a feature vector or map, or a SavedModel
+            directory.
+        weights: `"imagenet"`, `None` (random initialisation), a local
+            weights file, or `"default"` for the registry entry's own.
+        input_size: An int or `(height, width)`; defaults to the base's own.
+        preprocessing: A `Preprocess` mode; defaults to the registry entry's,
+            or `"none"` for a file.
+
+    Returns:
+        A `Base`.
+
+    Example:
+    >>> base = load_base("mobilenet_v2", weights=None, input_size=160)
+    >>> base.input_size, base.feature_dim
+    ((160, 160), 1280)
+    """
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    path = Path(str(spec))
+    if str(spec).endswith(".keras"):
+        return _load_keras_file(path, input_size, preprocessing)
+    if path.is_dir():
+        from tftransfer import hub  # Only SavedModel bases need TF Hub.
+
+        return hub.load_hub_base(str(path), input_size=input_size,
+                                 preprocessing=preprocessing)
+    if "://" in str(spec) or str(spec).startswith(("/", ".")):
+        if "://" in str(spec):
+            from tftransfer import hub
+
+            return hub.load_hub_base(str(spec), input_size=input_size,
+                                     preprocessing=preprocessing)
+        raise TransferError(f"base not found: {spec} does not exist")
+    entry = get_base_spec(spec)
+    input_size = tuple(input_size or (entry.input_size, entry.input_size))
+    preprocessing = preprocessing or entry.preprocessing
+    if weights == DEFAULT:
+        weights = entry.default_weights
+    backbone = _build_backbone(entry, (*input_size, 3), weights)
+    return Base(entry.name, assemble_features(backbone, input_size, preprocessing),
+                input_size, preprocessing)
+
+
+def _build_backbone(entry, input_shape, weights):
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise TransferError(f"weights file not found: {weights}")
+    try:
+        return entry.build(input_shape, weights)
+    except ValueError as error:
+        raise TransferError(f"cannot build base {entry.name!r} at input shape "
+                            f"{input_shape}: {error}") from None
+    except Exception as error:  # Downloads fail with several error types.
+        if weights != "imagenet":
+            raise
+        raise TransferError(
+            f"could not download the ImageNet weights of {entry.name!r} "
+            f"({type(error).__name__}: {error}). Without internet, copy the "
+            "weights file into ~/.keras/models/ or pass weights=None or a "
+            "local weights file") from None
+
+
+def _load_keras_file(path, input_size, preprocessing):
+    if not path.is_file():
+        raise TransferError(f"base not found: {path} does not exist")
+    model = keras.saving.load_model(path)
+    size = tuple(model.input_shape[1:3])
+    if input_size and tuple(input_size) != size:
+        raise TransferError(f"{path} takes {size[0]}x{size[1]} images; it "
+                            f"cannot be loaded at {input_size[0]}x{input_size[1]}")
+    preprocessing = preprocessing or "none"
+    return Base(str(path), assemble_features(model, size, preprocessing), size,
+                preprocessing)

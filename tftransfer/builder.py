@@ -1,0 +1,145 @@
+"""The classifier: a base's features followed by a new softmax head.
+
+A classifier built here has two named parts, in the manner of timm's
+`forward_features` / `forward_head`:
+
+* `"features"`: the base (preprocessing, pretrained backbone, pooling);
+* `"head"`: dropout and a Dense softmax, the only part that is new.
+
+Because the head is its own model, it can be trained alone on cached
+features and still be the head of the full classifier, and a base can be
+swapped without touching the head code.
+"""
+
+import keras
+
+from tftransfer.bases import find_backbone
+from tftransfer.errors import TransferError
+
+
+def build_classifier(base, num_classes, *, dropout=0.2, trainable="none",
+                     name="classifier"):
+    """Builds a classifier from a base and a new Dense softmax head.
+
+    Args:
+        base: A `Base` from `load_base`.
+        num_classes: The number of classes, at least 2.
+        dropout: The dropout rate before the Dense layer.
+        trainable: Which backbone layers train: `"none"` (feature
+            extraction), `"all"`, an int N (the top N layers), or a layer
+            name (that layer and all above it). See `set_trainable`.
+        name: The model's name.
+
+    Returns:
+        A `keras.Model` from `[0, 255]` RGB images of `base.input_size` to
+        class probabilities (float32, also under mixed precision).
+
+    Example:
+    >>> base = tftransfer.load_base("fashion_mobilenet_v2")
+    >>> model = build_classifier(base, num_classes=5, dropout=0.3)
+    >>> model.output_shape
+    (None, 5)
+    """
+    if int(num_classes) < 2:
+        raise TransferError(f"a classifier needs at least 2 classes, got {num_classes}")
+    inputs = keras.Input((*base.input_size, 3), name="image")
+    head = build_head(base.feature_dim, num_classes, dropout=dropout)
+    outputs = head(base.features(inputs))
+    model = keras.Model(inputs, outputs, name=name)
+    set_trainable(model, trainable)
+    return model
+
+
+def build_head(feature_dim, num_classes, *, dropout=0.2):
+    """Builds the new head: dropout and a Dense softmax.
+
+    Args:
+        feature_dim: The length of the feature vectors it takes.
+        num_classes: The number of classes.
+        dropout: The dropout rate.
+
+    Returns:
+        A `keras.Sequential` named `"head"`, features in, probabilities out.
+
+    Example:
+    >>> build_head(1280, 5)(keras.ops.zeros((2, 1280))).shape
+    (2, 5)
+    """
+    return keras.Sequential(
+        [
+            keras.Input((feature_dim,), name="features"),
+            keras.layers.Dropout(dropout, name="dropout"),
+            # float32 so that the softmax stays stable under mixed precision.
+            keras.layers.Dense(num_classes, activation="softmax",
+                               dtype="float32", name="probabilities"),
+        ],
+        name="head",
+    )
+
+
+def head_of(model):
+    """Returns the `"head"` model of a classifier from `build_classifier`."""
+    try:
+        return model.get_layer("head")
+    except ValueError:
+        raise TransferError(f"model {model.name!r} has no 'head'; build it with "
+                            "tftransfer.build_classifier") from None
+
+
+def backbone_layers(model):
+    """Returns the backbone's layers, bottom first, that `trainable` counts."""
+    backbone = find_backbone(model)
+    if not isinstance(backbone, keras.Model):
+        return [backbone]
+    return [l for l in backbone.layers if not isinstance(l, keras.layers.InputLayer)]
+
+
+def set_trainable(model, trainable):
+    """Freezes the backbone of a classifier, all but its top layers.
+
+    BatchNormalization layers always stay frozen. In Keras 3 a frozen
+    BatchNormalization layer runs in inference mode, so fine-tuning never
+    overwrites the pretrained moving statistics with those of small batches.
+    The head is always trainable.
+
+    Args:
+        model: A classifier from `build_classifier`.
+        trainable: `"none"`, `None` or `0` (freeze all), `"all"`, an int N
+            (the top N layers), or the name of the lowest layer to train.
+
+    Returns:
+        The number of backbone layers set trainable.
+
+    Example:
+    >>> set_trainable(model, 20)   # the top 20 layers train
+    20
+    """
+    layers = backbone_layers(model)
+    count = _count_trainable(trainable, layers, find_backbone(model).name)
+    features = model.get_layer("features")
+    features.trainable = count > 0  # Recursive: every sub-layer follows.
+    for index, layer in enumerate(layers):
+        if count and index < len(layers) - count:
+            layer.trainable = False
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    head_of(model).trainable = True
+    return count
+
+
+def _count_trainable(trainable, layers, backbone_name):
+    if trainable in (None, "none", 0):
+        return 0
+    if trainable == "all":
+        return len(layers)
+    if isinstance(trainable, str) and not trainable.isdigit():
+        names = [layer.name for layer in layers]
+        if trainable not in names:
+            raise TransferError(f"the base {backbone_name!r} has no layer named "
+                                f"{trainable!r}")
+        return len(layers) - names.index(trainable)
+    count = int(trainable)
+    if not 0 <= count <= len(layers):
+        raise TransferError(f"cannot unfreeze {count} layers: the base "
+                            f"{backbone_name!r} has {len(layers)} layers")
+    return count

@@ -1,0 +1,182 @@
+"""The `tftransfer` command line.
+
+    tftransfer train                 # the bundled demo, no download needed
+    tftransfer train --data photos/ --base efficientnet_v2_b0 --export exports/photos
+    tftransfer predict --model exports/photos cat.jpg dog.png
+    tftransfer bases
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+
+
+def _unfreeze(value):
+    return int(value) if value.isdigit() else value
+
+
+def build_parser():
+    """Returns the `argparse` parser of the `tftransfer` command."""
+    from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
+
+    parser = argparse.ArgumentParser(
+        prog="tftransfer",
+        description="Transfer learning for Keras 3: a pretrained base, a new "
+                    "softmax head, two-phase fine-tuning, and a SavedModel "
+                    "that TF Serving loads.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a classifier on a folder of images and export it",
+        description="Train a classifier in two phases (the new head on the frozen "
+                    "base, then the top layers at a low learning rate) and export "
+                    "it as a versioned SavedModel. With no arguments, trains the "
+                    "bundled demo: Fashion-MNIST classes 5-9 on the bundled base.")
+    train.add_argument("--data", default=str(DEMO_DATA),
+                       help="folder of class subfolders, optionally split into "
+                            "train/ val/ test/ (default: the bundled demo)")
+    train.add_argument("--base", default=BUNDLED_BASE,
+                       help="a registry name (see `tftransfer bases`), a .keras file, "
+                            f"or a SavedModel directory (default: {BUNDLED_BASE})")
+    train.add_argument("--weights", default="default",
+                       help="'imagenet', 'none', a local weights file, or 'default' "
+                            "for the base's own (default: default)")
+    train.add_argument("--export", default=str(SAVED_MODELS_DIR / "demo_classifier"),
+                       help="SavedModel base path; a new version folder is written "
+                            "in it (default: saved_models/demo_classifier)")
+    train.add_argument("--save-keras", metavar="PATH",
+                       help="also save the Keras model to this .keras file")
+    train.add_argument("--head-epochs", type=int, default=10,
+                       help="most epochs of phase 1, the head alone (default: 10)")
+    train.add_argument("--fine-tune-epochs", type=int, default=10,
+                       help="most epochs of phase 2, the unfrozen top; 0 skips it "
+                            "(default: 10)")
+    train.add_argument("--unfreeze", type=_unfreeze, default=20,
+                       help="layers trained in phase 2: a number N (the top N), "
+                            "'all', or a layer name (it and all above) (default: 20)")
+    train.add_argument("--learning-rate", type=float, default=1e-3,
+                       help="learning rate of phase 1 (default: 1e-3)")
+    train.add_argument("--fine-tune-learning-rate", type=float, default=1e-5,
+                       help="peak learning rate of phase 2 (default: 1e-5)")
+    train.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
+    train.add_argument("--image-size", type=int,
+                       help="square input size in pixels (default: the base's own)")
+    train.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
+    train.add_argument("--label-smoothing", type=float, default=0.0,
+                       help="(default: 0)")
+    train.add_argument("--validation-split", type=float, default=0.2,
+                       help="fraction of each class held out when there is no val/ "
+                            "folder (default: 0.2)")
+    train.add_argument("--patience", type=int, default=3,
+                       help="epochs without improvement before a phase stops "
+                            "(default: 3)")
+    train.add_argument("--seed", type=int, default=1337, help="(default: 1337)")
+    train.add_argument("--log-dir", help="write TensorBoard logs here")
+    train.add_argument("--overwrite", action="store_true",
+                       help="with --version, replace an existing version")
+    train.add_argument("--version", type=int,
+                       help="export version (default: one more than the highest)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    predict = commands.add_parser(
+        "predict", help="print the top classes of images with an exported model",
+        description="Run an exported SavedModel on image files and print the top "
+                    "classes of each.")
+    predict.add_argument("--model", required=True,
+                         help="a SavedModel base path (its latest version is used) "
+                              "or a version folder")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("--top-k", type=int, default=3, help="(default: 3)")
+
+    commands.add_parser("bases", help="list the registered bases",
+                        description="List the named bases that --base accepts.")
+    return parser
+
+
+def train_command(args):
+    """Runs `tftransfer train`; returns the exit status."""
+    import keras
+
+    import tftransfer
+
+    keras.utils.set_random_seed(args.seed)
+    weights = None if args.weights.lower() == "none" else args.weights
+    base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
+    data = tftransfer.image_folder(args.data, base.input_size,
+                                   batch_size=args.batch_size,
+                                   validation_split=args.validation_split,
+                                   seed=args.seed)
+    print(f"data: {len(data.class_names)} classes from {args.data}"
+          + (f", {len(data.skipped)} file(s) skipped" if data.skipped else ""))
+    model = tftransfer.build_classifier(base, len(data.class_names),
+                                        dropout=args.dropout)
+    start = time.time()
+    history = tftransfer.fine_tune(
+        model, data.train, data.validation, head_epochs=args.head_epochs,
+        fine_tune_epochs=args.fine_tune_epochs, unfreeze=args.unfreeze,
+        head_learning_rate=args.learning_rate,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        patience=args.patience, label_smoothing=args.label_smoothing,
+        log_dir=args.log_dir, verbose=2 if args.quiet else "auto")
+    print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
+          f"'{history.kept_phase}'")
+    metrics = {}
+    if data.test is not None:
+        metrics = model.evaluate(data.test, verbose=0, return_dict=True)
+        print(f"test accuracy: {metrics['accuracy']:.4f} "
+              f"(loss {metrics['loss']:.4f})")
+    if args.save_keras:
+        model.save(args.save_keras)
+        print(f"saved the Keras model to {args.save_keras}")
+    path = tftransfer.export_saved_model(
+        model, args.export, data.class_names, version=args.version,
+        overwrite=args.overwrite,
+        metadata={"base": base.name, "preprocessing": base.preprocessing,
+                  "test_metrics": metrics})
+    print(f"exported to {path}")
+    return 0
+
+
+def predict_command(args):
+    """Runs `tftransfer predict`; returns the exit status."""
+    from tftransfer.export import predict_files
+
+    for path, result in predict_files(args.model, args.images, top_k=args.top_k):
+        ranked = ", ".join(f"{name} {score:.3f}" for name, score in result)
+        print(f"{path}: {ranked}")
+    return 0
+
+
+def bases_command(args):
+    """Runs `tftransfer bases`; returns the exit status."""
+    from tftransfer.bases import list_bases
+
+    for spec in list_bases():
+        print(f"{spec.name:22s} {spec.input_size:>4d}px  {spec.preprocessing:6s} "
+              f"{spec.description}")
+    return 0
+
+
+def main(argv=None):
+    """The entry point of the `tftransfer` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="tftransfer: %(message)s", level=logging.INFO)
+    from tftransfer.errors import TransferError
+
+    command = {"train": train_command, "predict": predict_command,
+               "bases": bases_command}[args.command]
+    try:
+        return command(args)
+    except TransferError as error:
+        print(f"tftransfer: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

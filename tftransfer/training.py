@@ -1,0 +1,162 @@
+"""The two-phase routine: train the new head, then fine-tune the top layers.
+
+Phase 1 trains only the head at a normal learning rate; the base is frozen.
+Phase 2 unfreezes the top of the base and goes on at a learning rate about
+100x lower, warmed up and cosine-decayed, so that the large gradients of a
+fresh head never wreck the pretrained features. Both phases stop early and
+keep their best weights; if phase 2 never beats phase 1, phase 1's weights
+are kept.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import keras
+from keras import ops
+
+from tftransfer.builder import set_trainable
+
+
+@keras.saving.register_keras_serializable(package="tftransfer")
+class SparseCategoricalCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels, with optional label smoothing.
+
+    Keras' own sparse cross-entropy has no `label_smoothing`; this one
+    one-hot encodes the labels first when smoothing is asked for.
+
+    Args:
+        label_smoothing: In `[0, 1)`; 0.1 is a common choice.
+
+    Example:
+    >>> loss = SparseCategoricalCrossentropy(label_smoothing=0.1)
+    >>> float(loss([0], [[0.9, 0.1]]))
+    """
+
+    def __init__(self, label_smoothing=0.0, name="sparse_categorical_crossentropy",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@dataclasses.dataclass
+class FineTuneHistory:
+    """The Keras `History` of each phase.
+
+    Attributes:
+        head: Phase 1 (the head alone).
+        fine_tune: Phase 2 (the unfrozen top), or `None` if it did not run.
+        kept_phase: `"head"` if phase 2 never beat phase 1 and phase 1's
+            weights were restored, else `"fine_tune"`.
+    """
+
+    head: keras.callbacks.History
+    fine_tune: Optional[keras.callbacks.History] = None
+    kept_phase: str = "head"
+
+    @property
+    def history(self):
+        """Both phases' logs joined epoch by epoch, as in `History.history`."""
+        phases = [h for h in (self.head, self.fine_tune) if h is not None]
+        keys = {k for h in phases for k in h.history}
+        return {k: [v for h in phases for v in h.history.get(k, [])] for k in keys}
+
+    @property
+    def head_epochs(self):
+        """The number of epochs phase 1 ran."""
+        return len(self.head.epoch)
+
+
+def fine_tune(model, train, validation=None, *, head_epochs=10, fine_tune_epochs=10,
+              unfreeze=20, head_learning_rate=1e-3, fine_tune_learning_rate=1e-5,
+              warmup_epochs=1, patience=3, label_smoothing=0.0, class_weight=None,
+              callbacks=None, log_dir=None, verbose="auto"):
+    """Trains a classifier in two phases: the head, then the unfrozen top.
+
+    Args:
+        model: A classifier from `build_classifier`.
+        train: A `tf.data.Dataset` of `(images, labels)` batches.
+        validation: Batches to monitor for early stopping (else the
+            training loss is monitored).
+        head_epochs: The most epochs of phase 1.
+        fine_tune_epochs: The most epochs of phase 2; 0 skips it.
+        unfreeze: The backbone layers to train in phase 2: an int N (the top
+            N), `"all"`, or the name of the lowest layer to train.
+        head_learning_rate: Adam's learning rate in phase 1.
+        fine_tune_learning_rate: The peak learning rate in phase 2.
+        warmup_epochs: Phase 2 ramps its learning rate up over this many
+            epochs, then decays it to 0 along a cosine.
+        patience: Epochs without improvement before a phase stops.
+        label_smoothing: Label smoothing of the cross-entropy.
+        class_weight: Passed to `model.fit`.
+        callbacks: Keras callbacks, used in both phases.
+        log_dir: If set, TensorBoard logs go there.
+        verbose: Passed to `model.fit`.
+
+    Returns:
+        A `FineTuneHistory`.
+
+    Example:
+    >>> history = fine_tune(model, train, val, head_epochs=5, fine_tune_epochs=5)
+    >>> history.history["val_accuracy"][-1]
+    """
+    monitor = "val_loss" if validation is not None else "loss"
+    extra = list(callbacks or [])
+    if log_dir:
+        extra.append(keras.callbacks.TensorBoard(log_dir))
+    loss = SparseCategoricalCrossentropy(label_smoothing)
+
+    def run(epochs, learning_rate, initial_epoch=0):
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                      metrics=["accuracy"])
+        stopper = keras.callbacks.EarlyStopping(monitor, patience=patience,
+                                                restore_best_weights=True)
+        return model.fit(train, validation_data=validation,
+                         epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                         callbacks=[stopper, *extra], class_weight=class_weight,
+                         verbose=verbose)
+
+    set_trainable(model, unfreeze)  # Fails now, not after phase 1, if invalid.
+    set_trainable(model, "none")
+    result = FineTuneHistory(head=run(head_epochs, head_learning_rate))
+    if fine_tune_epochs <= 0 or set_trainable(model, unfreeze) == 0:
+        return result
+    head_weights = model.get_weights()
+    schedule = _warmup_cosine(fine_tune_learning_rate, warmup_epochs,
+                              fine_tune_epochs, _steps_per_epoch(train))
+    result.fine_tune = run(fine_tune_epochs, schedule, initial_epoch=result.head_epochs)
+    result.kept_phase = "fine_tune"
+    if _best(result.fine_tune, monitor) > _best(result.head, monitor):
+        model.set_weights(head_weights)
+        result.kept_phase = "head"
+    return result
+
+
+def _best(history, monitor):
+    values = [v for v in history.history.get(monitor, []) if math.isfinite(v)]
+    return min(values, default=math.inf)
+
+
+def _steps_per_epoch(dataset):
+    steps = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else -1
+    return steps if steps > 0 else None
+
+
+def _warmup_cosine(peak, warmup_epochs, epochs, steps_per_epoch):
+    if steps_per_epoch is None:
+        return peak  # An unknown length: keep the rate constant.
+    warmup = min(warmup_epochs, epochs) * steps_per_epoch
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(peak, epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10, warmup_target=peak, warmup_steps=warmup,
+        decay_steps=max(1, epochs * steps_per_epoch - warmup))
