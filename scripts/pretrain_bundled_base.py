@@ -75,13 +75,14 @@ def pretrain(epochs, seed, batch_size=128):
     import tensorflow as tf
 
     import tftransfer
+    from tftransfer.builder import set_trainable_flag
     from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
 
     keras.utils.set_random_seed(seed)
     base = tftransfer.load_base(BUNDLED_BASE, weights=None)
     model = tftransfer.build_classifier(base, len(BASE_CLASSES), dropout=0.2)
     # From scratch, every layer trains, BatchNorm included.
-    model.get_layer("features").trainable = True
+    set_trainable_flag(model.get_layer("features"), True)
     for layer in base.backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             # Keras' MobileNetV2 uses 0.999, far too slow for a short run.

@@ -77,3 +77,66 @@ def split_folder_path(tmp_path_factory):
     write_image_folder(root / "val", 3, seed=2)
     write_image_folder(root / "test", 3, fmt="jpg", seed=3)
     return root
+
+
+def write_hub_module(path, *, batch_norm=False, l2=0.0, size=32, signature_only=False):
+    """Writes a TF2 reusable SavedModel, as TF Hub publishes image modules.
+
+    The module maps `[0, 1]` images to 8 features: a 3x3 convolution,
+    optionally batch normalization (moving statistics updated only with
+    `training=True`), ReLU and average pooling. With `l2`, it has a
+    regularization loss on its kernel. With `signature_only`, it has only a
+    `serving_default` signature, like a TF1 hub module or a serving export.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    obj = tf.train.Checkpoint()
+    kernel = tf.Variable(rng.normal(0, 0.3, (3, 3, 3, 8)).astype("float32"),
+                         name="conv/kernel")
+    bias = tf.Variable(np.zeros(8, "float32"), name="conv/bias")
+    mean = tf.Variable(np.full(8, 0.1, "float32"), trainable=False, name="bn/moving_mean")
+    variance = tf.Variable(np.full(8, 0.9, "float32"), trainable=False,
+                           name="bn/moving_variance")
+    obj.kernel, obj.bias, obj.mean, obj.variance = kernel, bias, mean, variance
+
+    def forward(images, training):
+        x = tf.nn.conv2d(images, kernel, strides=2, padding="SAME") + bias
+        if batch_norm:
+            if training:
+                batch_mean, batch_var = tf.nn.moments(x, [0, 1, 2])
+                mean.assign(0.9 * mean + 0.1 * batch_mean)
+                variance.assign(0.9 * variance + 0.1 * batch_var)
+                x = (x - batch_mean) / tf.sqrt(batch_var + 1e-3)
+            else:
+                x = (x - mean) / tf.sqrt(variance + 1e-3)
+        return tf.reduce_mean(tf.nn.relu(x), axis=[1, 2])
+
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+    if signature_only:
+        serve = tf.function(lambda images: {"feature_vector": forward(images, False)},
+                            input_signature=[spec])
+        tf.saved_model.save(obj, str(path), signatures={"serving_default": serve})
+        return path
+
+    call = tf.function(forward)
+    call.get_concrete_function(spec, True)
+    call.get_concrete_function(spec, False)
+    obj.__call__ = call
+    obj.variables = [kernel, bias] + ([mean, variance] if batch_norm else [])
+    obj.trainable_variables = [kernel, bias]
+    obj.regularization_losses = (
+        [tf.function(lambda: l2 * tf.reduce_sum(tf.square(kernel)), input_signature=[])]
+        if l2 else [])
+    tf.saved_model.save(obj, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def hub_bn_module(tmp_path_factory):
+    return write_hub_module(tmp_path_factory.mktemp("hub") / "bn", batch_norm=True)
+
+
+@pytest.fixture(scope="session")
+def hub_l2_module(tmp_path_factory):
+    return write_hub_module(tmp_path_factory.mktemp("hub") / "l2", l2=0.5)

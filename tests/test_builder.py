@@ -45,6 +45,14 @@ def test_set_trainable_top_layers_keeps_batchnorm_frozen(tiny_base, trainable, e
     assert head_of(model).trainable
 
 
+def test_set_trainable_can_be_changed_repeatedly(tiny_base):
+    model = tftransfer.build_classifier(tiny_base, 3)
+    for trainable, expected in [(3, {"conv3"}), ("all", {"conv1", "conv2", "conv3"}),
+                                (6, {"conv2", "conv3"}), ("none", set()), (3, {"conv3"})]:
+        tftransfer.set_trainable(model, trainable)
+        assert trainable_names(model) == expected, trainable
+
+
 def test_set_trainable_returns_count_and_rejects_bad_values(tiny_base):
     model = tftransfer.build_classifier(tiny_base, 3)
     assert tftransfer.set_trainable(model, 4) == 4

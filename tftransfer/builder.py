@@ -106,6 +106,8 @@ def set_trainable(model, trainable):
         model: A classifier from `build_classifier`.
         trainable: `"none"`, `None` or `0` (freeze all), `"all"`, an int N
             (the top N layers), or the name of the lowest layer to train.
+            A TF Hub module is one opaque layer: anything but "none"
+            unfreezes it whole.
 
     Returns:
         The number of backbone layers set trainable.
@@ -115,16 +117,31 @@ def set_trainable(model, trainable):
     20
     """
     layers = backbone_layers(model)
-    count = _count_trainable(trainable, layers, find_backbone(model).name)
-    features = model.get_layer("features")
-    features.trainable = count > 0  # Recursive: every sub-layer follows.
+    backbone = find_backbone(model)
+    if not isinstance(backbone, keras.Model) and trainable not in (None, "none", 0):
+        # An opaque module (a TF Hub SavedModel) trains whole or not at all.
+        trainable = "all"
+    count = _count_trainable(trainable, layers, backbone.name)
+    set_trainable_flag(model.get_layer("features"), count > 0)
     for index, layer in enumerate(layers):
         if count and index < len(layers) - count:
-            layer.trainable = False
+            set_trainable_flag(layer, False)
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-    head_of(model).trainable = True
+            set_trainable_flag(layer, False)
+    set_trainable_flag(head_of(model), True)
     return count
+
+
+def set_trainable_flag(layer, value):
+    """Sets `layer.trainable` and, recursively, that of its sub-layers.
+
+    Plain `layer.trainable = value` is skipped by TensorFlow's attribute
+    tracking when the layer already has that value, so sub-layers that
+    differ keep theirs; calling the property's setter always recurses.
+    """
+    type(layer).trainable.fset(layer, value)
+    for sublayer in layer.layers if isinstance(layer, keras.Model) else []:
+        set_trainable_flag(sublayer, value)
 
 
 def _count_trainable(trainable, layers, backbone_name):

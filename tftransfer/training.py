@@ -125,7 +125,8 @@ def fine_tune(model, train, validation=None, *, head_epochs=10, fine_tune_epochs
                          callbacks=[stopper, *extra], class_weight=class_weight,
                          verbose=verbose)
 
-    set_trainable(model, unfreeze)  # Fails now, not after phase 1, if invalid.
+    if fine_tune_epochs > 0:
+        set_trainable(model, unfreeze)  # Fails now, not after phase 1, if invalid.
     set_trainable(model, "none")
     result = FineTuneHistory(head=run(head_epochs, head_learning_rate))
     if fine_tune_epochs <= 0 or set_trainable(model, unfreeze) == 0:

@@ -1,0 +1,113 @@
+import hashlib
+import shutil
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tftransfer
+from tftransfer.hub import HubModule
+
+from conftest import write_hub_module
+
+
+def module_weights(model):
+    layer = model.get_layer("features").get_layer("hub_module")
+    return {v.name: v.numpy().copy() for v in layer.weights}
+
+
+@pytest.fixture
+def colors(image_folder_path):
+    return tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
+
+
+def test_hub_module_is_a_keras3_layer_with_the_module_variables(hub_bn_module):
+    base = tftransfer.load_base(str(hub_bn_module))
+    assert base.input_size == (32, 32) and base.preprocessing == "unit"
+    assert base.feature_dim == 8
+    layer = base.backbone
+    assert isinstance(layer, keras.layers.Layer) and isinstance(layer, HubModule)
+    assert {v.name for v in layer.weights} == {
+        "conv_kernel_0", "conv_bias_0", "bn_moving_mean_0", "bn_moving_variance_0"}
+    model = tftransfer.build_classifier(base, 3)
+    assert isinstance(model, keras.Model)
+
+
+def test_frozen_training_leaves_module_unchanged_and_fine_tuning_changes_it(
+        hub_bn_module, colors):
+    base = tftransfer.load_base(str(hub_bn_module))
+    model = tftransfer.build_classifier(base, 3)
+    before = module_weights(model)
+    tftransfer.fine_tune(model, colors.train, None, head_epochs=2, fine_tune_epochs=0,
+                         verbose=0)
+    after_head = module_weights(model)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after_head[name])
+    tftransfer.set_trainable(model, "all")
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(colors.train, epochs=2, verbose=0)
+    after_fine_tune = module_weights(model)
+    assert not np.array_equal(after_head["conv_kernel_0"], after_fine_tune["conv_kernel_0"])
+    # training=True reached the module: its BatchNorm statistics moved.
+    assert not np.array_equal(after_head["bn_moving_mean_0"],
+                              after_fine_tune["bn_moving_mean_0"])
+
+
+def test_regularization_loss_counts_only_while_training(hub_l2_module):
+    base = tftransfer.load_base(str(hub_l2_module))
+    model = tftransfer.build_classifier(base, 3, trainable="all")
+    images = np.zeros((2, 32, 32, 3), "float32")
+    model(images, training=True)
+    kernel = base.backbone.weights[0].numpy()
+    assert len(model.losses) == 1
+    np.testing.assert_allclose(float(model.losses[0]), 0.5 * np.sum(kernel ** 2), rtol=1e-5)
+    model(images, training=False)
+    assert model.losses == []
+
+
+def test_keras_and_saved_model_round_trips(hub_bn_module, colors, tmp_path):
+    base = tftransfer.load_base(str(hub_bn_module))
+    model = tftransfer.build_classifier(base, 3)
+    tftransfer.fine_tune(model, colors.train, colors.validation, head_epochs=2,
+                         fine_tune_epochs=1, unfreeze="all", fine_tune_learning_rate=1e-2,
+                         verbose=0)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-5)
+    # The weights come from the .keras file, not from the module on disk.
+    np.testing.assert_array_equal(module_weights(reloaded)["conv_kernel_0"],
+                                  module_weights(model)["conv_kernel_0"])
+    path = tftransfer.export_saved_model(model, tmp_path / "export", colors.class_names)
+    served = tf.saved_model.load(str(path)).signatures["serving_images"]
+    np.testing.assert_allclose(served(images=tf.constant(images))["probabilities"],
+                               expected, atol=1e-5)
+
+
+def test_signature_only_module_is_frozen(tmp_path):
+    path = write_hub_module(tmp_path / "sig", signature_only=True)
+    base = tftransfer.load_base(str(path))
+    assert base.feature_dim == 8
+    model = tftransfer.build_classifier(base, 3)
+    with pytest.raises(tftransfer.TransferError, match="only signatures"):
+        tftransfer.set_trainable(model, "all")
+
+
+def test_url_resolves_offline_from_tfhub_cache_dir(hub_l2_module, tmp_path, monkeypatch):
+    handle = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+    cache = tmp_path / "cache"
+    shutil.copytree(hub_l2_module, cache / hashlib.sha1(handle.encode()).hexdigest())
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    base = tftransfer.load_base(handle)
+    assert base.name == handle and base.feature_dim == 8
+
+
+def test_unreachable_handle_fails_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    start = time.time()
+    with pytest.raises(tftransfer.TransferError, match="cannot reach .*put the unpacked module in"):
+        tftransfer.load_base("http://127.0.0.1:9/models/feature_vector/1")
+    assert time.time() - start < 10

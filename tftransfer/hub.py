@@ -1,0 +1,279 @@
+"""TF Hub bases in Keras 3: `HubModule`, a Keras 3 layer around a SavedModel.
+
+`tensorflow_hub.KerasLayer` is a tf_keras layer, which Keras 3 models
+reject. `HubModule` is a real `keras.layers.Layer`: the module's own
+`tf.Variable`s become its weights (Keras variables adopt them, so the
+optimizer updates exactly what the module computes with), `training`
+reaches the module, and the module's regularization losses are added while
+it trains.
+
+Modules that only have signatures (the TF1 hub format, or a plain
+`serving_default` export) load as frozen feature extractors.
+"""
+
+import hashlib
+import os
+import re
+import socket
+import urllib.parse
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from tftransfer.errors import TransferError
+
+# Hub image feature-vector modules take float pixels in [0, 1].
+HUB_PREPROCESSING = "unit"
+_DEFAULT_SIZE = 224
+
+
+@keras.saving.register_keras_serializable(package="tftransfer")
+class HubModule(keras.layers.Layer):
+    """A TF2 SavedModel (TF Hub module) as a fine-tunable Keras 3 layer.
+
+    Args:
+        handle: A local SavedModel directory, a tfhub.dev or Kaggle URL, or a
+            `gs://` path (see `resolve_handle`).
+        output_key: For modules that return a dict, the output to use.
+        signature: Call this signature instead of the module's `__call__`;
+            such a module is always frozen.
+        trainable: Whether fine-tuning updates the module's variables.
+
+    Example:
+    >>> layer = HubModule("saved_models/fashion_mobilenet_v2_hub")
+    >>> layer(keras.ops.zeros((1, 48, 48, 3))).shape
+    TensorShape([1, 1280])
+    """
+
+    def __init__(self, handle, output_key=None, signature=None, trainable=False,
+                 **kwargs):
+        super().__init__(trainable=trainable, **kwargs)
+        self.handle = str(handle)
+        self.output_key = output_key
+        self.signature = signature
+        self._module = _load_module(resolve_handle(self.handle))
+        if signature is None and not callable(self._module):
+            signature = _default_signature(self._module, self.handle)
+            self.signature = signature
+        if signature is not None:
+            if signature not in self._module.signatures:
+                raise TransferError(
+                    f"{self.handle} has no signature {signature!r}; it has "
+                    f"{sorted(self._module.signatures)}")
+            self._function = self._module.signatures[signature]
+        else:
+            self._function = self._module.__call__
+        self._accepts_training = _accepts_training(self._function)
+        # Keras variables that adopt the module's tf.Variables (no copy).
+        # Keras names may not hold "/" or ":" (the ":0" of TF names).
+        variables = _module_variables(self._module, self._function)
+        self._trainable_in_module = [v.trainable for v in variables]
+        self._module_variables = [
+            keras.Variable(v, trainable=v.trainable, name=re.sub(r"[/:]", "_", v.name))
+            for v in variables
+        ]
+        type(self).trainable.fset(self, trainable)  # `self.trainable = ` may be skipped.
+        self.built = True
+
+    @property
+    def fine_tunable(self):
+        """Whether the module can be trained (it is a TF2 `__call__` module)."""
+        return self.signature is None
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        if value and getattr(self, "_function", None) is not None and not self.fine_tunable:
+            raise TransferError(
+                f"{self.handle} has only signatures (TF1 hub format or a "
+                "serving export); it can be used frozen, not fine-tuned")
+        self._trainable = bool(value)
+        # Models collect weights by each variable's own flag, so keep the
+        # flags in step; the module's non-trainable state (BatchNorm
+        # statistics) never trains.
+        for variable, own in zip(getattr(self, "_module_variables", []),
+                                 getattr(self, "_trainable_in_module", [])):
+            variable.trainable = self._trainable and own
+
+    def input_size(self):
+        """Returns the fixed `(height, width)` of the module's input, or `None`."""
+        for spec in _input_specs(self._function):
+            if spec.shape.rank == 4 and None not in spec.shape[1:3]:
+                return tuple(int(d) for d in spec.shape[1:3])
+        return None
+
+    def call(self, images, training=False):
+        images = tf.cast(images, tf.float32)
+        if self.signature is not None:
+            outputs = self._function(images)
+        elif self._accepts_training:
+            outputs = self._function(images, training=bool(training) and self.trainable)
+        else:
+            outputs = self._function(images)
+        if training and self.trainable:
+            for loss in getattr(self._module, "regularization_losses", []):
+                self.add_loss(loss())
+        if isinstance(outputs, dict):
+            if self.output_key is None and len(outputs) == 1:
+                return next(iter(outputs.values()))
+            if self.output_key not in outputs:
+                raise TransferError(f"{self.handle} returns {sorted(outputs)}; pass "
+                                    "output_key to pick one")
+            return outputs[self.output_key]
+        return outputs
+
+    def compute_output_spec(self, images, training=False):
+        # Shape inference runs the module once on a symbolic placeholder.
+        concrete = tf.function(self.call).get_concrete_function(
+            tf.TensorSpec(images.shape, tf.float32))
+        return keras.KerasTensor(tuple(concrete.structured_outputs.shape.as_list()),
+                                 dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "handle": self.handle,
+                "output_key": self.output_key, "signature": self.signature}
+
+
+def load_hub_base(handle, *, input_size=None, preprocessing=None, output_key=None):
+    """Loads a TF Hub feature-vector module as a `Base`.
+
+    Args:
+        handle: A local SavedModel directory, a tfhub.dev / Kaggle URL or a
+            `gs://` path.
+        input_size: `(height, width)`; required if the module's input size
+            is dynamic (224x224 is assumed otherwise).
+        preprocessing: A `Preprocess` mode; hub image modules take `[0, 1]`
+            (`"unit"`), the default.
+        output_key: For modules that return a dict.
+
+    Returns:
+        A `Base` whose backbone is a `HubModule`.
+
+    Example:
+    >>> base = load_hub_base(
+    ...     "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5")
+    """
+    from tftransfer.bases import Base, assemble_features
+
+    layer = HubModule(handle, output_key=output_key, name="hub_module")
+    fixed = layer.input_size()
+    if fixed and input_size and tuple(input_size) != fixed:
+        raise TransferError(f"{handle} takes {fixed[0]}x{fixed[1]} images; it cannot "
+                            f"run at {input_size[0]}x{input_size[1]}")
+    size = tuple(input_size or fixed or (_DEFAULT_SIZE, _DEFAULT_SIZE))
+    preprocessing = preprocessing or HUB_PREPROCESSING
+    return Base(str(handle), assemble_features(layer, size, preprocessing), size,
+                preprocessing)
+
+
+def resolve_handle(handle, timeout=5.0):
+    """Returns a local directory for a module handle, failing fast offline.
+
+    Local directories are returned as they are. A URL resolves to its copy
+    in `TFHUB_CACHE_DIR` (`tensorflow_hub`'s cache: the folder named by the
+    SHA-1 of the handle) when one is there, with no network. Otherwise the
+    host is probed with a short timeout before `tensorflow_hub` downloads,
+    so an unreachable handle fails in seconds rather than retrying.
+
+    Args:
+        handle: A path, `gs://` path, or http(s) URL.
+        timeout: Seconds to wait for the host to answer.
+
+    Returns:
+        The path of the module's SavedModel directory.
+    """
+    if Path(handle).is_dir():
+        return handle
+    if not re.match(r"^(https?|gs)://", handle):
+        raise TransferError(f"module not found: {handle} is neither a directory nor "
+                            "a URL")
+    cached = cached_module_dir(handle)
+    if cached and cached.is_dir() and any(cached.iterdir()):
+        return str(cached)
+    if handle.startswith(("http://", "https://")):
+        _probe(handle, timeout)
+    import tensorflow_hub as hub
+
+    try:
+        return hub.resolve(handle)
+    except Exception as error:  # urllib, HTTP and tf.errors alike.
+        raise _unreachable(handle, error) from None
+
+
+def cached_module_dir(handle):
+    """Returns where `tensorflow_hub` caches `handle`, or `None` if no cache is set."""
+    cache = os.environ.get("TFHUB_CACHE_DIR")
+    if not cache:
+        return None
+    return Path(cache) / hashlib.sha1(handle.encode("utf8")).hexdigest()
+
+
+def _probe(handle, timeout):
+    url = urllib.parse.urlparse(handle)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise _unreachable(handle, error) from None
+
+
+def _unreachable(handle, error):
+    where = cached_module_dir(handle)
+    hint = (f"put the unpacked module in {where}" if where else
+            "set TFHUB_CACHE_DIR and put the unpacked module in "
+            "$TFHUB_CACHE_DIR/<sha1 of the handle>")
+    return TransferError(f"cannot reach {handle} ({error}). Offline, {hint}, or "
+                         "pass the module's local directory as the base")
+
+
+def _load_module(path):
+    try:
+        if tf.config.list_logical_devices("TPU"):
+            # On TPU hosts, variables must be read by the local host (hub#771).
+            options = tf.saved_model.LoadOptions(experimental_io_device="/job:localhost")
+            return tf.saved_model.load(path, options=options)
+        return tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise TransferError(f"cannot load a SavedModel from {path}: {error}") from None
+
+
+def _default_signature(module, handle):
+    for name in ("default", "serving_default"):
+        if name in getattr(module, "signatures", {}):
+            return name
+    raise TransferError(f"{handle} is neither callable nor has a default or "
+                        "serving_default signature")
+
+
+def _accepts_training(function):
+    try:
+        spec = function.function_spec.fullargspec
+        return "training" in spec.args or "training" in spec.kwonlyargs
+    except AttributeError:
+        concrete = getattr(function, "concrete_functions", [])
+        return any("training" in c.structured_input_signature[1] for c in concrete)
+
+
+def _input_specs(function):
+    concrete = list(getattr(function, "concrete_functions", [function]))
+    for fn in concrete:
+        args, kwargs = fn.structured_input_signature
+        for spec in tf.nest.flatten((args, kwargs)):
+            if isinstance(spec, tf.TensorSpec):
+                yield spec
+
+
+def _module_variables(module, function):
+    variables = list(getattr(module, "variables", []) or [])
+    if not variables:
+        variables = list(getattr(function, "variables", []) or [])
+    seen, unique = set(), []
+    for variable in variables:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            unique.append(variable)
+    return unique
