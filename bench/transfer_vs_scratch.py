@@ -29,7 +29,7 @@ from tftransfer.cli import DEMO_DATA
 
 def from_scratch(data, seed):
     keras.utils.set_random_seed(seed)
-    base = tftransfer.load_base(BUNDLED_BASE, weights=None)
+    base = tftransfer.load_base(BUNDLED_BASE, weights=None)  # Same architecture.
     model = tftransfer.build_classifier(base, len(data.class_names))
     set_trainable_flag(model.get_layer("features"), True)  # BatchNorm included.
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
@@ -44,7 +44,7 @@ def transfer(data, seed, fine_tune_epochs):
     keras.utils.set_random_seed(seed)
     base = tftransfer.load_base(BUNDLED_BASE)
     model = tftransfer.build_classifier(base, len(data.class_names))
-    tftransfer.fine_tune(model, data.train, data.validation, head_epochs=10,
+    tftransfer.fine_tune(model, data.train, data.validation,
                          fine_tune_epochs=fine_tune_epochs, verbose=0)
     return model
 
@@ -53,7 +53,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1337)
     args = parser.parse_args()
-    data = tftransfer.image_folder(DEMO_DATA, (48, 48), seed=args.seed)
+    data = tftransfer.image_folder(DEMO_DATA, (48, 48), seed=args.seed, batch_size=16)
     runs = [
         ("from scratch", lambda: from_scratch(data, args.seed)),
         ("feature extraction", lambda: transfer(data, args.seed, 0)),

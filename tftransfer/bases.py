@@ -161,10 +161,15 @@ def get_base_spec(name):
         ) from None
 
 
-def _keras_application(constructor, **kwargs):
+def _keras_application(constructor, output_layer=None, **kwargs):
     def build(input_shape, weights):
-        return constructor(include_top=False, weights=weights,
-                           input_shape=input_shape, pooling="avg", **kwargs)
+        model = constructor(include_top=False, weights=weights,
+                            input_shape=input_shape,
+                            pooling=None if output_layer else "avg", **kwargs)
+        if output_layer is None:
+            return model
+        return keras.Model(model.input, model.get_layer(output_layer).output,
+                           name=f"{model.name}_to_{output_layer}")
 
     return build
 
@@ -219,10 +224,13 @@ for _name, _constructor, _size, _mode in _KERAS_APPLICATIONS:
                   _size, _mode, description=f"keras.applications.{_constructor}")
 
 # The project's own base: MobileNetV2 (alpha 0.35) pretrained by
-# scripts/pretrain_bundled_base.py on Fashion-MNIST classes 0-4.
+# scripts/pretrain_bundled_base.py on Fashion-MNIST classes 0-4. Its top
+# blocks specialise in those five classes; the features of block 6 transfer
+# far better to unseen classes (see bench/transfer_vs_scratch.py).
 register_base(
     BUNDLED_BASE,
-    _keras_application(keras.applications.MobileNetV2, alpha=0.35),
+    _keras_application(keras.applications.MobileNetV2, alpha=0.35,
+                       output_layer="block_6_expand_relu"),
     input_size=48,
     preprocessing="tf",
     default_weights=str(SAVED_MODELS_DIR / f"{BUNDLED_BASE}.weights.h5"),

@@ -51,11 +51,12 @@ def build_parser():
                             "in it (default: saved_models/demo_classifier)")
     train.add_argument("--save-keras", metavar="PATH",
                        help="also save the Keras model to this .keras file")
-    train.add_argument("--head-epochs", type=int, default=10,
-                       help="most epochs of phase 1, the head alone (default: 10)")
-    train.add_argument("--fine-tune-epochs", type=int, default=10,
+    train.add_argument("--head-epochs", type=int, default=50,
+                       help="most epochs of phase 1, the head alone; early stopping "
+                            "usually ends it sooner (default: 50)")
+    train.add_argument("--fine-tune-epochs", type=int, default=20,
                        help="most epochs of phase 2, the unfrozen top; 0 skips it "
-                            "(default: 10)")
+                            "(default: 20)")
     train.add_argument("--unfreeze", type=_unfreeze, default=20,
                        help="layers trained in phase 2: a number N (the top N), "
                             "'all', or a layer name (it and all above) (default: 20)")
@@ -63,7 +64,7 @@ def build_parser():
                        help="learning rate of phase 1 (default: 1e-3)")
     train.add_argument("--fine-tune-learning-rate", type=float, default=1e-5,
                        help="peak learning rate of phase 2 (default: 1e-5)")
-    train.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
+    train.add_argument("--batch-size", type=int, default=16, help="(default: 16)")
     train.add_argument("--image-size", type=int,
                        help="square input size in pixels (default: the base's own)")
     train.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
@@ -72,9 +73,9 @@ def build_parser():
     train.add_argument("--validation-split", type=float, default=0.2,
                        help="fraction of each class held out when there is no val/ "
                             "folder (default: 0.2)")
-    train.add_argument("--patience", type=int, default=3,
+    train.add_argument("--patience", type=int, default=5,
                        help="epochs without improvement before a phase stops "
-                            "(default: 3)")
+                            "(default: 5)")
     train.add_argument("--seed", type=int, default=1337, help="(default: 1337)")
     train.add_argument("--log-dir", help="write TensorBoard logs here")
     train.add_argument("--overwrite", action="store_true",

@@ -277,3 +277,40 @@ def _module_variables(module, function):
             seen.add(id(variable))
             unique.append(variable)
     return unique
+
+
+def save_hub_module(base, directory):
+    """Writes a base as a TF2 reusable SavedModel, in TF Hub's format.
+
+    The module takes float images in `[0, 1]` (the TF Hub convention) at
+    the base's input size and returns its feature vectors. It has
+    `__call__(images, training)`, `variables`, `trainable_variables` and
+    `regularization_losses`, so `HubModule` (and `hub.KerasLayer`) can
+    fine-tune it.
+
+    Args:
+        base: A `Base`.
+        directory: Where to write the SavedModel.
+
+    Returns:
+        The directory, as a `Path`.
+
+    Example:
+    >>> save_hub_module(tftransfer.load_base("fashion_mobilenet_v2"), "hub/fashion")
+    """
+    features = base.features
+    spec = tf.TensorSpec([None, *base.input_size, 3], tf.float32)
+
+    @tf.function
+    def call(images, training=False):
+        return features(images * 255.0, training=training)
+
+    call.get_concrete_function(spec, True)
+    call.get_concrete_function(spec, False)
+    module = tf.train.Checkpoint()
+    module.__call__ = call
+    module.variables = [v.value for v in features.weights]
+    module.trainable_variables = [v.value for v in features.trainable_weights]
+    module.regularization_losses = []
+    tf.saved_model.save(module, str(directory))
+    return Path(directory)

@@ -76,9 +76,9 @@ class FineTuneHistory:
         return len(self.head.epoch)
 
 
-def fine_tune(model, train, validation=None, *, head_epochs=10, fine_tune_epochs=10,
+def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs=20,
               unfreeze=20, head_learning_rate=1e-3, fine_tune_learning_rate=1e-5,
-              warmup_epochs=1, patience=3, label_smoothing=0.0, class_weight=None,
+              warmup_epochs=1, patience=5, label_smoothing=0.0, class_weight=None,
               callbacks=None, log_dir=None, verbose="auto"):
     """Trains a classifier in two phases: the head, then the unfrozen top.
 
