@@ -5,7 +5,8 @@ Fashion-MNIST (`apt-get install dataset-fashion-mnist`):
 
 * `saved_models/fashion_mobilenet_v2.weights.h5`: MobileNetV2 (alpha 0.35,
   48x48) trained from scratch on classes 0-4 (T-shirt, trouser, pullover,
-  dress, coat), registered as the base `fashion_mobilenet_v2`;
+  dress, coat); the weights up to block 6 (`BUNDLED_OUTPUT_LAYER`) are
+  kept and registered as the base `fashion_mobilenet_v2`;
 * `tftransfer/demo_data/`: the demo target, classes 5-9 (sandal, shirt,
   sneaker, bag, ankle boot) as PNG class folders: 20 training and 10
   validation images per class from the training set, and 100 test images
@@ -78,15 +79,19 @@ def pretrain(epochs, seed, batch_size=128):
     import tensorflow as tf
 
     import tftransfer
+    from tftransfer.bases import (BUNDLED_BASE, BUNDLED_OUTPUT_LAYER, SAVED_MODELS_DIR,
+                                  assemble_features)
     from tftransfer.builder import set_trainable_flag
-    from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
 
     keras.utils.set_random_seed(seed)
-    base = tftransfer.load_base(BUNDLED_BASE, weights=None)
+    # Pretrain the whole network; the registered base keeps its bottom part.
+    full = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35,
+                                          input_shape=(48, 48, 3), pooling="avg")
+    base = tftransfer.Base("pretraining", assemble_features(full, (48, 48), "tf"),
+                           (48, 48), "tf")
     model = tftransfer.build_classifier(base, len(BASE_CLASSES), dropout=0.2)
-    # From scratch, every layer trains, BatchNorm included.
-    set_trainable_flag(model.get_layer("features"), True)
-    for layer in base.backbone.layers:
+    set_trainable_flag(model.get_layer("features"), True)  # BatchNorm included.
+    for layer in full.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             # Keras' MobileNetV2 uses 0.999, far too slow for a short run.
             layer.momentum = 0.9
@@ -125,7 +130,8 @@ def pretrain(epochs, seed, batch_size=128):
                                                  verbose=0, return_dict=True))
     SAVED_MODELS_DIR.mkdir(exist_ok=True)
     path = SAVED_MODELS_DIR / f"{BUNDLED_BASE}.weights.h5"
-    base.backbone.save_weights(path)
+    # The registered base is the network up to BUNDLED_OUTPUT_LAYER.
+    keras.Model(full.input, full.get_layer(BUNDLED_OUTPUT_LAYER).output).save_weights(path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -29,6 +29,8 @@ SAVED_MODELS_DIR = Path(
 
 #: The name of the base that ships with the project.
 BUNDLED_BASE = "fashion_mobilenet_v2"
+#: The MobileNetV2 layer where the bundled base ends.
+BUNDLED_OUTPUT_LAYER = "block_6_expand_relu"
 
 # The `weights` default: "whatever the registry entry says".
 DEFAULT = "default"
@@ -163,13 +165,18 @@ def get_base_spec(name):
 
 def _keras_application(constructor, output_layer=None, **kwargs):
     def build(input_shape, weights):
-        model = constructor(include_top=False, weights=weights,
+        local = weights not in (None, "imagenet")
+        model = constructor(include_top=False, weights=None if local else weights,
                             input_shape=input_shape,
                             pooling=None if output_layer else "avg", **kwargs)
-        if output_layer is None:
-            return model
-        return keras.Model(model.input, model.get_layer(output_layer).output,
-                           name=f"{model.name}_to_{output_layer}")
+        if output_layer is not None:
+            model = keras.Model(model.input, model.get_layer(output_layer).output,
+                                name=f"{model.name}_to_{output_layer}")
+        if local:
+            # A local file holds the weights of the backbone as built here,
+            # as `base.backbone.save_weights` writes them.
+            model.load_weights(weights)
+        return model
 
     return build
 
@@ -230,7 +237,7 @@ for _name, _constructor, _size, _mode in _KERAS_APPLICATIONS:
 register_base(
     BUNDLED_BASE,
     _keras_application(keras.applications.MobileNetV2, alpha=0.35,
-                       output_layer="block_6_expand_relu"),
+                       output_layer=BUNDLED_OUTPUT_LAYER),
     input_size=48,
     preprocessing="tf",
     default_weights=str(SAVED_MODELS_DIR / f"{BUNDLED_BASE}.weights.h5"),
