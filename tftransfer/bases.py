@@ -12,7 +12,7 @@ Adding a base is one call to `register_base` (or one row in
 import dataclasses
 import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import keras
 from keras import ops
@@ -362,20 +362,15 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None):
     """
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
-    path = Path(str(spec))
-    if str(spec).endswith(".keras"):
-        return _load_keras_file(path, input_size, preprocessing)
-    if path.is_dir():
-        from tftransfer import hub  # Only SavedModel bases need TF Hub.
+    spec = str(spec)
+    if spec.endswith(".keras"):
+        return _load_keras_file(Path(spec), input_size, preprocessing)
+    if Path(spec).is_dir() or "://" in spec:
+        from tftransfer import hub  # Only SavedModel and URL bases need it.
 
-        return hub.load_hub_base(str(path), input_size=input_size,
+        return hub.load_hub_base(spec, input_size=input_size,
                                  preprocessing=preprocessing)
-    if "://" in str(spec) or str(spec).startswith(("/", ".")):
-        if "://" in str(spec):
-            from tftransfer import hub
-
-            return hub.load_hub_base(str(spec), input_size=input_size,
-                                     preprocessing=preprocessing)
+    if "/" in spec or spec.startswith("."):
         raise TransferError(f"base not found: {spec} does not exist")
     entry = get_base_spec(spec)
     input_size = tuple(input_size or (entry.input_size, entry.input_size))
