@@ -43,7 +43,7 @@ class HubModule(keras.layers.Layer):
     Example:
     >>> layer = HubModule("saved_models/fashion_mobilenet_v2_hub")
     >>> layer(keras.ops.zeros((1, 48, 48, 3))).shape
-    TensorShape([1, 1280])
+    TensorShape([1, 96])
     """
 
     def __init__(self, handle, output_key=None, signature=None, trainable=False,
@@ -64,7 +64,7 @@ class HubModule(keras.layers.Layer):
             self._function = self._module.signatures[signature]
         else:
             self._function = self._module.__call__
-        self._accepts_training = _accepts_training(self._function)
+        self._accepts_training = signature is None and _accepts_training(self._function)
         # Keras variables that adopt the module's tf.Variables (no copy).
         # Keras names may not hold "/" or ":" (the ":0" of TF names).
         variables = _module_variables(self._module, self._function)
@@ -108,9 +108,7 @@ class HubModule(keras.layers.Layer):
 
     def call(self, images, training=False):
         images = tf.cast(images, tf.float32)
-        if self.signature is not None:
-            outputs = self._function(images)
-        elif self._accepts_training:
+        if self._accepts_training:
             outputs = self._function(images, training=bool(training) and self.trainable)
         else:
             outputs = self._function(images)
