@@ -1,8 +1,11 @@
 """Shared fixtures: tiny bases and tiny image folders, made offline."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Feature caches written by tests stay out of the user's home.
+os.environ["TFTRANSFER_CACHE_DIR"] = tempfile.mkdtemp(prefix="tftransfer-test-cache-")
 
 import keras
 import numpy as np

@@ -33,6 +33,24 @@ def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_pa
     assert len(line.split(",")) == 2
 
 
+def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
+        tiny_base_file, split_folder_path, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
+            "--export", str(tmp_path / "export"), "--head-epochs", "1",
+            "--fine-tune-epochs", "0", "--quiet", "--cache-dir", str(cache)]
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert f"feature cache written: {cache}" in first.stdout
+    assert f"feature cache reused: {cache}" in second.stdout
+    assert "feature cache" not in run_cli(*args, "--no-cache").stdout
+
+    result = run_cli("clear-cache", "--cache-dir", str(cache))
+    assert result.returncode == 0
+    assert "deleted 2 cache entries" in result.stdout  # train and val
+    assert list(cache.iterdir()) == []
+
+
 def test_bases_lists_the_registry(capsys):
     assert cli.main(["bases"]) == 0
     out = capsys.readouterr().out
@@ -40,7 +58,7 @@ def test_bases_lists_the_registry(capsys):
 
 
 def test_help_explains_each_command():
-    for command in ["train", "predict", "bases"]:
+    for command in ["train", "predict", "bases", "clear-cache"]:
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "usage: tftransfer" in result.stdout
     assert "--unfreeze" in run_cli("train", "--help").stdout

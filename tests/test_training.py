@@ -8,14 +8,19 @@ from tftransfer.training import SparseCategoricalCrossentropy
 
 
 class RecordWeights(keras.callbacks.Callback):
-    """Keeps a copy of every layer's weights at the end of each fit."""
+    """Keeps a copy of every layer's weights of a classifier after each fit.
 
-    def __init__(self):
+    It holds the classifier itself: while phase 1 runs on cached features,
+    `self.model` is only the head.
+    """
+
+    def __init__(self, classifier):
         super().__init__()
+        self.classifier = classifier
         self.snapshots = []
 
     def on_train_end(self, logs=None):
-        self.snapshots.append(snapshot(self.model))
+        self.snapshots.append(snapshot(self.classifier))
 
 
 def snapshot(model):
@@ -39,7 +44,7 @@ def test_phase_one_changes_only_the_head_and_phase_two_only_the_top(tiny_base, d
     train, validation = datasets
     model = tftransfer.build_classifier(tiny_base, 3)
     initial = snapshot(model)
-    recorder = RecordWeights()
+    recorder = RecordWeights(model)
     history = tftransfer.fine_tune(
         model, train, None, head_epochs=2, fine_tune_epochs=2, unfreeze=3,
         fine_tune_learning_rate=1e-2, warmup_epochs=0, callbacks=[recorder], verbose=0)
@@ -78,7 +83,7 @@ def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
 def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_base, datasets):
     train, validation = datasets
     model = tftransfer.build_classifier(tiny_base, 3)
-    recorder = RecordWeights()
+    recorder = RecordWeights(model)
     # A huge phase-2 learning rate ruins the top layers.
     history = tftransfer.fine_tune(model, train, validation, head_epochs=3,
                                    fine_tune_epochs=2, unfreeze="all",

@@ -10,10 +10,11 @@
 """
 
 from tftransfer.bases import Base, list_bases, load_base, register_base
-from tftransfer.builder import build_classifier, set_trainable
+from tftransfer.builder import build_augmentation, build_classifier, set_trainable
 from tftransfer.data import image_folder
 from tftransfer.errors import TransferError
 from tftransfer.export import export_saved_model, predict_files
+from tftransfer.feature_cache import clear_feature_cache
 from tftransfer.training import fine_tune
 
 __version__ = "0.1.0"
@@ -21,7 +22,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Base",
     "TransferError",
+    "build_augmentation",
     "build_classifier",
+    "clear_feature_cache",
     "export_saved_model",
     "fine_tune",
     "image_folder",

@@ -17,14 +17,17 @@ from tftransfer.bases import find_backbone
 from tftransfer.errors import TransferError
 
 
-def build_classifier(base, num_classes, *, dropout=0.2, trainable="none",
-                     name="classifier"):
+def build_classifier(base, num_classes, *, dropout=0.2, augmentation=None,
+                     trainable="none", name="classifier"):
     """Builds a classifier from a base and a new Dense softmax head.
 
     Args:
         base: A `Base` from `load_base`.
         num_classes: The number of classes, at least 2.
         dropout: The dropout rate before the Dense layer.
+        augmentation: Random augmentation applied to the images in
+            training only: a dict of `build_augmentation` arguments, a list
+            of Keras layers, or a Keras model. `None` for none.
         trainable: Which backbone layers train: `"none"` (feature
             extraction), `"all"`, an int N (the top N layers), or a layer
             name (that layer and all above it). See `set_trainable`.
@@ -44,7 +47,17 @@ def build_classifier(base, num_classes, *, dropout=0.2, trainable="none",
         raise TransferError(f"a classifier needs at least 2 classes, got {num_classes}")
     inputs = keras.Input((*base.input_size, 3), name="image")
     head = build_head(base.feature_dim, num_classes, dropout=dropout)
-    outputs = head(base.features(inputs))
+    x = inputs
+    if augmentation:
+        if isinstance(augmentation, dict):
+            augmentation = build_augmentation(**augmentation)
+        elif not isinstance(augmentation, keras.Model):
+            augmentation = keras.Sequential(list(augmentation), name="augmentation")
+        if augmentation.name != "augmentation":
+            augmentation = keras.Sequential([augmentation], name="augmentation")
+        if augmentation.layers:
+            x = augmentation(x)
+    outputs = head(base.features(x))
     model = keras.Model(inputs, outputs, name=name)
     set_trainable(model, trainable)
     return model
@@ -75,6 +88,54 @@ def build_head(feature_dim, num_classes, *, dropout=0.2):
         ],
         name="head",
     )
+
+
+def build_augmentation(*, flip="horizontal", rotation=0.0, zoom=0.0, translation=0.0,
+                       contrast=0.0, seed=None):
+    """Builds random augmentation from Keras preprocessing layers.
+
+    The layers act only in training; at inference (and in the export) they
+    pass images through unchanged.
+
+    Args:
+        flip: `"horizontal"`, `"vertical"`, `"horizontal_and_vertical"`,
+            or `None` for no flip.
+        rotation: The largest rotation, as a fraction of a full turn.
+        zoom: The largest zoom in or out, as a fraction of the size.
+        translation: The largest shift, as a fraction of the size.
+        contrast: The largest contrast change, as a fraction.
+        seed: Seeds the layers.
+
+    Returns:
+        A `keras.Sequential` named `"augmentation"`.
+
+    Example:
+    >>> augmentation = build_augmentation(rotation=0.05, zoom=0.1)
+    >>> [layer.name for layer in augmentation.layers]
+    ['flip', 'rotation', 'zoom']
+    """
+    layers = keras.layers
+    chosen = []
+    if flip:
+        chosen.append(layers.RandomFlip(flip, seed=seed, name="flip"))
+    if rotation:
+        chosen.append(layers.RandomRotation(rotation, seed=seed, name="rotation"))
+    if zoom:
+        chosen.append(layers.RandomZoom(zoom, seed=seed, name="zoom"))
+    if translation:
+        chosen.append(layers.RandomTranslation(translation, translation, seed=seed,
+                                               name="translation"))
+    if contrast:
+        chosen.append(layers.RandomContrast(contrast, seed=seed, name="contrast"))
+    return keras.Sequential(chosen, name="augmentation")
+
+
+def augmentation_of(model):
+    """Returns the `"augmentation"` model of a classifier, or `None`."""
+    try:
+        return model.get_layer("augmentation")
+    except ValueError:
+        return None
 
 
 def head_of(model):

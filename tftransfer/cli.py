@@ -4,6 +4,7 @@
     tftransfer train --data photos/ --base efficientnet_v2_b0 --export exports/photos
     tftransfer predict --model exports/photos cat.jpg dog.png
     tftransfer bases
+    tftransfer clear-cache
 """
 
 import argparse
@@ -78,6 +79,13 @@ def build_parser():
                             "(default: 5)")
     train.add_argument("--seed", type=int, default=1337, help="(default: 1337)")
     train.add_argument("--log-dir", help="write TensorBoard logs here")
+    train.add_argument("--cache-dir",
+                       help="where phase 1 caches the frozen base's features "
+                            "(default: $TFTRANSFER_CACHE_DIR or "
+                            "~/.cache/tftransfer/features)")
+    train.add_argument("--no-cache", action="store_true",
+                       help="run the frozen base every epoch of phase 1 instead of "
+                            "caching its features")
     train.add_argument("--overwrite", action="store_true",
                        help="with --version, replace an existing version")
     train.add_argument("--version", type=int,
@@ -96,6 +104,14 @@ def build_parser():
 
     commands.add_parser("bases", help="list the registered bases",
                         description="List the named bases that --base accepts.")
+
+    clear = commands.add_parser(
+        "clear-cache", help="delete cached features",
+        description="Delete the feature cache's entries (folders named by their "
+                    "fingerprint); other files in the folder are left alone.")
+    clear.add_argument("--cache-dir", help="the cache folder (default: "
+                                          "$TFTRANSFER_CACHE_DIR or "
+                                          "~/.cache/tftransfer/features)")
     return parser
 
 
@@ -123,7 +139,12 @@ def train_command(args):
         head_learning_rate=args.learning_rate,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         patience=args.patience, label_smoothing=args.label_smoothing,
-        log_dir=args.log_dir, verbose=2 if args.quiet else "auto")
+        log_dir=args.log_dir, seed=args.seed,
+        feature_cache=False if args.no_cache else (args.cache_dir or True),
+        verbose=2 if args.quiet else "auto")
+    if history.feature_cache:
+        state = "reused" if history.feature_cache["reused"] else "written"
+        print(f"feature cache {state}: {history.feature_cache['path']}")
     print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
           f"'{history.kept_phase}'")
     metrics = {}
@@ -163,6 +184,16 @@ def bases_command(args):
     return 0
 
 
+def clear_cache_command(args):
+    """Runs `tftransfer clear-cache`; returns the exit status."""
+    from tftransfer.feature_cache import clear_feature_cache, default_cache_dir
+
+    count = clear_feature_cache(args.cache_dir)
+    print(f"deleted {count} cache entr{'y' if count == 1 else 'ies'} from "
+          f"{args.cache_dir or default_cache_dir()}")
+    return 0
+
+
 def main(argv=None):
     """The entry point of the `tftransfer` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -171,7 +202,7 @@ def main(argv=None):
     from tftransfer.errors import TransferError
 
     command = {"train": train_command, "predict": predict_command,
-               "bases": bases_command}[args.command]
+               "bases": bases_command, "clear-cache": clear_cache_command}[args.command]
     try:
         return command(args)
     except TransferError as error:

@@ -7,7 +7,9 @@ on encoded image bytes, so serving sees exactly what training saw.
 """
 
 import dataclasses
+import hashlib
 import logging
+import weakref
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +24,9 @@ logger = logging.getLogger("tftransfer")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 _DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "MPO"}
 SPLIT_NAMES = ("train", "val", "test")
+
+# Dataset -> a string naming its content, for the feature cache's key.
+_SOURCE_KEYS = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
@@ -46,6 +51,41 @@ class DataSplits:
 
     def __iter__(self):
         return iter((self.train, self.validation, self.class_names))
+
+
+def register_source(dataset, key):
+    """Records what a dataset holds, so that cached features can be reused.
+
+    Args:
+        dataset: A `tf.data.Dataset`.
+        key: A string that changes whenever the content does (for files:
+            their paths, sizes and modification times).
+
+    Returns:
+        `dataset`.
+
+    Example:
+    >>> ds = register_source(ds, "my-photos-v3")
+    """
+    _SOURCE_KEYS[dataset] = str(key)
+    return dataset
+
+
+def source_key(dataset):
+    """Returns the key `register_source` recorded for a dataset, or `None`."""
+    try:
+        return _SOURCE_KEYS.get(dataset)
+    except TypeError:
+        return None
+
+
+def files_key(paths, labels, *extra):
+    """Returns a key naming files by path, size and mtime, with their labels."""
+    digest = hashlib.sha256(repr(extra).encode())
+    for path, label in zip(paths, labels):
+        stat = Path(path).stat()
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+    return "files-" + digest.hexdigest()
 
 
 def decode_image(contents, image_size):
@@ -263,7 +303,8 @@ def _dataset(paths, labels, image_size, batch_size, seed, *, training, cache):
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return register_source(ds.prefetch(tf.data.AUTOTUNE),
+                           files_key(paths, labels, tuple(image_size)))
 
 
 def _log_skipped(skipped):

@@ -9,13 +9,16 @@ are kept.
 """
 
 import dataclasses
+import logging
 import math
 from typing import Optional
 
 import keras
 from keras import ops
 
-from tftransfer.builder import set_trainable
+from tftransfer.builder import augmentation_of, head_of, set_trainable
+
+logger = logging.getLogger("tftransfer")
 
 
 @keras.saving.register_keras_serializable(package="tftransfer")
@@ -57,11 +60,14 @@ class FineTuneHistory:
         fine_tune: Phase 2 (the unfrozen top), or `None` if it did not run.
         kept_phase: `"head"` if phase 2 never beat phase 1 and phase 1's
             weights were restored, else `"fine_tune"`.
+        feature_cache: The manifest of the cached training features used
+            by phase 1 (see `cached_features`), or `None`.
     """
 
     head: keras.callbacks.History
     fine_tune: Optional[keras.callbacks.History] = None
     kept_phase: str = "head"
+    feature_cache: Optional[dict] = None
 
     @property
     def history(self):
@@ -79,7 +85,8 @@ class FineTuneHistory:
 def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs=20,
               unfreeze=20, head_learning_rate=1e-3, fine_tune_learning_rate=1e-5,
               warmup_epochs=1, patience=5, label_smoothing=0.0, class_weight=None,
-              callbacks=None, log_dir=None, verbose="auto"):
+              callbacks=None, log_dir=None, feature_cache=True, augmented_views=0,
+              seed=None, verbose="auto"):
     """Trains a classifier in two phases: the head, then the unfrozen top.
 
     Args:
@@ -98,8 +105,17 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
         patience: Epochs without improvement before a phase stops.
         label_smoothing: Label smoothing of the cross-entropy.
         class_weight: Passed to `model.fit`.
-        callbacks: Keras callbacks, used in both phases.
+        callbacks: Keras callbacks, used in both phases. While phase 1 runs
+            on cached features, their `model` is the head.
         log_dir: If set, TensorBoard logs go there.
+        feature_cache: Phase 1 trains the head on features that the frozen
+            base computes once: `True` caches them in the default folder
+            (see `default_cache_dir`),
+            a path caches them there, `False` runs the base every epoch.
+        augmented_views: With a classifier that has random augmentation,
+            cache this many augmented views of each image; 0 runs phase 1
+            uncached instead.
+        seed: Seeds the shuffling of cached features.
         verbose: Passed to `model.fit`.
 
     Returns:
@@ -115,20 +131,38 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
         extra.append(keras.callbacks.TensorBoard(log_dir))
     loss = SparseCategoricalCrossentropy(label_smoothing)
 
+    def early_stopping():
+        return keras.callbacks.EarlyStopping(monitor, patience=patience,
+                                             restore_best_weights=True)
+
     def run(epochs, learning_rate, initial_epoch=0):
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                      metrics=["accuracy"])
-        stopper = keras.callbacks.EarlyStopping(monitor, patience=patience,
-                                                restore_best_weights=True)
+        compile_for(model, learning_rate)
         return model.fit(train, validation_data=validation,
                          epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                         callbacks=[stopper, *extra], class_weight=class_weight,
+                         callbacks=[early_stopping(), *extra], class_weight=class_weight,
+                         shuffle=False,
                          verbose=verbose)
+
+    def compile_for(target, learning_rate):
+        target.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                       metrics=["accuracy"])
 
     if fine_tune_epochs > 0:
         set_trainable(model, unfreeze)  # Fails now, not after phase 1, if invalid.
     set_trainable(model, "none")
-    result = FineTuneHistory(head=run(head_epochs, head_learning_rate))
+    why_not = _why_not_cached(model, train, feature_cache, augmented_views)
+    if why_not is None:
+        result = _fit_head_on_cache(
+            model, train, validation, compile_for=compile_for, epochs=head_epochs,
+            learning_rate=head_learning_rate, callbacks=[early_stopping(), *extra],
+            cache_dir=None if feature_cache is True else feature_cache,
+            views=augmented_views, class_weight=class_weight, seed=seed,
+            verbose=verbose)
+        compile_for(model, head_learning_rate)  # So that `evaluate` works as usual.
+    else:
+        if feature_cache:
+            logger.info("feature cache not used: %s", why_not)
+        result = FineTuneHistory(head=run(head_epochs, head_learning_rate))
     if fine_tune_epochs <= 0 or set_trainable(model, unfreeze) == 0:
         return result
     head_weights = model.get_weights()
@@ -140,6 +174,39 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
         model.set_weights(head_weights)
         result.kept_phase = "head"
     return result
+
+
+def _why_not_cached(model, train, feature_cache, views):
+    """Returns why phase 1 cannot use cached features, or `None` if it can."""
+    if not feature_cache:
+        return "disabled"
+    spec = getattr(train, "element_spec", None)
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        return "the training data is not a tf.data.Dataset of (images, labels)"
+    if augmentation_of(model) is not None and not views:
+        return ("random augmentation makes every epoch's images new; pass "
+                "augmented_views=K (--augmented-views K) to cache K views per image")
+    return None
+
+
+def _fit_head_on_cache(model, train, validation, *, compile_for, epochs, learning_rate,
+                       callbacks, cache_dir, views, class_weight, seed, verbose):
+    from tftransfer.feature_cache import cached_features
+
+    features = model.get_layer("features")
+    augmentation = augmentation_of(model) if views else None
+    head_train, manifest = cached_features(
+        features, train, cache_dir=cache_dir, augmentation=augmentation,
+        views=max(1, views), shuffle=True, seed=seed)
+    head_validation = None
+    if validation is not None:
+        head_validation, _ = cached_features(features, validation, cache_dir=cache_dir)
+    head = head_of(model)
+    compile_for(head, learning_rate)
+    history = head.fit(head_train, validation_data=head_validation, epochs=epochs,
+                       callbacks=callbacks, class_weight=class_weight, shuffle=False,
+                       verbose=verbose)
+    return FineTuneHistory(head=history, feature_cache=manifest)
 
 
 def _best(history, monitor):

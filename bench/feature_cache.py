@@ -1,0 +1,88 @@
+"""Benchmark: phase 1 (the head alone) with and without the feature cache.
+
+For each setup it prints:
+
+  (a) one inference pass of the frozen base over the training set;
+  (b) the head phase, 10 epochs, with the feature cache (extraction included);
+  (c) the same 10 epochs without it, the base running every epoch.
+
+The goals are b/a <= 1.3 (the cache costs little more than one pass) and
+c/b >= 6.
+
+Setups: the bundled base on the bundled demo data, and MobileNetV3Small
+(weights=None: timing only) on 2,000 generated images at 224x224.
+
+    python bench/feature_cache.py [--images 2000] [--epochs 10]
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tftransfer  # noqa: E402
+from tftransfer.cli import DEMO_DATA  # noqa: E402
+from tftransfer.data import register_source  # noqa: E402
+
+
+def generated_images(count, size, batch_size, classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, classes, count).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
+    return register_source(ds, f"bench-generated-{count}-{size}-{seed}"), classes
+
+
+def head_phase(base, train, classes, epochs, cache):
+    keras.utils.set_random_seed(0)
+    model = tftransfer.build_classifier(base, classes)
+    start = time.perf_counter()
+    tftransfer.fine_tune(model, train, None, head_epochs=epochs, fine_tune_epochs=0,
+                         patience=epochs, feature_cache=cache, verbose=0)
+    return time.perf_counter() - start
+
+
+def measure(name, base, train, classes, epochs):
+    images_only = train.map(lambda x, y: x)
+    base.features.predict(images_only.take(1), verbose=0)  # Trace once, untimed.
+    start = time.perf_counter()
+    base.features.predict(images_only, verbose=0)
+    a = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as cache:
+        b = head_phase(base, train, classes, epochs, cache)
+    c = head_phase(base, train, classes, epochs, False)
+    print(f"{name}\n  (a) one inference pass     {a:7.1f} s\n"
+          f"  (b) {epochs} head epochs, cached {b:7.1f} s   b/a = {b / a:.2f} "
+          f"(goal <= 1.3)\n"
+          f"  (c) {epochs} head epochs, uncached {c:5.1f} s   c/b = {c / b:.1f} "
+          f"(goal >= 6)", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    base = tftransfer.load_base("fashion_mobilenet_v2")
+    data = tftransfer.image_folder(DEMO_DATA / "train", base.input_size,
+                                   batch_size=args.batch_size, validation_split=0)
+    measure(f"bundled base, demo data ({len(data.class_names) * 20} images at 48x48)",
+            base, data.train, len(data.class_names), args.epochs)
+
+    base = tftransfer.load_base("mobilenet_v3_small", weights=None)
+    train, classes = generated_images(args.images, 224, args.batch_size)
+    measure(f"MobileNetV3Small, {args.images} images at 224x224", base, train, classes,
+            args.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import tftransfer
+from tftransfer import feature_cache
+from tftransfer.bases import assemble_features
+from tftransfer.builder import head_of
+from tftransfer.feature_cache import cached_features, clear_feature_cache, read_manifest
+
+from conftest import make_tiny_backbone, write_image_folder
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return write_image_folder(tmp_path / "images", images_per_class=6)
+
+
+def load(folder, size=(32, 32), batch_size=8):
+    return tftransfer.image_folder(folder, size, batch_size=batch_size,
+                                   validation_split=0)
+
+
+def head_predictions(tiny_base, data, feature_cache_dir, seed=3):
+    keras.utils.set_random_seed(seed)
+    model = tftransfer.build_classifier(tiny_base, 3, dropout=0.0)
+    history = tftransfer.fine_tune(model, data.train, None, head_epochs=4,
+                                   fine_tune_epochs=0, head_learning_rate=0.05,
+                                   feature_cache=feature_cache_dir, verbose=0)
+    probe = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    return model.predict(probe, verbose=0), history
+
+
+def test_cached_and_uncached_heads_agree(tiny_base, folder, tmp_path):
+    # One batch holds every image, so each step sees the same examples
+    # whatever the order; without dropout, both runs take the same steps.
+    data = load(folder, batch_size=64)
+    uncached, history = head_predictions(tiny_base, data, False)
+    assert history.feature_cache is None
+    cached, history = head_predictions(tiny_base, data, tmp_path / "cache")
+    assert history.feature_cache["rows"] == 18
+    assert not history.feature_cache["reused"]
+    np.testing.assert_allclose(cached, uncached, atol=1e-4)
+    initial, _ = head_predictions(tiny_base, data, tmp_path / "cache", seed=4)
+    assert np.abs(initial - cached).max() > 1e-3  # The comparison can fail.
+
+
+def test_second_run_reuses_the_cache_without_extraction(tiny_base, folder, tmp_path,
+                                                        monkeypatch):
+    data = load(folder)
+    _, first = cached_features(tiny_base.features, data.train, cache_dir=tmp_path)
+    assert not first["reused"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("extracted again")
+
+    monkeypatch.setattr(feature_cache, "extract_features", fail)
+    again = load(folder)  # A new dataset over the same files.
+    dataset, second = cached_features(tiny_base.features, again.train, cache_dir=tmp_path)
+    assert second["reused"] and second["path"] == first["path"]
+    cached = sorted((int(y), tuple(np.round(f, 4))) for xs, ys in dataset
+                    for f, y in zip(xs.numpy(), ys.numpy()))
+    fresh = sorted((int(y), tuple(np.round(f, 4))) for xs, ys in again.train
+                   for f, y in zip(tiny_base.features.predict(xs, verbose=0), ys.numpy()))
+    assert len(cached) == 18
+    np.testing.assert_allclose([f for _, f in cached], [f for _, f in fresh], atol=1e-3)
+    assert [y for y, _ in cached] == [y for y, _ in fresh]
+
+
+def entry_for(base, data, cache_dir):
+    return cached_features(base.features, data.train, cache_dir=cache_dir)[1]["path"]
+
+
+def test_changing_an_image_the_base_or_the_size_invalidates(tiny_base, tiny_base_file,
+                                                           folder, tmp_path):
+    cache = tmp_path / "cache"
+    first = entry_for(tiny_base, load(folder), cache)
+    assert entry_for(tiny_base, load(folder), cache) == first
+
+    image = folder / "red" / "000.png"
+    Image.fromarray(np.zeros((36, 40, 3), "uint8")).save(image)
+    changed_image = entry_for(tiny_base, load(folder), cache)
+    assert changed_image != first
+
+    other = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
+    other.backbone.layers[1].kernel.assign(other.backbone.layers[1].kernel * 2)
+    changed_base = entry_for(other, load(folder), cache)
+    assert changed_base not in (first, changed_image)
+
+    def same_weights_at(size):
+        features = assemble_features(make_tiny_backbone(size), size, "unit")
+        return tftransfer.Base("tiny", features, size, "unit")
+
+    small = entry_for(same_weights_at((32, 32)), load(folder), cache)
+    bigger = entry_for(same_weights_at((40, 40)), load(folder, size=(40, 40)), cache)
+    assert bigger != small
+
+
+KILLED_WRITER = """
+import sys, time
+import tensorflow as tf
+import tftransfer
+from tftransfer import feature_cache
+from tftransfer.bases import assemble_features
+
+feature_cache._SHARD_BYTES = 1  # A shard per batch, so there is a partial state.
+base = tftransfer.load_base(sys.argv[1], preprocessing="unit")
+data = tftransfer.image_folder(sys.argv[2], (32, 32), batch_size=2, validation_split=0)
+slow = data.train.map(lambda x, y: tf.py_function(
+    lambda a, b: (time.sleep(0.5), a, b)[1:], [x, y], [tf.float32, tf.int32]))
+slow = tftransfer.data.register_source(slow, tftransfer.data.source_key(data.train))
+feature_cache.cached_features(base.features, slow, cache_dir=sys.argv[3])
+"""
+
+
+def test_an_extraction_killed_half_way_is_rebuilt(tiny_base, tiny_base_file, folder,
+                                                 tmp_path):
+    cache = tmp_path / "cache"
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent(KILLED_WRITER))
+    writer = subprocess.Popen([sys.executable, str(script), str(tiny_base_file),
+                               str(folder), str(cache)])
+    deadline = time.time() + 120
+    while not list(cache.glob("*.partial-*/features-00001.npy")):
+        assert writer.poll() is None, "the writer ended before it was killed"
+        assert time.time() < deadline
+        time.sleep(0.1)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    partial = next(cache.glob("*.partial-*"))
+    entry = cache / partial.name.split(".partial-")[0]
+    assert not entry.exists() and read_manifest(partial) is None
+
+    dataset, manifest = cached_features(tiny_base.features, load(folder).train,
+                                        cache_dir=cache)
+    assert not manifest["reused"] and manifest["path"] == str(entry)
+    assert manifest["rows"] == 18 and sum(len(y) for _, y in dataset) == 18
+    assert not partial.exists()  # The dead writer's leftovers are gone.
+
+
+def test_augmentation_falls_back_with_a_note_or_caches_views(tiny_base, folder, tmp_path,
+                                                            caplog):
+    data = load(folder)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation={"rotation": 0.1})
+    with caplog.at_level(logging.INFO, logger="tftransfer"):
+        history = tftransfer.fine_tune(model, data.train, None, head_epochs=1,
+                                       fine_tune_epochs=0, feature_cache=tmp_path,
+                                       verbose=0)
+    assert history.feature_cache is None
+    assert "random augmentation" in caplog.text and "augmented_views" in caplog.text
+
+    history = tftransfer.fine_tune(model, data.train, None, head_epochs=1,
+                                   fine_tune_epochs=0, feature_cache=tmp_path,
+                                   augmented_views=3, verbose=0)
+    assert history.feature_cache["rows"] == 3 * 18
+    assert history.head_epochs == 1
+
+
+def test_the_trained_head_is_the_classifier_head(tiny_base, folder, tmp_path):
+    data = load(folder)
+    model = tftransfer.build_classifier(tiny_base, 3)
+    before = [w.numpy().copy() for w in head_of(model).weights]
+    tftransfer.fine_tune(model, data.train, None, head_epochs=2, fine_tune_epochs=0,
+                         feature_cache=tmp_path, verbose=0)
+    after = head_of(model).weights
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, after))
+    assert "accuracy" in model.evaluate(data.train, verbose=0, return_dict=True)
+
+
+def test_clear_feature_cache(tiny_base, folder, tmp_path):
+    cache = tmp_path / "cache"
+    cached_features(tiny_base.features, load(folder).train, cache_dir=cache)
+    (cache / "notes").mkdir()  # Not an entry: a wrong --cache-dir loses nothing.
+    assert clear_feature_cache(cache) == 1
+    assert [p.name for p in cache.iterdir()] == ["notes"]
+    assert clear_feature_cache(tmp_path / "missing") == 0

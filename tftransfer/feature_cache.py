@@ -1,0 +1,359 @@
+"""Feature cache: run the frozen base once, train the head on its output.
+
+While the base is frozen, every epoch of phase 1 pushes the same images
+through the same base and gets the same features. `cached_features` runs
+the base once, streams the features to disk in `.npy` shards, and returns a
+dataset of `(features, labels)` batches that the head alone trains on, in a
+fraction of the time.
+
+A cache entry is a folder named by a fingerprint of everything that
+determines its content: the base's weights and configuration (preprocessing
+and input size included), the data's source (for an image folder, each
+file's path, size and mtime), and the augmentation views. Any change gives
+a new fingerprint, so a stale entry is never read. An entry is written in a
+`.partial-*` folder and renamed into place only once its manifest is
+written, so an extraction killed half-way is never used.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+import weakref
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tftransfer.data import register_source, source_key
+from tftransfer.errors import TransferError
+
+logger = logging.getLogger("tftransfer")
+
+
+MANIFEST = "manifest.json"
+_UNKNOWN = "unknown-source-"
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}(\.partial-.*)?")
+# Rows per shard are chosen so that a shard holds about this many bytes.
+_SHARD_BYTES = 64 * 2**20
+
+
+def default_cache_dir():
+    """Returns `$TFTRANSFER_CACHE_DIR`, else `~/.cache/tftransfer/features`."""
+    return Path(os.environ.get("TFTRANSFER_CACHE_DIR")
+                or Path.home() / ".cache" / "tftransfer" / "features")
+
+
+def fingerprint(features, data_key, *, augmentation=None, views=1):
+    """Returns the cache key of a base applied to a data source.
+
+    Args:
+        features: The base's `"features"` model.
+        data_key: A string that identifies the data, as `source_key` gives.
+        augmentation: The random augmentation model applied before the base,
+            or `None`.
+        views: Augmented views per image.
+
+    Returns:
+        A hex string.
+
+    Example:
+    >>> fingerprint(base.features, source_key(train))[:12]
+    '3f2a9c0d1e4b'
+    """
+    digest = hashlib.sha256()
+    for model in (features, augmentation):
+        if model is None:
+            continue
+        digest.update(_config_text(model).encode())
+        for weight in model.weights:
+            digest.update(weight.path.encode())
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)))
+    digest.update(f"{data_key}|views={views}".encode())
+    return digest.hexdigest()
+
+
+def cached_features(features, dataset, *, cache_dir=None, augmentation=None, views=1,
+                    batch_size=None, shuffle=False, seed=None):
+    """Returns a dataset of the base's features, extracting them only once.
+
+    Args:
+        features: The frozen `"features"` model of a classifier.
+        dataset: `(images, labels)` batches.
+        cache_dir: The cache's root folder (default: `default_cache_dir()`).
+            A dataset whose source is unknown (not made by a tftransfer
+            loader) is cached in a temporary folder, reused only within
+            this process.
+        augmentation: A model of random augmentation layers; each of the
+            `views` passes applies it once per image.
+        views: Augmented views per image (1 without augmentation).
+        batch_size: Batch size of the returned dataset (default: that of
+            `dataset`).
+        shuffle: Shuffle the rows every epoch.
+        seed: Seeds the shuffling.
+
+    Returns:
+        `(dataset, manifest)`: `(features, labels)` batches, and the
+        entry's manifest (a dict with `rows`, `feature_dim`, `shards`,
+        `path` and `reused`).
+
+    Example:
+    >>> head_train, manifest = cached_features(base.features, train, shuffle=True)
+    >>> manifest["reused"]
+    False
+    """
+    key = source_key(dataset)
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if key is None or key.startswith(_UNKNOWN):
+        if key is None:
+            key = f"{_UNKNOWN}{uuid.uuid4().hex}"
+            register_source(dataset, key)
+        root = Path(_session_dir())
+    entry = root / fingerprint(features, key, augmentation=augmentation, views=views)
+    manifest = read_manifest(entry)
+    if manifest is None:
+        manifest = extract_features(features, dataset, entry, augmentation=augmentation,
+                                    views=views)
+        manifest["reused"] = False
+    else:
+        logger.info("feature cache: reusing %s (%d rows)", entry, manifest["rows"])
+        manifest["reused"] = True
+    manifest["path"] = str(entry)
+    return load_features(entry, manifest, batch_size or manifest["batch_size"],
+                         shuffle=shuffle, seed=seed), manifest
+
+
+def extract_features(features, dataset, entry, *, augmentation=None, views=1):
+    """Runs the base over a dataset and writes its features to a cache entry.
+
+    The shards go to a `.partial-*` folder beside `entry`, which is renamed
+    to `entry` after the manifest is written.
+
+    Args:
+        features: The `"features"` model.
+        dataset: `(images, labels)` batches.
+        entry: The entry's folder.
+        augmentation: Random augmentation applied before the base, or `None`.
+        views: Passes over the data (each with fresh augmentation).
+
+    Returns:
+        The manifest dict.
+    """
+    entry = Path(entry)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(entry)
+    staging = entry.with_name(f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    logger.info("feature cache: extracting features to %s", entry)
+    strategy = getattr(features, "distribute_strategy", None) or tf.distribute.get_strategy()
+    extract = _extractor(features, augmentation, strategy)
+    writer = _ShardWriter(staging)
+    batch_size = None
+    try:
+        for _ in range(views):
+            for batch in _distribute(dataset, strategy):
+                outputs, labels = extract(batch)
+                batch_size = batch_size or int(labels.shape[0])
+                writer.add(outputs.numpy(), labels.numpy())
+        manifest = writer.close(batch_size=batch_size or 1, views=views)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if entry.exists():  # Another process finished first; theirs is as good.
+            shutil.rmtree(staging)
+        else:
+            os.rename(staging, entry)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _extractor(features, augmentation, strategy):
+    """Returns a compiled `(images, labels) -> (features, labels)` step."""
+    key = (id(augmentation), id(strategy))
+    steps = _EXTRACTORS.setdefault(features, {})
+    if key not in steps:
+        steps[key] = _compile_extractor(features, augmentation, strategy)
+    return steps[key]
+
+
+# One compiled step per features model, so repeated extractions reuse it.
+_EXTRACTORS = weakref.WeakKeyDictionary()
+
+
+def _compile_extractor(features, augmentation, strategy):
+
+    def step(images, labels):
+        if augmentation is not None:
+            images = augmentation(images, training=True)
+        return features(images, training=False), labels
+
+    if strategy.num_replicas_in_sync == 1:
+        return tf.function(lambda batch: step(*batch), reduce_retracing=True)
+
+    @tf.function
+    def distributed(batch):
+        outputs = strategy.run(step, args=batch)
+        return tuple(strategy.gather(t, axis=0) for t in outputs)
+
+    return distributed
+
+
+def _distribute(dataset, strategy):
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        raise TransferError("the feature cache needs a dataset of (images, labels) "
+                            f"batches; got elements {spec}")
+    if strategy.num_replicas_in_sync == 1:
+        return dataset
+    return strategy.experimental_distribute_dataset(dataset)
+
+
+def read_manifest(entry):
+    """Returns a complete entry's manifest, or `None` if it is absent or partial."""
+    try:
+        manifest = json.loads((Path(entry) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    shards = [Path(entry) / name for pair in manifest.get("shards", []) for name in pair]
+    if not all(p.is_file() for p in shards):
+        return None
+    return manifest
+
+
+def load_features(entry, manifest, batch_size, *, shuffle=False, seed=None):
+    """Reads a cache entry as a dataset of `(features, labels)` batches.
+
+    Shards are read one at a time (memory-mapped), so an entry larger than
+    memory streams.
+    """
+    entry = Path(entry)
+    shards = [(str(entry / f), str(entry / y)) for f, y in manifest["shards"]]
+    order = np.random.default_rng(seed)
+
+    def generate():
+        indices = order.permutation(len(shards)) if shuffle else range(len(shards))
+        for index in indices:
+            features_path, labels_path = shards[index]
+            yield np.load(features_path, mmap_mode="r")[:], np.load(labels_path)
+
+    dim = manifest["feature_dim"]
+    ds = tf.data.Dataset.from_generator(generate, output_signature=(
+        tf.TensorSpec((None, dim), tf.float32),
+        tf.TensorSpec((None,), manifest["label_dtype"])))
+    ds = ds.unbatch()
+    if shuffle:
+        ds = ds.shuffle(min(manifest["rows"], 50_000), seed=seed,
+                        reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    rows_per_epoch = manifest["rows"]
+    batches = -(-rows_per_epoch // batch_size)
+    return ds.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def clear_feature_cache(cache_dir=None):
+    """Deletes every entry of a feature cache.
+
+    Args:
+        cache_dir: The cache's root folder (default: `default_cache_dir()`).
+
+    Returns:
+        The number of entries deleted. Other files in `cache_dir` are left
+        alone.
+
+    Example:
+    >>> clear_feature_cache("/tmp/features")
+    3
+    """
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not root.is_dir():
+        return 0
+    entries = [p for p in root.iterdir()
+               if p.is_dir() and _ENTRY_NAME.fullmatch(p.name)]
+    for path in entries:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(entries)
+
+
+class _ShardWriter:
+    def __init__(self, folder):
+        self.folder = folder
+        self.pending, self.shards, self.rows = [], [], 0
+        self.pending_bytes, self.feature_dim, self.label_dtype = 0, None, None
+
+    def add(self, features, labels):
+        if features.ndim != 2:
+            raise TransferError(f"the base outputs shape {features.shape}; the feature "
+                                "cache needs one vector per image")
+        self.feature_dim = features.shape[1]
+        self.label_dtype = labels.dtype.name
+        self.pending.append((features.astype("float32"), labels))
+        self.pending_bytes += features.nbytes
+        if self.pending_bytes >= _SHARD_BYTES:
+            self._flush()
+
+    def _flush(self):
+        if not self.pending:
+            return
+        index = len(self.shards)
+        names = (f"features-{index:05d}.npy", f"labels-{index:05d}.npy")
+        np.save(self.folder / names[0], np.concatenate([f for f, _ in self.pending]))
+        np.save(self.folder / names[1], np.concatenate([y for _, y in self.pending]))
+        self.rows += sum(len(y) for _, y in self.pending)
+        self.shards.append(names)
+        self.pending, self.pending_bytes = [], 0
+
+    def close(self, **extra):
+        self._flush()
+        if not self.rows:
+            raise TransferError("the dataset is empty; no features to cache")
+        return {"rows": self.rows, "feature_dim": int(self.feature_dim),
+                "label_dtype": self.label_dtype, "shards": self.shards, **extra}
+
+
+def _config_text(model):
+    try:
+        return json.dumps(model.get_config(), sort_keys=True, default=str)
+    except (NotImplementedError, TypeError, ValueError):
+        return ";".join(f"{type(layer).__name__}:{layer.name}" for layer in
+                        model._flatten_layers())
+
+
+def _remove_abandoned(entry):
+    """Deletes `.partial-*` folders whose writing process is gone."""
+    for partial in entry.parent.glob(f"{entry.name}.partial-*"):
+        pid = partial.name.split(".partial-")[1].split("-")[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+    if entry.exists() and read_manifest(entry) is None:
+        shutil.rmtree(entry, ignore_errors=True)  # Damaged after the rename.
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return False  # This process is not writing it now.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_SESSION_DIR = None
+
+
+def _session_dir():
+    """A temporary root for sources that cannot be fingerprinted."""
+    import atexit
+    import tempfile
+
+    global _SESSION_DIR
+    if _SESSION_DIR is None:
+        _SESSION_DIR = tempfile.mkdtemp(prefix="tftransfer-features-")
+        atexit.register(shutil.rmtree, _SESSION_DIR, True)
+    return _SESSION_DIR
