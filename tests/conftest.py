@@ -143,3 +143,66 @@ def hub_bn_module(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hub_l2_module(tmp_path_factory):
     return write_hub_module(tmp_path_factory.mktemp("hub") / "l2", l2=0.5)
+
+
+def write_bad_corpus(root):
+    """Writes a folder of every kind of messy input a user's folder holds.
+
+    Returns `(usable, skipped)`: the relative paths that must be used, and
+    `{relative path: words its skip reason must contain}`.
+    """
+    import io
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    cats, dogs = root / "cats", root / "dogs"
+    cats.mkdir(parents=True)
+    dogs.mkdir()
+    (root / "birds").mkdir()  # An empty class folder.
+    usable = {
+        "cats/plain.jpg": lambda p: rgb.save(p),
+        "cats/with space.jpg": lambda p: rgb.save(p),
+        "cats/ünïcødé 猫.png": lambda p: rgb.save(p),
+        "cats/cmyk.jpg": lambda p: rgb.convert("CMYK").save(p),
+        "cats/gray.jpg": lambda p: rgb.convert("L").save(p),
+        "cats/sixteen_bit.png": lambda p: Image.fromarray(
+            rng.integers(0, 65535, (30, 40)).astype(np.uint16)).save(p),
+        "cats/paletted.png": lambda p: rgb.convert("P").save(p),
+        "cats/alpha.png": lambda p: rgb.convert("RGBA").save(p),
+        "cats/animated.gif": lambda p: rgb.save(p, save_all=True,
+                                                append_images=[rgb.rotate(90)]),
+        "cats/bitmap.bmp": lambda p: rgb.save(p),
+        "cats/huge.jpg": lambda p: Image.new("RGB", (10000, 10000), (90, 30, 200)).save(
+            p, quality=30),
+        "dogs/plain.png": lambda p: rgb.save(p),
+        "dogs/nested/deeper.jpg": lambda p: rgb.save(p),
+    }
+    jpeg = io.BytesIO()
+    rgb.save(jpeg, "JPEG")
+    jpeg = jpeg.getvalue()
+    skipped = {
+        "dogs/truncated.jpg": (lambda p: p.write_bytes(jpeg[:len(jpeg) // 2]),
+                               "cannot decode JPEG"),
+        "dogs/zero.jpg": (lambda p: p.write_bytes(b""), "empty file"),
+        "dogs/text.jpg": (lambda p: p.write_text("hello"), "not an image"),
+        "dogs/tiff_inside.png": (lambda p: rgb.save(p, format="TIFF"),
+                                 "unsupported format TIFF"),
+        "dogs/scan.tif": (lambda p: rgb.save(p), "not an image extension (.tif)"),
+        "dogs/.hidden.jpg": (lambda p: rgb.save(p, format="JPEG"), "hidden file"),
+        "dogs/.DS_Store": (lambda p: p.write_bytes(b"\0\1"), "hidden file"),
+        "dogs/dangling.jpg": (lambda p: p.symlink_to(root / "nowhere.jpg"),
+                              "broken or looping symlink"),
+        "dogs/loop_a.jpg": (lambda p: (p.symlink_to(dogs / "loop_b.jpg"),
+                                       (dogs / "loop_b.jpg").symlink_to(p)),
+                            "broken or looping symlink"),
+        "dogs/loop_b.jpg": (lambda p: None, "broken or looping symlink"),
+        "dogs/nested/back_up": (lambda p: p.symlink_to(dogs, target_is_directory=True),
+                                "symlink loop"),
+    }
+    for relative, write in usable.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    for relative, (write, _) in skipped.items():
+        write(root / relative)
+    return set(usable), {k: words for k, (_, words) in skipped.items()}

@@ -51,6 +51,41 @@ def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
     assert list(cache.iterdir()) == []
 
 
+def test_check_data_reports_each_skipped_file_and_the_totals(tmp_path, capsys):
+    from conftest import write_bad_corpus
+
+    root = tmp_path / "messy"
+    usable, skipped = write_bad_corpus(root)
+    assert cli.main(["check-data", str(root)]) == 2  # birds/ is empty
+    captured = capsys.readouterr()
+    for path, words in skipped.items():
+        assert f"skipped {root / path}: " in captured.out and words in captured.out
+    total = len(usable) + len(skipped)
+    assert f"{total} file(s) found = {len(usable)} used + {len(skipped)} skipped" \
+        in captured.out
+    assert "no usable images for class(es) birds" in captured.err
+    (root / "birds").rmdir()
+    assert cli.main(["check-data", str(root)]) == 0
+
+
+def test_train_takes_a_csv_augmentation_and_class_weights(image_folder_path, tiny_base_file,
+                                                         tmp_path):
+    rows = [f"{p},{folder.name}" for folder in sorted(image_folder_path.iterdir())
+            for p in sorted(folder.iterdir())]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = run_cli("train", "--data", str(tmp_path / "labels.csv"), "--base",
+                     str(tiny_base_file), "--export", str(tmp_path / "export"),
+                     "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
+                     "--augment", "flip,rotation=0.1,zoom=0.1,contrast=0.2",
+                     "--augmented-views", "2", "--class-weight", "auto", "--quiet",
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "data: 3 classes from" in result.stdout
+    assert "feature cache written" in result.stdout
+    bad = run_cli("train", "--augment", "spin=3")
+    assert bad.returncode == 2 and "unknown augmentation 'spin'" in bad.stderr
+
+
 def test_bases_lists_the_registry(capsys):
     assert cli.main(["bases"]) == 0
     out = capsys.readouterr().out
@@ -58,7 +93,7 @@ def test_bases_lists_the_registry(capsys):
 
 
 def test_help_explains_each_command():
-    for command in ["train", "predict", "bases", "clear-cache"]:
+    for command in ["train", "predict", "bases", "check-data", "clear-cache"]:
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "usage: tftransfer" in result.stdout
     assert "--unfreeze" in run_cli("train", "--help").stdout

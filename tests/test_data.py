@@ -1,12 +1,14 @@
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 import tftransfer
-from tftransfer.data import decode_image, scan_images
+from tftransfer.data import check_images, decode_image
 
-from conftest import write_image_folder
+from conftest import write_bad_corpus, write_image_folder
 
 
 def labels_of(dataset):
@@ -54,11 +56,12 @@ def test_unusable_files_are_skipped_named_and_counted(tmp_path, caplog):
     (root / "blue" / "truncated.png").write_bytes(good[:40])
     (root / "green" / ".DS_Store").write_bytes(b"\0\1")
     data = tftransfer.image_folder(root, (16, 16), validation_split=0)
-    assert sorted(data.skipped) == sorted(
-        str(root / p) for p in ["red/empty.png", "red/notes.jpg", "blue/truncated.png"])
+    assert sorted(data.skipped) == sorted(str(root / p) for p in [
+        "red/empty.png", "red/notes.jpg", "blue/truncated.png", "green/.DS_Store"])
     assert data.skipped[str(root / "red" / "empty.png")] == "empty file"
+    assert data.skipped[str(root / "green" / ".DS_Store")] == "hidden file"
     assert len(labels_of(data.train)) == 12
-    assert "skipped 3 unusable file(s)" in caplog.text
+    assert "skipped 4 unusable file(s) (16 file(s) found = 12 used + 4 skipped)" in caplog.text
     assert "notes.jpg" in caplog.text
 
 
@@ -70,7 +73,7 @@ def test_scan_reconciles_found_with_used_and_skipped(tmp_path):
         paths.append(str(path))
     (tmp_path / "bad.png").write_text("x")
     paths.append(str(tmp_path / "bad.png"))
-    usable, skipped = scan_images(paths)
+    usable, skipped = check_images(paths)
     assert len(usable) + len(skipped) == len(paths) and len(skipped) == 1
 
 
@@ -101,3 +104,137 @@ def test_class_with_no_usable_image_is_an_error(tmp_path):
         path.write_bytes(b"")
     with pytest.raises(tftransfer.TransferError, match="no usable images for class.*green"):
         tftransfer.image_folder(root, (16, 16))
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "messy"
+    usable, skipped = write_bad_corpus(root)
+    return root, usable, skipped
+
+
+def relative(root, paths):
+    return {str(p)[len(str(root)) + 1:] for p in paths}
+
+
+def test_check_data_names_every_unusable_file_and_reconciles(bad_corpus):
+    root, usable, skipped = bad_corpus
+    report = tftransfer.data.check_data(root)
+    assert report.found == len(usable) + len(skipped)
+    assert report.found == report.used_count + len(report.skipped)
+    used = {p for split in report.used.values() for paths in split.values() for p in paths}
+    assert relative(root, used) == usable
+    reasons = {k[len(str(root)) + 1:]: v for k, v in report.skipped.items()}
+    assert set(reasons) == set(skipped)
+    for path, words in skipped.items():
+        assert words in reasons[path], (path, reasons[path])
+    assert report.problems == [f"no usable images for class(es) birds in {root}"]
+
+
+def test_every_file_the_check_passes_trains_without_failing(tmp_path):
+    root = tmp_path / "messy"
+    usable, _ = write_bad_corpus(root)
+    (root / "birds").rmdir()
+    data = tftransfer.image_folder(root, (24, 24), batch_size=4, validation_split=0)
+    images = np.concatenate([x.numpy() for x, _ in data.train])  # A whole epoch.
+    assert images.shape == (len(usable), 24, 24, 3)
+    assert len(data.skipped) == 11
+
+
+def test_one_class_and_empty_classes_are_errors(tmp_path):
+    root = write_image_folder(tmp_path / "data", 2)
+    (root / "yellow").mkdir()
+    with pytest.raises(tftransfer.TransferError, match="no usable images for class.*yellow"):
+        tftransfer.image_folder(root, (16, 16))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_skipped(tmp_path):
+    root = write_image_folder(tmp_path / "data", 2)
+    locked = root / "red" / "000.png"
+    locked.chmod(0)
+    report = tftransfer.data.check_data(root)
+    assert "unreadable" in report.skipped[str(locked)]
+
+
+def test_decode_image_scales_large_jpegs_consistently(tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(
+        0, 255, (400, 640, 3), dtype=np.uint8)).save(big)
+    contents = tf.io.read_file(str(big))
+    scaled = decode_image(contents, (48, 48))  # Decoded at 1/8 scale: 50x80.
+    full = tf.image.resize(tf.io.decode_jpeg(contents, channels=3, ratio=8,
+                                             fancy_upscaling=False), (48, 48))
+    np.testing.assert_allclose(scaled, tf.clip_by_value(tf.round(full), 0, 255))
+    assert decode_image(contents, (300, 300)).shape == (300, 300, 3)  # Full scale.
+
+
+def test_csv_source(image_folder_path, tmp_path):
+    rows = ["path,label"]
+    for folder in sorted(image_folder_path.iterdir()):
+        rows += [f"{p},{folder.name}" for p in sorted(folder.iterdir())]
+    rows.append("missing.png,red")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = tftransfer.data.load_data(tmp_path / "labels.csv", (16, 16),
+                                     validation_split=0.25, batch_size=5)
+    assert data.class_names == ["blue", "green", "red"]
+    assert sorted(np.bincount(labels_of(data.validation))) == [2, 2, 2]
+    assert len(labels_of(data.train)) == 18
+    assert data.skipped == {str(tmp_path / "missing.png"): "file not found"}
+
+
+def test_numpy_source_with_string_labels_and_any_size():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8) for i in range(10)]
+    images += [rng.integers(0, 255, (25, 25), dtype=np.uint8) for _ in range(10)]
+    labels = ["cat"] * 10 + ["dog"] * 10
+    data = tftransfer.data.load_data((images, labels), (16, 16), validation_split=0.2)
+    assert data.class_names == ["cat", "dog"]
+    assert sorted(np.bincount(labels_of(data.validation))) == [2, 2]
+    batch, _ = next(iter(data.train))
+    assert batch.shape[1:] == (16, 16, 3) and batch.dtype == tf.float32
+
+
+def test_tf_data_source_is_resized_and_split():
+    images = np.random.default_rng(0).uniform(0, 255, (12, 20, 20, 1)).astype("float32")
+    labels = np.array([0, 1, 2] * 4)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(5)
+    data = tftransfer.data.load_data(ds, (8, 8), class_names=["a", "b", "c"],
+                                     validation_split=0.25, batch_size=4)
+    assert sorted(np.bincount(labels_of(data.validation))) == [1, 1, 1]
+    assert len(labels_of(data.train)) == 9
+    assert next(iter(data.train))[0].shape[1:] == (8, 8, 3)
+
+
+def test_tfds_source_offline_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=20):
+        data = tftransfer.data.load_data("tfds:tf_flowers", (32, 32), batch_size=4,
+                                         validation_split=0.25)
+        assert data.class_names == ["dandelion", "daisy", "tulips", "sunflowers", "roses"]
+        train, validation = labels_of(data.train), labels_of(data.validation)
+    assert len(train) + len(validation) == 20 and 3 <= len(validation) <= 7
+    images, _ = next(iter(data.train))
+    assert images.shape == (4, 32, 32, 3)
+
+
+def test_tfds_image_folder_source(split_folder_path):
+    data = tftransfer.data.load_data(f"imagefolder:{split_folder_path}", (16, 16),
+                                     batch_size=4)
+    assert data.class_names == ["blue", "green", "red"]
+    assert len(labels_of(data.train)) == 18 and len(labels_of(data.validation)) == 9
+
+
+def test_unknown_sources_name_the_problem(tmp_path):
+    with pytest.raises(tftransfer.TransferError, match="CSV file not found"):
+        tftransfer.data.load_data(tmp_path / "nope.csv", (8, 8))
+    with pytest.raises(tftransfer.TransferError, match="needs class_names"):
+        tftransfer.data.load_data(tf.data.Dataset.range(3), (8, 8))
+    with pytest.raises(tftransfer.TransferError, match="unknown TFDS dataset"):
+        tftransfer.data.load_data("tfds:no_such_dataset_here", (8, 8))
+
+
+def test_class_counts(image_folder_path):
+    data = tftransfer.image_folder(image_folder_path, (8, 8), validation_split=0.25)
+    assert tftransfer.data.class_counts(data.train, 3).tolist() == [6, 6, 6]

@@ -114,3 +114,27 @@ def test_label_smoothing_loss():
         np.eye(2)[y_true], y_pred)
     np.testing.assert_allclose(smoothed, expected, rtol=1e-6)
     assert float(smoothed) > float(plain)
+
+
+def test_auto_class_weight_balances_imbalanced_data(tiny_base, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from conftest import write_image_folder
+    from tftransfer.training import balanced_class_weight
+
+    root = write_image_folder(tmp_path / "data", 6)
+    for path in sorted((root / "red").iterdir())[2:]:
+        path.unlink()  # red: 2 images; blue, green: 6 each.
+    data = tftransfer.image_folder(root, (32, 32), validation_split=0)
+    weights = balanced_class_weight(data.train, 3)
+    assert weights == pytest.approx({0: 14 / 18, 1: 14 / 18, 2: 14 / 6})
+    balanced = tftransfer.image_folder(write_image_folder(tmp_path / "even", 2), (32, 32),
+                                       validation_split=0)
+    assert balanced_class_weight(balanced.train, 3) is None
+    model = tftransfer.build_classifier(tiny_base, 3)
+    with caplog.at_level(logging.INFO, logger="tftransfer"):
+        tftransfer.fine_tune(model, data.train, head_epochs=1, fine_tune_epochs=0,
+                             verbose=0)
+    assert "class weights for imbalanced data (counts [6, 6, 2])" in caplog.text
+    shutil.rmtree(root)

@@ -11,7 +11,7 @@
 
 from tftransfer.bases import Base, list_bases, load_base, register_base
 from tftransfer.builder import build_augmentation, build_classifier, set_trainable
-from tftransfer.data import image_folder
+from tftransfer.data import image_folder, load_data
 from tftransfer.errors import TransferError
 from tftransfer.export import export_saved_model, predict_files
 from tftransfer.feature_cache import clear_feature_cache
@@ -29,6 +29,7 @@ __all__ = [
     "fine_tune",
     "image_folder",
     "list_bases",
+    "load_data",
     "load_base",
     "predict_files",
     "register_base",

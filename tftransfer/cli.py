@@ -3,6 +3,7 @@
     tftransfer train                 # the bundled demo, no download needed
     tftransfer train --data photos/ --base efficientnet_v2_b0 --export exports/photos
     tftransfer predict --model exports/photos cat.jpg dog.png
+    tftransfer check-data photos/
     tftransfer bases
     tftransfer clear-cache
 """
@@ -19,6 +20,26 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 
 def _unfreeze(value):
     return int(value) if value.isdigit() else value
+
+
+def _augmentation(value):
+    """Parses `flip,rotation=0.1,...` into `build_augmentation` arguments."""
+    options = {"flip": None}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, number = item.partition("=")
+        if name == "flip":
+            options["flip"] = number or "horizontal"
+        elif name in ("rotation", "zoom", "translation", "contrast"):
+            try:
+                options[name] = float(number)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{name} needs a fraction, as in {name}=0.1") from None
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown augmentation {name!r}; use flip, rotation, zoom, "
+                "translation, contrast")
+    return options
 
 
 def build_parser():
@@ -39,8 +60,14 @@ def build_parser():
                     "it as a versioned SavedModel. With no arguments, trains the "
                     "bundled demo: Fashion-MNIST classes 5-9 on the bundled base.")
     train.add_argument("--data", default=str(DEMO_DATA),
-                       help="folder of class subfolders, optionally split into "
-                            "train/ val/ test/ (default: the bundled demo)")
+                       help="a folder of class subfolders (optionally split into "
+                            "train/ val/ test/), a CSV of path,label rows, "
+                            "tfds:NAME[:SPLIT] (e.g. tfds:tf_flowers), or "
+                            "imagefolder:PATH for a TFDS ImageFolder "
+                            "(default: the bundled demo)")
+    train.add_argument("--tfds-data-dir",
+                       help="where TFDS keeps its datasets (default: "
+                            "~/tensorflow_datasets)")
     train.add_argument("--base", default=BUNDLED_BASE,
                        help="a registry name (see `tftransfer bases`), a .keras file, "
                             f"or a SavedModel directory (default: {BUNDLED_BASE})")
@@ -69,6 +96,16 @@ def build_parser():
     train.add_argument("--image-size", type=int,
                        help="square input size in pixels (default: the base's own)")
     train.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
+    train.add_argument("--augment", type=_augmentation, metavar="SPEC",
+                       help="random augmentation in training, e.g. "
+                            "'flip,rotation=0.1,zoom=0.1,translation=0.1,contrast=0.2' "
+                            "(fractions; flip may be flip=vertical)")
+    train.add_argument("--augmented-views", type=int, default=0, metavar="K",
+                       help="with --augment, cache K augmented views per image for "
+                            "phase 1; 0 runs phase 1 uncached (default: 0)")
+    train.add_argument("--class-weight", choices=["auto", "none"], default="auto",
+                       help="'auto' weighs classes by inverse frequency on "
+                            "imbalanced data (default: auto)")
     train.add_argument("--label-smoothing", type=float, default=0.0,
                        help="(default: 0)")
     train.add_argument("--validation-split", type=float, default=0.2,
@@ -105,6 +142,16 @@ def build_parser():
     commands.add_parser("bases", help="list the registered bases",
                         description="List the named bases that --base accepts.")
 
+    check = commands.add_parser(
+        "check-data", help="report every image file that training cannot use",
+        description="Check a folder of labelled images: every file that cannot be "
+                    "used (corrupt, truncated, empty, not an image, unsupported "
+                    "format, hidden, a broken or looping link) is listed with its "
+                    "reason, and the totals reconcile: found = used + skipped. "
+                    "Exits with 2 if the folder cannot be trained on.")
+    check.add_argument("folder", help="a folder of class subfolders, or of train/ "
+                                      "val/ test/ folders of class subfolders")
+
     clear = commands.add_parser(
         "clear-cache", help="delete cached features",
         description="Delete the feature cache's entries (folders named by their "
@@ -124,14 +171,14 @@ def train_command(args):
     keras.utils.set_random_seed(args.seed)
     weights = None if args.weights.lower() == "none" else args.weights
     base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
-    data = tftransfer.image_folder(args.data, base.input_size,
-                                   batch_size=args.batch_size,
-                                   validation_split=args.validation_split,
-                                   seed=args.seed)
+    options = {"data_dir": args.tfds_data_dir} if args.data.startswith("tfds:") else {}
+    data = tftransfer.load_data(args.data, base.input_size, batch_size=args.batch_size,
+                                validation_split=args.validation_split, seed=args.seed,
+                                **options)
     print(f"data: {len(data.class_names)} classes from {args.data}"
-          + (f", {len(data.skipped)} file(s) skipped" if data.skipped else ""))
+          + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else ""))
     model = tftransfer.build_classifier(base, len(data.class_names),
-                                        dropout=args.dropout)
+                                        dropout=args.dropout, augmentation=args.augment)
     start = time.time()
     history = tftransfer.fine_tune(
         model, data.train, data.validation, head_epochs=args.head_epochs,
@@ -139,6 +186,8 @@ def train_command(args):
         head_learning_rate=args.learning_rate,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         patience=args.patience, label_smoothing=args.label_smoothing,
+        class_weight=None if args.class_weight == "none" else "auto",
+        augmented_views=args.augmented_views,
         log_dir=args.log_dir, seed=args.seed,
         feature_cache=False if args.no_cache else (args.cache_dir or True),
         verbose=2 if args.quiet else "auto")
@@ -184,6 +233,23 @@ def bases_command(args):
     return 0
 
 
+def check_data_command(args):
+    """Runs `tftransfer check-data`; returns the exit status."""
+    from tftransfer.data import check_data
+    from tftransfer.errors import TransferError
+
+    report = check_data(args.folder)
+    for path, reason in sorted(report.skipped.items()):
+        print(f"skipped {path}: {reason}")
+    for split, classes in report.used.items():
+        counts = ", ".join(f"{name} {len(paths)}" for name, paths in classes.items())
+        print(f"{split}: {counts}")
+    print(report.summary())
+    if report.problems:
+        raise TransferError("; ".join(report.problems))
+    return 0
+
+
 def clear_cache_command(args):
     """Runs `tftransfer clear-cache`; returns the exit status."""
     from tftransfer.feature_cache import clear_feature_cache, default_cache_dir
@@ -202,7 +268,8 @@ def main(argv=None):
     from tftransfer.errors import TransferError
 
     command = {"train": train_command, "predict": predict_command,
-               "bases": bases_command, "clear-cache": clear_cache_command}[args.command]
+               "bases": bases_command, "check-data": check_data_command,
+               "clear-cache": clear_cache_command}[args.command]
     try:
         return command(args)
     except TransferError as error:

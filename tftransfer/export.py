@@ -171,12 +171,12 @@ def predict_files(model_dir, paths, *, top_k=3):
     >>> predict_files("exports/flowers", ["rose.jpg"])
     [('rose.jpg', [('roses', 0.93), ('tulips', 0.05), ('daisy', 0.01)])]
     """
-    from tftransfer.data import scan_images
+    from tftransfer.data import check_images
 
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise TransferError(f"image not found: {', '.join(missing)}")
-    _, skipped = scan_images(paths)
+    _, skipped = check_images(paths)
     if skipped:
         raise TransferError("cannot read " + "; ".join(
             f"{path} ({reason})" for path, reason in skipped.items()))

@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from tftransfer.builder import augmentation_of, head_of, set_trainable
+from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
 
@@ -84,7 +85,7 @@ class FineTuneHistory:
 
 def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs=20,
               unfreeze=20, head_learning_rate=1e-3, fine_tune_learning_rate=1e-5,
-              warmup_epochs=1, patience=5, label_smoothing=0.0, class_weight=None,
+              warmup_epochs=1, patience=5, label_smoothing=0.0, class_weight="auto",
               callbacks=None, log_dir=None, feature_cache=True, augmented_views=0,
               seed=None, verbose="auto"):
     """Trains a classifier in two phases: the head, then the unfrozen top.
@@ -104,7 +105,9 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
             epochs, then decays it to 0 along a cosine.
         patience: Epochs without improvement before a phase stops.
         label_smoothing: Label smoothing of the cross-entropy.
-        class_weight: Passed to `model.fit`.
+        class_weight: `"auto"` weighs each class by `total / (classes *
+            count)`, so that imbalanced classes count equally (all 1.0 on
+            balanced data); a `{label: weight}` dict; or `None`.
         callbacks: Keras callbacks, used in both phases. While phase 1 runs
             on cached features, their `model` is the head.
         log_dir: If set, TensorBoard logs go there.
@@ -147,6 +150,11 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
         target.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
                        metrics=["accuracy"])
 
+    if isinstance(class_weight, str):
+        if class_weight != "auto":
+            raise TransferError(f"class_weight must be 'auto', a dict or None, got "
+                                f"{class_weight!r}")
+        class_weight = balanced_class_weight(train, int(model.output_shape[-1]))
     if fine_tune_epochs > 0:
         set_trainable(model, unfreeze)  # Fails now, not after phase 1, if invalid.
     set_trainable(model, "none")
@@ -174,6 +182,33 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
         model.set_weights(head_weights)
         result.kept_phase = "head"
     return result
+
+
+def balanced_class_weight(train, num_classes):
+    """Returns `{label: total / (num_classes * count)}` for a training set.
+
+    Args:
+        train: `(images, labels)` batches; one pass is made over the labels.
+        num_classes: The number of classes.
+
+    Returns:
+        A dict for `model.fit(class_weight=...)`, or `None` when the
+        classes are balanced (every weight would be 1).
+
+    Example:
+    >>> balanced_class_weight(train, 3)
+    {0: 0.5, 1: 1.5, 2: 1.5}
+    """
+    from tftransfer.data import class_counts
+
+    counts = class_counts(train, num_classes)
+    if counts.min() == counts.max():
+        return None
+    weights = {label: float(counts.sum() / (num_classes * count)) if count else 0.0
+               for label, count in enumerate(counts)}
+    logger.info("class weights for imbalanced data (counts %s): %s", counts.tolist(),
+                {k: round(v, 3) for k, v in weights.items()})
+    return weights
 
 
 def _why_not_cached(model, train, feature_cache, views):
