@@ -32,6 +32,18 @@ def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_pa
     assert line.startswith(f"{image}: ")
     assert len(line.split(",")) == 2
 
+    result = run_cli("export", "--model", str(tmp_path / "model.keras"), "--output",
+                     str(export), "--data", str(split_folder_path), "--tflite",
+                     "float16,dynamic_range")
+    assert result.returncode == 0, result.stderr
+    assert f"exported to {export / '2'}" in result.stdout
+    assert "float16" in result.stdout and "dynamic_range" in result.stdout
+    tflite = export / "tflite" / "model_float16.tflite"
+    served = run_cli("predict", "--model", str(tflite), str(image), "--top-k", "2")
+    assert served.returncode == 0, served.stderr
+    # The TFLite model ranks the classes as the SavedModel does.
+    assert served.stdout.strip().splitlines()[-1].split(" ")[1] == line.split(" ")[1]
+
 
 def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
         tiny_base_file, split_folder_path, tmp_path):
@@ -93,7 +105,7 @@ def test_bases_lists_the_registry(capsys):
 
 
 def test_help_explains_each_command():
-    for command in ["train", "predict", "bases", "check-data", "clear-cache"]:
+    for command in ["train", "export", "predict", "bases", "check-data", "clear-cache"]:
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "usage: tftransfer" in result.stdout
     assert "--unfreeze" in run_cli("train", "--help").stdout

@@ -97,3 +97,160 @@ def test_predict_files_ranks_classes(trained, tmp_path, image_folder_path):
         assert ranked[0][1] == pytest.approx(row.max(), abs=1e-5)
     with pytest.raises(tftransfer.TransferError, match="image not found: nope.png"):
         tftransfer.predict_files(tmp_path / "m", ["nope.png"])
+
+
+def saved_model_cli(*args):
+    return subprocess.run(["saved_model_cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def exported(trained, tmp_path):
+    model, class_names = trained
+    return model, class_names, tftransfer.export_saved_model(model, tmp_path / "m",
+                                                             class_names)
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    _, _, path = exported
+    result = saved_model_cli("show", "--dir", path, "--tag_set", "serve")
+    assert result.returncode == 0, result.stderr
+    for name in ["serving_default", "serving_images", "serving_images_uint8"]:
+        assert name in result.stdout
+    detail = saved_model_cli("show", "--dir", path, "--tag_set", "serve",
+                             "--signature_def", "serving_default")
+    assert "image_bytes" in detail.stdout and "DT_STRING" in detail.stdout
+    for output in ["probabilities", "scores", "classes", "class_names"]:
+        assert f"outputs['{output}']" in detail.stdout
+
+
+def test_saved_model_cli_run_matches_keras_on_jpeg_and_png_bytes(exported, tmp_path):
+    model, _, path = exported
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+              for h, w in [(50, 70), (32, 32), (120, 90)]]
+    blobs = [encoded(images[0], "JPEG"), encoded(images[1], "PNG"),
+             encoded(images[2], "JPEG")]
+    # A fixed-width bytes array (no pickle); JPEG and PNG never end in NUL.
+    np.save(tmp_path / "bytes.npy", np.array(blobs))
+    result = saved_model_cli("run", "--dir", path, "--tag_set", "serve",
+                             "--signature_def", "serving_default", "--inputs",
+                             f"image_bytes={tmp_path / 'bytes.npy'}", "--outdir",
+                             tmp_path / "out", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    served = np.load(tmp_path / "out" / "probabilities.npy")
+    pixels = np.stack([decode_image(tf.constant(b), (32, 32)).numpy() for b in blobs])
+    expected = model.predict(pixels, verbose=0)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert served.argmax(1).tolist() == expected.argmax(1).tolist()
+
+
+def test_uint8_signature_agrees_with_float(exported):
+    _, _, path = exported
+    loaded = tf.saved_model.load(str(path))
+    pixels = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    as_uint8 = loaded.signatures["serving_images_uint8"](images=tf.constant(pixels))
+    as_float = loaded.signatures["serving_images"](images=tf.constant(pixels, tf.float32))
+    np.testing.assert_allclose(as_uint8["probabilities"], as_float["probabilities"],
+                               atol=1e-6)
+
+
+def test_warmup_requests_parse_as_prediction_logs(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, _, path = exported
+    records = list(tf.data.TFRecordDataset(
+        str(path / "assets.extra" / "tf_serving_warmup_requests")).as_numpy_iterator())
+    assert len(records) == 2
+    log = prediction_log_pb2.PredictionLog.FromString(records[0])
+    request = log.predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    blobs = tf.make_ndarray(request.inputs["image_bytes"])
+    assert len(blobs) == 2 and tf.io.is_jpeg(blobs[0])
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    assert serve(image_bytes=tf.constant(blobs))["probabilities"].shape == (2, 3)
+
+
+def test_a_polling_reader_never_sees_a_partial_version(trained, tmp_path):
+    import threading
+
+    model, class_names = trained
+    base_path = tmp_path / "polled"
+    base_path.mkdir()
+    seen, partial, done = set(), [], threading.Event()
+    required = ["saved_model.pb", "variables/variables.index", "assets/labels.txt",
+                "assets.extra/metadata.json", "assets.extra/tf_serving_warmup_requests"]
+
+    def poll():
+        # As TF Serving's file system poller does: numeric folders only.
+        while not done.is_set():
+            for version in base_path.iterdir():
+                if version.name.isdigit() and version.name not in seen:
+                    missing = [r for r in required if not (version / r).exists()]
+                    if missing:
+                        partial.append((version.name, missing))
+                    seen.add(version.name)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        for _ in range(3):
+            tftransfer.export_saved_model(model, base_path, class_names)
+    finally:
+        done.set()
+        poller.join()
+    assert partial == []
+    assert seen == {"1", "2", "3"}
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    """The bundled base with a head trained briefly on the demo data."""
+    import keras
+
+    from tftransfer.cli import DEMO_DATA
+
+    keras.utils.set_random_seed(0)
+    base = tftransfer.load_base("fashion_mobilenet_v2")
+    data = tftransfer.image_folder(DEMO_DATA, base.input_size, batch_size=32)
+    model = tftransfer.build_classifier(base, len(data.class_names))
+    tftransfer.fine_tune(model, data.train, data.validation, head_epochs=15,
+                         head_learning_rate=3e-3, fine_tune_epochs=0, verbose=0)
+    return model, data
+
+
+def test_every_tflite_variant_runs_and_float16_agrees(demo_model, tmp_path):
+    from tftransfer.export import TFLiteClassifier, export_tflite_variants
+
+    model, data = demo_model
+    report = export_tflite_variants(model, tmp_path / "tflite", validation=data.test,
+                                    representative_data=data.train,
+                                    class_names=data.class_names)
+    by_name = {row["quantization"]: row for row in report}
+    assert set(by_name) == {"keras", "float32", "float16", "dynamic_range", "int8"}
+    keras_accuracy = by_name["keras"]["accuracy"]
+    assert keras_accuracy > 0.4  # Far above the 0.2 of chance: a real model.
+    for name in ["float32", "float16", "dynamic_range"]:
+        assert abs(by_name[name]["accuracy"] - keras_accuracy) < 0.03, by_name[name]
+    assert by_name["int8"]["accuracy"] > keras_accuracy - 0.1, by_name["int8"]
+    # The model is small, so the graph weighs as much as the weights.
+    assert by_name["float16"]["bytes"] < 0.9 * by_name["float32"]["bytes"]
+    assert by_name["int8"]["bytes"] < 0.8 * by_name["float32"]["bytes"]
+
+    saved = tftransfer.export_saved_model(model, tmp_path / "saved", data.class_names)
+    serve = tf.saved_model.load(str(saved)).signatures["serving_images"]
+    fp16 = TFLiteClassifier(by_name["float16"]["path"])
+    images = np.concatenate([x.numpy() for x, _ in data.test])
+    expected = serve(images=tf.constant(images))["probabilities"].numpy().argmax(1)
+    agreement = np.mean(fp16.predict(images).argmax(1) == expected)
+    assert agreement >= 0.99, agreement
+
+
+def test_tflite_errors_name_the_problem(trained, tmp_path):
+    from tftransfer.export import export_tflite
+
+    model, _ = trained
+    with pytest.raises(tftransfer.TransferError, match="needs representative_data"):
+        export_tflite(model, tmp_path / "m.tflite", quantization="int8")
+    with pytest.raises(tftransfer.TransferError, match="unknown TFLite quantization"):
+        export_tflite(model, tmp_path / "m.tflite", quantization="int4")

@@ -2,6 +2,7 @@
 
     tftransfer train                 # the bundled demo, no download needed
     tftransfer train --data photos/ --base efficientnet_v2_b0 --export exports/photos
+    tftransfer export --model photos.keras --output exports/photos --data photos/ --tflite all
     tftransfer predict --model exports/photos cat.jpg dog.png
     tftransfer check-data photos/
     tftransfer bases
@@ -129,13 +130,41 @@ def build_parser():
                        help="export version (default: one more than the highest)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    export = commands.add_parser(
+        "export", help="export a saved Keras model as a SavedModel (and TFLite)",
+        description="Export a classifier saved as a .keras file (train "
+                    "--save-keras) as a TF Serving SavedModel version, and "
+                    "optionally as TFLite models, each reported with its size "
+                    "and its accuracy on the validation data.")
+    export.add_argument("--model", required=True, help="a .keras file")
+    export.add_argument("--output", required=True,
+                        help="SavedModel base path; a new version folder is written in it")
+    export.add_argument("--data", help="the training data (any --data of train): gives "
+                                       "the class names, the validation images for "
+                                       "accuracy, and the int8 calibration images")
+    export.add_argument("--class-names",
+                        help="comma-separated class names, in label order (instead "
+                             "of --data)")
+    export.add_argument("--tflite", default="",
+                        help="TFLite variants to write into OUTPUT/tflite/: 'all' or "
+                             "a comma-separated subset of float32,float16,"
+                             "dynamic_range,int8 (needs --data)")
+    export.add_argument("--version", type=int, help="(default: the next integer)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="with --version, replace an existing version")
+    export.add_argument("--validation-split", type=float, default=0.2,
+                        help="as in train, so that the same images are held out "
+                             "(default: 0.2)")
+    export.add_argument("--seed", type=int, default=1337, help="as in train (default: 1337)")
+
     predict = commands.add_parser(
         "predict", help="print the top classes of images with an exported model",
-        description="Run an exported SavedModel on image files and print the top "
-                    "classes of each.")
+        description="Run an exported SavedModel or TFLite model on image files "
+                    "and print the top classes of each.")
     predict.add_argument("--model", required=True,
-                         help="a SavedModel base path (its latest version is used) "
-                              "or a version folder")
+                         help="a SavedModel base path (its latest version is used), "
+                              "a version folder, or a .tflite file with labels.txt "
+                              "beside it")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     predict.add_argument("--top-k", type=int, default=3, help="(default: 3)")
 
@@ -213,6 +242,52 @@ def train_command(args):
     return 0
 
 
+def export_command(args):
+    """Runs `tftransfer export`; returns the exit status."""
+    import keras
+
+    import tftransfer
+    from tftransfer.errors import TransferError
+    from tftransfer.export import TFLITE_QUANTIZATIONS, export_tflite_variants
+
+    path = Path(args.model)
+    if not path.is_file() or path.suffix != ".keras":
+        raise TransferError(f"--model must be a .keras file; {path} is not one")
+    model = keras.saving.load_model(path)
+    data = None
+    if args.data:
+        data = tftransfer.load_data(args.data, model.input_shape[1:3],
+                                    validation_split=args.validation_split,
+                                    seed=args.seed)
+    class_names = (args.class_names.split(",") if args.class_names
+                   else data.class_names if data else None)
+    if class_names is None:
+        raise TransferError("pass --data or --class-names so the export knows the "
+                            "class names")
+    version = tftransfer.export_saved_model(model, args.output, class_names,
+                                            version=args.version,
+                                            overwrite=args.overwrite,
+                                            metadata={"source": str(path)})
+    print(f"exported to {version}")
+    if not args.tflite:
+        return 0
+    variants = (TFLITE_QUANTIZATIONS if args.tflite == "all"
+                else tuple(v.strip() for v in args.tflite.split(",")))
+    if data is None or data.validation is None:
+        raise TransferError("--tflite needs --data with validation images, for the "
+                            "accuracy report and int8 calibration")
+    report = export_tflite_variants(model, Path(args.output) / "tflite",
+                                    validation=data.validation,
+                                    representative_data=data.train,
+                                    class_names=class_names, quantizations=variants)
+    print(f"{'variant':14s} {'size':>10s} {'val accuracy':>13s}")
+    for row in report:
+        size = f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-"
+        print(f"{row['quantization']:14s} {size:>10s} {row['accuracy']:13.4f}  "
+              f"{row['path'] or '(the Keras model)'}")
+    return 0
+
+
 def predict_command(args):
     """Runs `tftransfer predict`; returns the exit status."""
     from tftransfer.export import predict_files
@@ -268,6 +343,7 @@ def main(argv=None):
     from tftransfer.errors import TransferError
 
     command = {"train": train_command, "predict": predict_command,
+               "export": export_command,
                "bases": bases_command, "check-data": check_data_command,
                "clear-cache": clear_cache_command}[args.command]
     try:

@@ -6,17 +6,25 @@
   or BMP, any size), decoded and resized in the graph exactly as in
   training;
 * `serving_images`: a float32 batch of RGB pixels in `[0, 255]` at the
-  model's input size.
+  model's input size; `serving_images_uint8` the same as uint8.
 
-Both return `probabilities`, the `top_k` `classes` and `scores`, and the
+All return `probabilities`, the `top_k` `classes` and `scores`, and the
 `class_names` (repeated per image, so that TF Serving's row format works).
+`assets/labels.txt` holds the class names; `assets.extra/` holds
+`metadata.json` and TF Serving warmup requests.
+
+`export_tflite` writes TFLite models (float32, float16, dynamic-range or
+full-integer quantization) and `evaluate_tflite` measures their accuracy.
 """
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 import keras
 import tensorflow as tf
@@ -26,6 +34,10 @@ from tftransfer.errors import TransferError
 
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "metadata.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
+
+logger = logging.getLogger("tftransfer")
 
 
 def export_saved_model(model, directory, class_names, *, version=None, top_k=5,
@@ -77,7 +89,8 @@ def export_saved_model(model, directory, class_names, *, version=None, top_k=5,
             {"class_names": class_names,
              "input_size": list(model.input_shape[1:3]),
              "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-             **(metadata or {})}, indent=2))
+             **(metadata or {})}, indent=2, default=float))
+        write_warmup_requests(extra / WARMUP_FILE, model.input_shape[1:3])
         _replace(staging / "saved_model", target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -139,10 +152,246 @@ def _write_saved_model(model, path, class_names, top_k):
         "serving_images", outputs,
         input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32,
                                        name="images")])
+    archive.add_endpoint(
+        "serving_images_uint8", lambda images: outputs(tf.cast(images, tf.float32)),
+        input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8,
+                                       name="images")])
     archive.write_out(str(path), verbose=False)
     # TF Serving and Vertex AI read labels from the assets folder.
     (path / "assets").mkdir(exist_ok=True)
     (path / "assets" / LABELS_FILE).write_text("\n".join(class_names) + "\n")
+
+
+def write_warmup_requests(path, image_size, count=2):
+    """Writes TF Serving warmup requests for the `serving_default` signature.
+
+    TF Serving replays `assets.extra/tf_serving_warmup_requests` when it
+    loads a version, so the first real request does not pay for graph
+    initialization. The records are `PredictionLog` protos of the
+    `tensorflow-serving-api` package; without it, nothing is written.
+
+    Args:
+        path: The file to write.
+        image_size: `(height, width)` of the generated JPEG and PNG images.
+        count: Requests to write.
+
+    Returns:
+        `True` if the file was written.
+    """
+    try:
+        from tensorflow_serving.apis import (model_pb2, predict_pb2,
+                                             prediction_log_pb2)
+    except ImportError:
+        logger.info("tensorflow-serving-api is not installed; no warmup requests "
+                    "written (pip install 'tftransfer[serving]')")
+        return False
+    gray = tf.fill([*image_size, 3], tf.constant(128, tf.uint8))
+    images = [tf.io.encode_jpeg(gray).numpy(), tf.io.encode_png(gray).numpy()]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for _ in range(count):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name="serving_default"))
+            request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(images))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return True
+
+
+def export_tflite(model, path, *, quantization="float32", representative_data=None,
+                  class_names=None):
+    """Writes a classifier as a TFLite model.
+
+    Args:
+        model: A Keras classifier from `[0, 255]` float32 images.
+        path: The `.tflite` file to write.
+        quantization: `"float32"` (none), `"float16"` (weights in float16),
+            `"dynamic_range"` (int8 weights, float activations) or `"int8"`
+            (full integer: uint8 input, int8 activations, uint8
+            probabilities; needs `representative_data`).
+        representative_data: `(images, labels)` batches that calibrate the
+            activation ranges for `"int8"`; a hundred or so images suffice.
+        class_names: If given, written to `labels.txt` beside the file.
+
+    Returns:
+        The `Path` written.
+
+    Example:
+    >>> export_tflite(model, "exports/flowers_fp16.tflite", quantization="float16")
+    """
+    if quantization not in TFLITE_QUANTIZATIONS:
+        raise TransferError(f"unknown TFLite quantization {quantization!r}; choose from "
+                            f"{', '.join(TFLITE_QUANTIZATIONS)}")
+    if quantization == "int8" and representative_data is None:
+        raise TransferError("int8 quantization needs representative_data (training "
+                            "images) to calibrate activation ranges")
+    height, width = model.input_shape[1:3]
+    # Through a SavedModel, which freezes the variables into constants (a
+    # concrete function keeps them as variables, which calibration rejects).
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda images: model(images, training=False),
+                         input_signature=[tf.TensorSpec([1, height, width, 3],
+                                                        tf.float32, name="images")])
+    with tempfile.TemporaryDirectory() as scratch:
+        archive.write_out(scratch, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(scratch,
+                                                             signature_keys=["serve"])
+        flatbuffer = _convert(converter, quantization, representative_data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+    if class_names is not None:
+        (path.parent / LABELS_FILE).write_text("\n".join(map(str, class_names)) + "\n")
+    return path
+
+
+def _convert(converter, quantization, representative_data):
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        def samples():
+            taken = 0
+            for images, _ in representative_data:
+                for image in images:
+                    yield [tf.cast(image[tf.newaxis], tf.float32)]
+                    taken += 1
+                    if taken >= 200:
+                        return
+
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+class TFLiteClassifier:
+    """Runs a `.tflite` classifier on float pixels in `[0, 255]`.
+
+    Quantized inputs and outputs are converted with the model's own scale
+    and zero point, so every variant takes and returns the same thing.
+
+    Args:
+        path: A `.tflite` file from `export_tflite`.
+
+    Example:
+    >>> TFLiteClassifier("model_fp16.tflite").predict(images).shape
+    (8, 5)
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise TransferError(f"TFLite model not found: {self.path}")
+        import warnings
+
+        with warnings.catch_warnings():
+            # tf.lite.Interpreter points to ai_edge_litert, which is not needed here.
+            warnings.simplefilter("ignore", UserWarning)
+            self._interpreter = tf.lite.Interpreter(model_path=str(self.path))
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+
+    @property
+    def input_size(self):
+        """`(height, width)` of the model's input."""
+        return tuple(int(d) for d in self._input["shape"][1:3])
+
+    def predict(self, images):
+        """Returns float probabilities for a batch of `[0, 255]` images."""
+        rows = []
+        for image in np.asarray(images, np.float32):
+            self._interpreter.set_tensor(self._input["index"],
+                                         _quantize(image[None], self._input))
+            self._interpreter.invoke()
+            rows.append(_dequantize(self._interpreter.get_tensor(self._output["index"]),
+                                    self._output)[0])
+        return np.stack(rows)
+
+
+def _quantize(values, details):
+    scale, zero_point = details["quantization"]
+    dtype = details["dtype"]
+    if np.issubdtype(dtype, np.integer) and scale:
+        info = np.iinfo(dtype)
+        values = np.clip(np.round(values / scale + zero_point), info.min, info.max)
+    return values.astype(dtype)
+
+
+def _dequantize(values, details):
+    scale, zero_point = details["quantization"]
+    if np.issubdtype(values.dtype, np.integer) and scale:
+        return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32)
+
+
+def evaluate_tflite(path, dataset):
+    """Returns the top-1 accuracy of a `.tflite` classifier on a dataset.
+
+    Args:
+        path: A `.tflite` file.
+        dataset: `(images, labels)` batches.
+
+    Returns:
+        A float in `[0, 1]`.
+    """
+    classifier = TFLiteClassifier(path)
+    correct = total = 0
+    for images, labels in dataset:
+        predicted = classifier.predict(images.numpy()).argmax(-1)
+        correct += int((predicted == labels.numpy().reshape(-1)).sum())
+        total += len(predicted)
+    return correct / max(total, 1)
+
+
+def export_tflite_variants(model, directory, *, validation, representative_data,
+                           class_names, quantizations=TFLITE_QUANTIZATIONS):
+    """Writes every TFLite variant and reports its size and accuracy.
+
+    Args:
+        model: The Keras classifier.
+        directory: Where `model_<quantization>.tflite` files go.
+        validation: Batches to measure accuracy on.
+        representative_data: Training batches for `"int8"` calibration.
+        class_names: Written to `labels.txt` in `directory`.
+        quantizations: Which variants to write.
+
+    Returns:
+        A list of dicts with `quantization`, `path`, `bytes` and `accuracy`,
+        the first for the Keras model itself (`quantization="keras"`).
+
+    Example:
+    >>> for row in export_tflite_variants(model, "exports/tflite", validation=val,
+    ...                                   representative_data=train, class_names=names):
+    ...     print(row["quantization"], row["bytes"], row["accuracy"])
+    """
+    metrics = model.evaluate(validation, verbose=0, return_dict=True) if getattr(
+        model, "compiled", False) else None
+    keras_accuracy = metrics["accuracy"] if metrics else _keras_accuracy(model, validation)
+    report = [{"quantization": "keras", "path": None, "bytes": None,
+               "accuracy": keras_accuracy}]
+    for quantization in quantizations:
+        path = export_tflite(model, Path(directory) / f"model_{quantization}.tflite",
+                             quantization=quantization,
+                             representative_data=representative_data,
+                             class_names=class_names)
+        report.append({"quantization": quantization, "path": str(path),
+                       "bytes": path.stat().st_size,
+                       "accuracy": evaluate_tflite(path, validation)})
+    return report
+
+
+def _keras_accuracy(model, dataset):
+    correct = total = 0
+    for images, labels in dataset:
+        predicted = np.asarray(model.predict_on_batch(images)).argmax(-1)
+        correct += int((predicted == labels.numpy().reshape(-1)).sum())
+        total += len(predicted)
+    return correct / max(total, 1)
 
 
 def _replace(source, target):
@@ -160,8 +409,9 @@ def predict_files(model_dir, paths, *, top_k=3):
 
     Args:
         model_dir: A base path from `export_saved_model` (its latest version
-            is used) or a version folder.
-        paths: Image files (JPEG, PNG, GIF or BMP).
+            is used), a version folder, or a `.tflite` file (with
+            `labels.txt` beside it).
+        paths: Image files (JPEG, PNG, GIF, BMP or WebP).
         top_k: How many classes to return per image.
 
     Returns:
@@ -180,17 +430,31 @@ def predict_files(model_dir, paths, *, top_k=3):
     if skipped:
         raise TransferError("cannot read " + "; ".join(
             f"{path} ({reason})" for path, reason in skipped.items()))
-    version = latest_version(model_dir)
-    try:
-        serve = tf.saved_model.load(str(version)).signatures["serving_default"]
-    except (OSError, KeyError, ValueError) as error:
-        raise TransferError(f"cannot load a serving SavedModel from {version}: "
-                            f"{error}") from None
-    outputs = serve(image_bytes=tf.constant([Path(p).read_bytes() for p in paths]))
-    probabilities = outputs["probabilities"].numpy()
-    names = [n.decode() for n in outputs["class_names"].numpy()[0]]
+    if str(model_dir).endswith(".tflite"):
+        probabilities, names = _predict_tflite(Path(model_dir), paths)
+    else:
+        version = latest_version(model_dir)
+        try:
+            serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+        except (OSError, KeyError, ValueError) as error:
+            raise TransferError(f"cannot load a serving SavedModel from {version}: "
+                                f"{error}") from None
+        outputs = serve(image_bytes=tf.constant([Path(p).read_bytes() for p in paths]))
+        probabilities = outputs["probabilities"].numpy()
+        names = [n.decode() for n in outputs["class_names"].numpy()[0]]
     results = []
     for path, row in zip(paths, probabilities):
         best = row.argsort()[::-1][:top_k]
         results.append((str(path), [(names[i], float(row[i])) for i in best]))
     return results
+
+
+def _predict_tflite(path, paths):
+    classifier = TFLiteClassifier(path)
+    labels = path.parent / LABELS_FILE
+    if not labels.is_file():
+        raise TransferError(f"{labels} not found; export_tflite writes it when given "
+                            "class_names")
+    images = np.stack([decode_image(tf.io.read_file(str(p)), classifier.input_size).numpy()
+                       for p in paths])
+    return classifier.predict(images), labels.read_text().split("\n")[:-1]
