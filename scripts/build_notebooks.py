@@ -1,0 +1,256 @@
+"""Writes the notebooks in notebooks/ from the cell texts below, outputs stripped.
+
+Each notebook has an "Open in Colab" badge, an install cell that runs only on
+Colab, and a cell tagged `parameters`: on Colab it picks real data and bases;
+elsewhere (and in the test suite, which executes every notebook) the bundled
+base and demo data, offline.
+
+    python scripts/build_notebooks.py
+"""
+
+from pathlib import Path
+
+import nbformat
+
+REPO = "https://github.com/tftransfer/tftransfer"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+INSTALL = f'''import sys
+if "google.colab" in sys.modules:  # Elsewhere, install with `pip install -e .`.
+    %pip install -q "git+{REPO}"'''
+
+PARAMETERS = '''import sys
+IN_COLAB = "google.colab" in sys.modules
+# On Colab: real data and ImageNet weights. Elsewhere: the bundled base and
+# demo data, which need no download.
+DATA = "tfds:tf_flowers" if IN_COLAB else None  # None: the bundled demo.
+BASE = "efficientnet_v2_b0" if IN_COLAB else "fashion_mobilenet_v2"
+HEAD_EPOCHS = 20 if IN_COLAB else 10
+FINE_TUNE_EPOCHS = 10 if IN_COLAB else 5'''
+
+SETUP = '''import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+import tftransfer
+from tftransfer.cli import DEMO_DATA
+
+base = tftransfer.load_base(BASE)
+data = tftransfer.load_data(DATA or DEMO_DATA, base.input_size, batch_size=16)
+print(base.name, base.input_size, base.preprocessing, data.class_names)'''
+
+
+def badge(name):
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({REPO.replace('https://github.com', 'https://colab.research.google.com/github')}"
+            f"/blob/main/notebooks/{name})")
+
+
+CELLS = {
+    "01_quickstart.ipynb": [
+        ("md", "# Quickstart: a folder of images to a classifier\n\nA pretrained base "
+               "extracts features; a new softmax head learns your classes on top of them "
+               "(feature extraction: the base stays frozen)."),
+        ("md", "Load a base and the data. `load_data` takes a folder of class "
+               "subfolders, a CSV, a TFDS name, numpy arrays or a `tf.data.Dataset`."),
+        ("code", SETUP),
+        ("md", "Build the classifier: the base's `features`, then a new `head`. With "
+               "`fine_tune_epochs=0` only the head trains, on features the frozen base "
+               "computes once and caches."),
+        ("code", "model = tftransfer.build_classifier(base, len(data.class_names))\n"
+                 "history = tftransfer.fine_tune(model, data.train, data.validation,\n"
+                 "                               head_epochs=HEAD_EPOCHS, "
+                 "head_learning_rate=3e-3,\n"
+                 "                               fine_tune_epochs=0, verbose=0)\n"
+                 "print('validation accuracy', history.history['val_accuracy'][-1])"),
+        ("md", "Predictions on validation images, with the true class in brackets."),
+        ("code", "images, labels = next(iter(data.validation))\n"
+                 "probabilities = model.predict(images, verbose=0)\n"
+                 "fig, axes = plt.subplots(1, 6, figsize=(12, 2.5))\n"
+                 "for ax, image, label, p in zip(axes, images, labels, probabilities):\n"
+                 "    ax.imshow(image.numpy().astype('uint8'))\n"
+                 "    ax.set_title(f\"{data.class_names[p.argmax()]}\\n"
+                 "[{data.class_names[label]}]\", fontsize=8)\n"
+                 "    ax.axis('off')\n"
+                 "plt.show()"),
+    ],
+    "02_fine_tuning.ipynb": [
+        ("md", "# Two-phase fine-tuning\n\nPhase 1 trains the new head on the frozen "
+               "base. Phase 2 unfreezes the top layers and goes on at a learning rate "
+               "about 100x lower, so the large gradients of a fresh head never wreck "
+               "the pretrained features. BatchNormalization layers stay frozen, which "
+               "in Keras 3 means inference mode: small batches never overwrite the "
+               "pretrained statistics."),
+        ("code", SETUP),
+        ("md", "Which layers train in phase 2: the top 20 of the backbone, minus "
+               "BatchNormalization."),
+        ("code", "from tftransfer.builder import backbone_layers\n"
+                 "model = tftransfer.build_classifier(base, len(data.class_names))\n"
+                 "tftransfer.set_trainable(model, 20)\n"
+                 "for layer in backbone_layers(model)[-8:]:\n"
+                 "    print(f'{layer.name:28s} trainable={layer.trainable}')\n"
+                 "tftransfer.set_trainable(model, 'none')"),
+        ("md", "Train both phases; early stopping keeps each phase's best weights."),
+        ("code", "history = tftransfer.fine_tune(model, data.train, data.validation,\n"
+                 "    head_epochs=HEAD_EPOCHS, head_learning_rate=3e-3,\n"
+                 "    fine_tune_epochs=FINE_TUNE_EPOCHS, unfreeze=20, verbose=0)\n"
+                 "print('kept the weights of phase', history.kept_phase)"),
+        ("md", "Both phases on one plot; the dashed line is where phase 2 starts."),
+        ("code", "for key in ['accuracy', 'val_accuracy']:\n"
+                 "    plt.plot(history.history[key], label=key)\n"
+                 "plt.axvline(history.head_epochs - 0.5, linestyle='--', color='gray')\n"
+                 "plt.xlabel('epoch'); plt.legend(); plt.show()"),
+        ("md", "Transfer against the same network trained from scratch."),
+        ("code", "scratch_base = tftransfer.load_base(BASE, weights=None)\n"
+                 "scratch = tftransfer.build_classifier(scratch_base, "
+                 "len(data.class_names), trainable='all')\n"
+                 "scratch.compile('adam', 'sparse_categorical_crossentropy', "
+                 "metrics=['accuracy'])\n"
+                 "scratch.fit(data.train, epochs=HEAD_EPOCHS, verbose=0)\n"
+                 "print('transfer', model.evaluate(data.validation, verbose=0)[1])\n"
+                 "print('scratch ', scratch.evaluate(data.validation, verbose=0)[1])"),
+    ],
+    "03_tf_hub.ipynb": [
+        ("md", "# A TF Hub module as the base, in Keras 3\n\n`hub.KerasLayer` is a "
+               "tf_keras layer that Keras 3 models reject; `tftransfer.hub.HubModule` "
+               "is a Keras 3 layer that wraps a TF2 SavedModel and fine-tunes it."),
+        ("code", "import sys\nIN_COLAB = 'google.colab' in sys.modules\n"
+                 "from tftransfer.bases import SAVED_MODELS_DIR\n"
+                 "HANDLE = ('https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/'\n"
+                 "          '100-224-feature-vector/2') if IN_COLAB else str(\n"
+                 "    SAVED_MODELS_DIR / 'fashion_mobilenet_v2_hub')\n"
+                 "DATA = 'tfds:tf_flowers' if IN_COLAB else None\n"
+                 "HEAD_EPOCHS, FINE_TUNE_EPOCHS = (10, 3) if IN_COLAB else (5, 1)"),
+        ("md", "Load the module: a handle, a local folder, or a module in "
+               "`TFHUB_CACHE_DIR`. Hub image modules take `[0, 1]` pixels; the base "
+               "carries that."),
+        ("code", "import tftransfer\nfrom tftransfer.cli import DEMO_DATA\n"
+                 "base = tftransfer.load_base(HANDLE)\n"
+                 "data = tftransfer.load_data(DATA or DEMO_DATA, base.input_size, "
+                 "batch_size=16)\n"
+                 "print(base.preprocessing, base.input_size, base.feature_dim)"),
+        ("md", "Train the head, then fine-tune the whole module at a low rate."),
+        ("code", "model = tftransfer.build_classifier(base, len(data.class_names))\n"
+                 "history = tftransfer.fine_tune(model, data.train, data.validation,\n"
+                 "    head_epochs=HEAD_EPOCHS, fine_tune_epochs=FINE_TUNE_EPOCHS, "
+                 "unfreeze='all', verbose=0)\n"
+                 "print(history.kept_phase, history.history['val_accuracy'][-1])"),
+        ("md", "The model saves to `.keras` and loads back like any Keras model."),
+        ("code", "import numpy as np\n"
+                 "model.save('/tmp/hub_classifier.keras')\n"
+                 "import keras\n"
+                 "again = keras.saving.load_model('/tmp/hub_classifier.keras')\n"
+                 "images, _ = next(iter(data.validation))\n"
+                 "print(np.abs(again.predict(images, verbose=0) - "
+                 "model.predict(images, verbose=0)).max())"),
+    ],
+    "04_accelerators.ipynb": [
+        ("md", "# GPUs and TPUs through `tf.distribute`\n\nThe same code runs on a "
+               "CPU, a GPU, several GPUs or a TPU: build the base and the classifier "
+               "inside a strategy's scope, and `fine_tune` runs under it. With mixed "
+               "precision the head's softmax stays float32. On Colab pick a GPU or TPU "
+               "runtime; elsewhere this runs on the default strategy."),
+        ("code", PARAMETERS),
+        ("code", "import keras\nimport tensorflow as tf\n"
+                 "try:  # A TPU, as on Colab.\n"
+                 "    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()\n"
+                 "    tf.config.experimental_connect_to_cluster(resolver)\n"
+                 "    tf.tpu.experimental.initialize_tpu_system(resolver)\n"
+                 "    strategy = tf.distribute.TPUStrategy(resolver)\n"
+                 "    keras.mixed_precision.set_global_policy('mixed_bfloat16')\n"
+                 "except (ValueError, tf.errors.NotFoundError):\n"
+                 "    gpus = tf.config.list_physical_devices('GPU')\n"
+                 "    strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1\n"
+                 "                else tf.distribute.get_strategy())\n"
+                 "    if gpus:\n"
+                 "        keras.mixed_precision.set_global_policy('mixed_float16')\n"
+                 "print(type(strategy).__name__, strategy.num_replicas_in_sync, 'replica(s),',\n"
+                 "      keras.mixed_precision.global_policy().name)"),
+        ("md", "The batch size is per replica: the global batch grows with the "
+               "replicas."),
+        ("code", "import tftransfer\nfrom tftransfer.cli import DEMO_DATA\n"
+                 "with strategy.scope():\n"
+                 "    base = tftransfer.load_base(BASE)\n"
+                 "    data = tftransfer.load_data(DATA or DEMO_DATA, base.input_size,\n"
+                 "        batch_size=16 * strategy.num_replicas_in_sync)\n"
+                 "    model = tftransfer.build_classifier(base, len(data.class_names))\n"
+                 "    history = tftransfer.fine_tune(model, data.train, data.validation,\n"
+                 "        head_epochs=HEAD_EPOCHS, fine_tune_epochs=FINE_TUNE_EPOCHS, "
+                 "verbose=0)\n"
+                 "print(model.output.dtype, history.history['val_accuracy'][-1])"),
+        ("md", "What does not change: the model, the data, the export. What changes: "
+               "the strategy, the global batch, the compute dtype."),
+    ],
+    "05_export_and_serve.ipynb": [
+        ("md", "# Export and serve\n\nA versioned SavedModel that TF Serving loads "
+               "as is, a REST request body, and TFLite models with their accuracy."),
+        ("code", SETUP),
+        ("code", "model = tftransfer.build_classifier(base, len(data.class_names))\n"
+                 "tftransfer.fine_tune(model, data.train, data.validation, "
+                 "head_epochs=HEAD_EPOCHS,\n"
+                 "                     head_learning_rate=3e-3, fine_tune_epochs=0, "
+                 "verbose=0)\n"
+                 "import tempfile\nout = tempfile.mkdtemp()\n"
+                 "path = tftransfer.export_saved_model(model, f'{out}/demo', "
+                 "data.class_names)\n"
+                 "print(path)"),
+        ("md", "Inspect the signatures: `serving_default` takes encoded image bytes."),
+        ("code", "import subprocess\n"
+                 "print(subprocess.run(['saved_model_cli', 'show', '--dir', str(path),\n"
+                 "    '--tag_set', 'serve', '--signature_def', 'serving_default'],\n"
+                 "    capture_output=True, text=True).stdout)"),
+        ("md", "A REST `:predict` body: base64 bytes under `b64`."),
+        ("code", "import base64, json, pathlib\n"
+                 "image = sorted(pathlib.Path(DEMO_DATA, 'test').rglob('*.png'))[0] "
+                 "if DATA is None else None\n"
+                 "if image is not None:\n"
+                 "    body = {'instances': [{'b64': "
+                 "base64.b64encode(image.read_bytes()).decode()}]}\n"
+                 "    print(json.dumps(body)[:120], '...')\n"
+                 "    print(tftransfer.predict_files(f'{out}/demo', [image]))"),
+        ("md", "TFLite: each variant's size and validation accuracy."),
+        ("code", "from tftransfer.export import export_tflite_variants\n"
+                 "report = export_tflite_variants(model, f'{out}/tflite', "
+                 "validation=data.validation,\n"
+                 "    representative_data=data.train, class_names=data.class_names)\n"
+                 "for row in report:\n"
+                 "    print(row['quantization'], row['bytes'], round(row['accuracy'], 3))\n"
+                 "plt.bar([r['quantization'] for r in report], [r['accuracy'] for r in "
+                 "report])\n"
+                 "plt.ylabel('validation accuracy'); plt.show()"),
+    ],
+}
+
+
+def build(name, cells):
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata.update({
+        "kernelspec": {"name": "python3", "display_name": "Python 3",
+                       "language": "python"},
+        "colab": {"provenance": []}})
+    first, *rest = cells
+    notebook.cells.append(nbformat.v4.new_markdown_cell(first[1] + "\n\n" + badge(name)))
+    notebook.cells.append(nbformat.v4.new_code_cell(INSTALL))
+    if name != "03_tf_hub.ipynb" and rest[0][1] != PARAMETERS:
+        rest.insert(0, ("code", PARAMETERS))
+    for kind, text in rest:
+        if kind == "md":
+            notebook.cells.append(nbformat.v4.new_markdown_cell(text))
+        else:
+            cell = nbformat.v4.new_code_cell(text)
+            if text in (PARAMETERS,) or text.startswith("import sys\nIN_COLAB"):
+                cell.metadata["tags"] = ["parameters"]
+            notebook.cells.append(cell)
+    for index, cell in enumerate(notebook.cells):
+        cell["id"] = f"cell-{index}"
+    return notebook
+
+
+def main():
+    NOTEBOOKS.mkdir(exist_ok=True)
+    for name, cells in CELLS.items():
+        nbformat.write(build(name, list(cells)), NOTEBOOKS / name)
+        print(NOTEBOOKS / name)
+
+
+if __name__ == "__main__":
+    main()
