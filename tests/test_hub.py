@@ -111,3 +111,23 @@ def test_unreachable_handle_fails_fast_with_instructions(tmp_path, monkeypatch):
     with pytest.raises(tftransfer.TransferError, match="cannot reach .*put the unpacked module in"):
         tftransfer.load_base("http://127.0.0.1:9/models/feature_vector/1")
     assert time.time() - start < 10
+
+
+def test_registry_names_of_hub_modules_resolve_offline_from_the_cache(tmp_path,
+                                                                      monkeypatch):
+    from conftest import write_hub_module
+    from tftransfer.bases import get_base_spec
+
+    spec = get_base_spec("hub_mobilenet_v2_100_224")
+    assert spec.input_size == 224 and spec.preprocessing == "unit"
+    cache = tmp_path / "cache"
+    write_hub_module(cache / hashlib.sha1(spec.default_weights.encode()).hexdigest(),
+                     size=224)
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    base = tftransfer.load_base("hub_mobilenet_v2_100_224")
+    assert base.name == "hub_mobilenet_v2_100_224"
+    assert base.input_size == (224, 224) and base.preprocessing == "unit"
+    assert base.feature_dim == 8
+    for name in ["hub_mobilenet_v3_large_100_224", "hub_efficientnet_v2_b0",
+                 "hub_bit_m_r50x1"]:
+        assert get_base_spec(name).default_weights.startswith("https://tfhub.dev/")

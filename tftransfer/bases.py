@@ -95,7 +95,8 @@ class BaseSpec:
     Attributes:
         name: The registry name, e.g. `"mobilenet_v2"`.
         build: `build(input_shape, weights)` returns a Keras model whose
-            output is a feature vector (or a feature map, which is pooled).
+            output is a feature vector (or a feature map, which is pooled);
+            `None` for a TF Hub module, whose handle is `default_weights`.
         input_size: The default square input size in pixels.
         preprocessing: A `Preprocess` mode.
         default_weights: What `weights="default"` means: `"imagenet"`, `None`,
@@ -229,6 +230,34 @@ _KERAS_APPLICATIONS = [
 for _name, _constructor, _size, _mode in _KERAS_APPLICATIONS:
     register_base(_name, _keras_application(getattr(keras.applications, _constructor)),
                   _size, _mode, description=f"keras.applications.{_constructor}")
+
+# TF Hub image feature-vector modules: name, handle, input size. All take
+# [0, 1] pixels ("unit"). `weights` may name a local copy of the module.
+_HUB_MODULES = [
+    ("hub_mobilenet_v2_100_224",
+     "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5", 224),
+    ("hub_mobilenet_v3_small_100_224",
+     "https://tfhub.dev/google/imagenet/mobilenet_v3_small_100_224/feature_vector/5", 224),
+    ("hub_mobilenet_v3_large_100_224",
+     "https://tfhub.dev/google/imagenet/mobilenet_v3_large_100_224/feature_vector/5", 224),
+    ("hub_efficientnet_v2_b0",
+     "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet1k_b0/feature_vector/2",
+     224),
+    ("hub_efficientnet_v2_s_21k",
+     "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_s/feature_vector/2",
+     384),
+    ("hub_inception_v3",
+     "https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5", 299),
+    ("hub_resnet_v2_50",
+     "https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5", 224),
+    ("hub_bit_s_r50x1", "https://tfhub.dev/google/bit/s-r50x1/1", 224),
+    ("hub_bit_m_r50x1", "https://tfhub.dev/google/bit/m-r50x1/1", 224),
+]
+
+for _name, _handle, _size in _HUB_MODULES:
+    # `build=None`: `load_base` loads the handle (or a local copy) as a module.
+    register_base(_name, None, _size, "unit", default_weights=_handle,
+                  description=f"TF Hub: {_handle.split('tfhub.dev/')[-1]}")
 
 # The project's own base: MobileNetV2 (alpha 0.35) pretrained by
 # scripts/pretrain_bundled_base.py on Fashion-MNIST classes 0-4. Its top
@@ -375,6 +404,16 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None):
     entry = get_base_spec(spec)
     input_size = tuple(input_size or (entry.input_size, entry.input_size))
     preprocessing = preprocessing or entry.preprocessing
+    if entry.build is None:  # A TF Hub module; `weights` may be a local copy.
+        from tftransfer import hub
+
+        handle = entry.default_weights if weights in (DEFAULT, "imagenet") else weights
+        if handle is None:
+            raise TransferError(f"{entry.name!r} is a TF Hub module; it has no "
+                                "random initialisation (weights=None)")
+        base = hub.load_hub_base(handle, input_size=input_size,
+                                 preprocessing=preprocessing)
+        return dataclasses.replace(base, name=entry.name)
     if weights == DEFAULT:
         weights = entry.default_weights
     backbone = _build_backbone(entry, (*input_size, 3), weights)

@@ -396,17 +396,8 @@ def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
     split_files = dict(report.used)
     if "val" not in split_files:
         split_files.update(_stratified_split(split_files["train"], validation_split, seed))
-    class_names = report.class_names
-
-    def make(split, training):
-        paths, labels = _flatten(split_files.get(split, {}), class_names)
-        if not paths:
-            return None
-        return _file_dataset(paths, labels, image_size, batch_size, seed,
-                             training=training, cache=_cache_for(cache, split))
-
-    return DataSplits(make("train", True), make("val", False), class_names,
-                      test=make("test", False), skipped=report.skipped)
+    return _file_splits(split_files, report.class_names, image_size, batch_size, seed,
+                        cache, report.skipped)
 
 
 def csv_file(path, image_size, *, batch_size=32, validation_split=0.2, seed=1337,
@@ -463,17 +454,8 @@ def csv_file(path, image_size, *, batch_size=32, validation_split=0.2, seed=1337
     if empty:
         raise TransferError(f"no usable images for class(es) {', '.join(empty)} in {path}")
     _log_skipped(DataReport(len(rows), {"train": files}, skipped, [], class_names))
-    splits = _stratified_split(files, validation_split, seed)
-
-    def make(split, training):
-        paths, labels = _flatten(splits.get(split, {}), class_names)
-        if not paths:
-            return None
-        return _file_dataset(paths, labels, image_size, batch_size, seed,
-                             training=training, cache=_cache_for(cache, split))
-
-    return DataSplits(make("train", True), make("val", False), class_names,
-                      skipped=skipped)
+    return _file_splits(_stratified_split(files, validation_split, seed), class_names,
+                        image_size, batch_size, seed, cache, skipped)
 
 
 def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
@@ -819,6 +801,20 @@ def _cache_for(cache, split):
     if not cache:
         return None
     return f"{cache}-{split}"
+
+
+def _file_splits(split_files, class_names, image_size, batch_size, seed, cache, skipped):
+    """`DataSplits` from `{split: {class_name: [path, ...]}}`."""
+
+    def make(split, training):
+        paths, labels = _flatten(split_files.get(split, {}), class_names)
+        if not paths:
+            return None
+        return _file_dataset(paths, labels, image_size, batch_size, seed,
+                             training=training, cache=_cache_for(cache, split))
+
+    return DataSplits(make("train", True), make("val", False), class_names,
+                      test=make("test", False), skipped=skipped)
 
 
 def _file_dataset(paths, labels, image_size, batch_size, seed, *, training, cache):
