@@ -734,10 +734,7 @@ def _as_pairs(dataset, image_size):
                             f"shape {spec[0].shape}")
 
     def prepare(image, label):
-        image = _to_rgb(image)
-        image = tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
-        image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
-        return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
+        return tf.cast(_fit_pixels(image, image_size), tf.uint8), tf.cast(label, tf.int32)
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -760,9 +757,16 @@ def _resize_array(image, image_size):
     if image.ndim != 3:
         raise TransferError(f"each image must be (height, width, channels); got "
                             f"shape {image.shape}")
-    image = _to_rgb(tf.convert_to_tensor(image))
-    image = tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
-    return np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8)
+    return _fit_pixels(tf.convert_to_tensor(image), image_size).numpy().astype(np.uint8)
+
+
+def _fit_pixels(image, image_size):
+    """RGB float32 pixels at `image_size`, rounded to whole values in [0, 255]."""
+    image = tf.cast(_to_rgb(image), tf.float32)
+    if tuple(image.shape[-3:-1]) != tuple(image_size):
+        # Already-fitted images (TFDS ones come from `decode_image`) skip this.
+        image = tf.image.resize(image, image_size, antialias=True)
+    return tf.clip_by_value(tf.round(image), 0.0, 255.0)
 
 
 def _check_class_count(where, class_names):

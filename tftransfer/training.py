@@ -113,8 +113,8 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
         log_dir: If set, TensorBoard logs go there.
         feature_cache: Phase 1 trains the head on features that the frozen
             base computes once: `True` caches them in the default folder
-            (see `default_cache_dir`),
-            a path caches them there, `False` runs the base every epoch.
+            (see `default_cache_dir`), a path caches them there, `False`
+            runs the base every epoch.
         augmented_views: With a classifier that has random augmentation,
             cache this many augmented views of each image; 0 runs phase 1
             uncached instead.
