@@ -46,6 +46,7 @@ def _augmentation(value):
 def build_parser():
     """Returns the `argparse` parser of the `tftransfer` command."""
     from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
+    from tftransfer.distribute import PRECISIONS, STRATEGIES
 
     parser = argparse.ArgumentParser(
         prog="tftransfer",
@@ -93,7 +94,9 @@ def build_parser():
                        help="learning rate of phase 1 (default: 1e-3)")
     train.add_argument("--fine-tune-learning-rate", type=float, default=1e-5,
                        help="peak learning rate of phase 2 (default: 1e-5)")
-    train.add_argument("--batch-size", type=int, default=16, help="(default: 16)")
+    train.add_argument("--batch-size", type=int, default=16,
+                       help="images per replica per step; the global batch is this "
+                            "times the replicas, as the log states (default: 16)")
     train.add_argument("--image-size", type=int,
                        help="square input size in pixels (default: the base's own)")
     train.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
@@ -129,6 +132,29 @@ def build_parser():
     train.add_argument("--version", type=int,
                        help="export version (default: one more than the highest)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    scale = train.add_argument_group(
+        "devices", "where training runs; see tftransfer.distribute. With several "
+                   "workers (TF_CONFIG), run the same command on each; the chief "
+                   "writes the export")
+    scale.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                       help="'auto': a TPU if attached, else several workers if "
+                            "TF_CONFIG names them, else all GPUs if more than one, "
+                            "else one device (default: auto)")
+    scale.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="'auto': mixed_float16 on GPUs of compute capability 7+, "
+                            "mixed_bfloat16 on TPU, float32 otherwise (default: auto)")
+    scale.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
+                       help="XLA-compile the training step; 'auto' lets Keras choose "
+                            "(on for GPUs) (default: auto)")
+    scale.add_argument("--learning-rate-scaling", choices=["sqrt", "linear", "none"],
+                       default="sqrt",
+                       help="how the learning rates grow with the replicas in sync "
+                            "(default: sqrt, suited to Adam)")
+    scale.add_argument("--backup-dir",
+                       help="back up every epoch of both phases here; rerunning the "
+                            "same command after a crash or preemption resumes from "
+                            "the last epoch, in the right phase (shared storage with "
+                            "several workers)")
 
     export = commands.add_parser(
         "export", help="export a saved Keras model as a SavedModel (and TFLite)",
@@ -196,18 +222,29 @@ def train_command(args):
     import keras
 
     import tftransfer
+    from tftransfer import distribute
 
+    # Multi-worker and TPU strategies set up the runtime: before any other op.
+    strategy = distribute.select_strategy(args.strategy)
+    precision = distribute.select_precision(args.precision, strategy)
+    print(f"strategy: {distribute.describe(strategy)}, {strategy.num_replicas_in_sync} "
+          f"replica(s); precision: {precision}")
     keras.utils.set_random_seed(args.seed)
     weights = None if args.weights.lower() == "none" else args.weights
-    base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
+    with strategy.scope():
+        base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
     options = {"data_dir": args.tfds_data_dir} if args.data.startswith("tfds:") else {}
-    data = tftransfer.load_data(args.data, base.input_size, batch_size=args.batch_size,
+    batch_size = distribute.global_batch_size(args.batch_size, strategy)
+    data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
                                 validation_split=args.validation_split, seed=args.seed,
                                 **options)
     print(f"data: {len(data.class_names)} classes from {args.data}"
-          + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else ""))
-    model = tftransfer.build_classifier(base, len(data.class_names),
-                                        dropout=args.dropout, augmentation=args.augment)
+          + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else "")
+          + f"; global batch {batch_size}")
+    with strategy.scope():
+        model = tftransfer.build_classifier(base, len(data.class_names),
+                                            dropout=args.dropout,
+                                            augmentation=args.augment)
     start = time.time()
     history = tftransfer.fine_tune(
         model, data.train, data.validation, head_epochs=args.head_epochs,
@@ -219,6 +256,10 @@ def train_command(args):
         augmented_views=args.augmented_views,
         log_dir=args.log_dir, seed=args.seed,
         feature_cache=False if args.no_cache else (args.cache_dir or True),
+        backup_dir=args.backup_dir,
+        learning_rate_scaling=(None if args.learning_rate_scaling == "none"
+                               else args.learning_rate_scaling),
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
         verbose=2 if args.quiet else "auto")
     if history.feature_cache:
         state = "reused" if history.feature_cache["reused"] else "written"
@@ -227,12 +268,20 @@ def train_command(args):
           f"'{history.kept_phase}'")
     metrics = {}
     if data.test is not None:
-        metrics = model.evaluate(data.test, verbose=0, return_dict=True)
+        metrics = distribute.evaluate(model, data.test)
         print(f"test accuracy: {metrics['accuracy']:.4f} "
               f"(loss {metrics['loss']:.4f})")
     if args.save_keras:
-        model.save(args.save_keras)
-        print(f"saved the Keras model to {args.save_keras}")
+        save_as = Path(args.save_keras)
+        if not distribute.is_chief(strategy):
+            # So that workers sharing a disk do not overwrite the chief's file.
+            task = strategy.cluster_resolver.task_id
+            save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
+        model.save(save_as)
+        print(f"saved the Keras model to {save_as}")
+    if not distribute.is_chief(strategy):
+        print("export: left to the chief")
+        return 0
     path = tftransfer.export_saved_model(
         model, args.export, data.class_names, version=args.version,
         overwrite=args.overwrite,
@@ -340,6 +389,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="tftransfer: %(message)s", level=logging.INFO)
+    # TensorFlow's logger prints its own records; through ours they would show twice.
+    logging.getLogger("tensorflow").propagate = False
     from tftransfer.errors import TransferError
 
     command = {"train": train_command, "predict": predict_command,

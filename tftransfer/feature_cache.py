@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data import register_source, source_key
+from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
@@ -161,10 +162,12 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
                 writer.add(outputs.numpy(), labels.numpy())
         manifest = writer.close(batch_size=batch_size or 1, views=views)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if entry.exists():  # Another process finished first; theirs is as good.
-            shutil.rmtree(staging)
-        else:
+        try:
             os.rename(staging, entry)
+        except OSError:
+            if not entry.exists():
+                raise
+            shutil.rmtree(staging)  # Another process finished first; theirs is as good.
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -191,7 +194,7 @@ def _compile_extractor(features, augmentation, strategy):
             images = augmentation(images, training=True)
         return features(images, training=False), labels
 
-    if strategy.num_replicas_in_sync == 1:
+    if not _split_across_replicas(strategy):
         return tf.function(lambda batch: step(*batch), reduce_retracing=True)
 
     @tf.function
@@ -207,9 +210,15 @@ def _distribute(dataset, strategy):
     if not isinstance(spec, tuple) or len(spec) != 2:
         raise TransferError("the feature cache needs a dataset of (images, labels) "
                             f"batches; got elements {spec}")
-    if strategy.num_replicas_in_sync == 1:
+    if not _split_across_replicas(strategy):
         return dataset
     return strategy.experimental_distribute_dataset(dataset)
+
+
+def _split_across_replicas(strategy):
+    # Workers extract on their own: each may find an entry that another is
+    # still writing, and a collective `gather` would then wait forever.
+    return strategy.num_replicas_in_sync > 1 and not is_multi_worker(strategy)
 
 
 def read_manifest(entry):

@@ -48,6 +48,9 @@ class HubModule(keras.layers.Layer):
 
     def __init__(self, handle, output_key=None, signature=None, trainable=False,
                  **kwargs):
+        # The module's signature is float32; under a mixed policy Keras would
+        # cast the images to float16 before `call` sees them (hub#748).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(trainable=trainable, **kwargs)
         self.handle = str(handle)
         self.output_key = output_key

@@ -9,14 +9,20 @@ are kept.
 """
 
 import dataclasses
+import json
 import logging
 import math
+import os
+import shutil
+from pathlib import Path
 from typing import Optional
 
 import keras
+import numpy as np
 from keras import ops
 
 from tftransfer.builder import augmentation_of, head_of, set_trainable
+from tftransfer.distribute import EpochBackup, fit, is_chief, is_multi_worker, learning_rate_scale
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
@@ -79,15 +85,16 @@ class FineTuneHistory:
 
     @property
     def head_epochs(self):
-        """The number of epochs phase 1 ran."""
-        return len(self.head.epoch)
+        """The number of epochs phase 1 ran (counting those before a resume)."""
+        return self.head.epoch[-1] + 1 if self.head.epoch else 0
 
 
 def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs=20,
               unfreeze=20, head_learning_rate=1e-3, fine_tune_learning_rate=1e-5,
               warmup_epochs=1, patience=5, label_smoothing=0.0, class_weight="auto",
               callbacks=None, log_dir=None, feature_cache=True, augmented_views=0,
-              seed=None, verbose="auto"):
+              seed=None, backup_dir=None, learning_rate_scaling="sqrt",
+              jit_compile="auto", verbose="auto"):
     """Trains a classifier in two phases: the head, then the unfrozen top.
 
     Args:
@@ -119,6 +126,16 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
             cache this many augmented views of each image; 0 runs phase 1
             uncached instead.
         seed: Seeds the shuffling of cached features.
+        backup_dir: If set, each epoch of both phases is backed up there
+            (weights and optimizer state), and a call with the same folder
+            after a crash or preemption resumes where the last one stopped,
+            in the right phase. Removed once training ends. With several
+            workers it must be on storage that all of them share.
+        learning_rate_scaling: The learning rates are for one replica's
+            batch; with N replicas in sync they are multiplied by sqrt(N)
+            (`"sqrt"`, suited to Adam), N (`"linear"`), or not (`None`).
+        jit_compile: XLA compilation of the training step: `True`,
+            `False`, or `"auto"` (Keras' choice: on for GPUs and TPUs).
         verbose: Passed to `model.fit`.
 
     Returns:
@@ -133,22 +150,38 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
     if log_dir:
         extra.append(keras.callbacks.TensorBoard(log_dir))
     loss = SparseCategoricalCrossentropy(label_smoothing)
+    strategy = model.distribute_strategy
+    scale = learning_rate_scale(strategy.num_replicas_in_sync, learning_rate_scaling)
+    if scale != 1.0:
+        logger.info("learning rates x%.3g for %d replicas (%s rule): head %.3g, "
+                    "fine-tune %.3g", scale, strategy.num_replicas_in_sync,
+                    learning_rate_scaling, head_learning_rate * scale,
+                    fine_tune_learning_rate * scale)
+    backup = _PhaseBackups(backup_dir) if backup_dir else None
 
     def early_stopping():
         return keras.callbacks.EarlyStopping(monitor, patience=patience,
                                              restore_best_weights=True)
 
-    def run(epochs, learning_rate, initial_epoch=0):
-        compile_for(model, learning_rate)
-        return model.fit(train, validation_data=validation,
-                         epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                         callbacks=[early_stopping(), *extra], class_weight=class_weight,
-                         shuffle=False,
-                         verbose=verbose)
-
     def compile_for(target, learning_rate):
-        target.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                       metrics=["accuracy"])
+        with strategy.scope():
+            target.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                           metrics=["accuracy"], jit_compile=jit_compile)
+
+    def run(phase, target, data, validation_data, epochs, learning_rate, initial_epoch=0):
+        compile_for(target, learning_rate)
+        phase_callbacks = [early_stopping(), *extra]
+        if backup is not None:
+            saver = backup.for_phase(phase)
+            restored = saver.restore(target)
+            if restored > initial_epoch:
+                logger.info("resuming phase %r after epoch %d, from %s", phase, restored,
+                            saver.directory)
+                initial_epoch = restored
+            phase_callbacks.append(saver)
+        return fit(target, data, validation_data=validation_data, epochs=epochs,
+                   initial_epoch=initial_epoch, callbacks=phase_callbacks,
+                   class_weight=class_weight, verbose=verbose)
 
     if isinstance(class_weight, str):
         if class_weight != "auto":
@@ -158,30 +191,61 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
     if fine_tune_epochs > 0:
         set_trainable(model, unfreeze)  # Fails now, not after phase 1, if invalid.
     set_trainable(model, "none")
-    why_not = _why_not_cached(model, train, feature_cache, augmented_views)
-    if why_not is None:
-        result = _fit_head_on_cache(
-            model, train, validation, compile_for=compile_for, epochs=head_epochs,
-            learning_rate=head_learning_rate, callbacks=[early_stopping(), *extra],
-            cache_dir=None if feature_cache is True else feature_cache,
-            views=augmented_views, class_weight=class_weight, seed=seed,
-            verbose=verbose)
-        compile_for(model, head_learning_rate)  # So that `evaluate` works as usual.
-    else:
-        if feature_cache:
-            logger.info("feature cache not used: %s", why_not)
-        result = FineTuneHistory(head=run(head_epochs, head_learning_rate))
+    result = backup.finished_head(model) if backup else None
+    if result is None:
+        result = _train_head(model, train, validation, run=run, epochs=head_epochs,
+                             learning_rate=head_learning_rate * scale,
+                             feature_cache=feature_cache, views=augmented_views,
+                             seed=seed)
+        compile_for(model, head_learning_rate * scale)  # So that `evaluate` works.
+        if backup:
+            backup.save_head(model, result)
     if fine_tune_epochs <= 0 or set_trainable(model, unfreeze) == 0:
+        if backup:
+            backup.remove(model)
         return result
     head_weights = model.get_weights()
-    schedule = _warmup_cosine(fine_tune_learning_rate, warmup_epochs,
+    schedule = _warmup_cosine(fine_tune_learning_rate * scale, warmup_epochs,
                               fine_tune_epochs, _steps_per_epoch(train))
-    result.fine_tune = run(fine_tune_epochs, schedule, initial_epoch=result.head_epochs)
+    result.fine_tune = run("fine_tune", model, train, validation,
+                           result.head_epochs + fine_tune_epochs, schedule,
+                           initial_epoch=result.head_epochs)
     result.kept_phase = "fine_tune"
-    if _best(result.fine_tune, monitor) > _best(result.head, monitor):
+    # A phase 2 resumed after its last epoch has no history; its weights stay.
+    if result.fine_tune.epoch and _best(result.fine_tune, monitor) > _best(result.head,
+                                                                           monitor):
         model.set_weights(head_weights)
         result.kept_phase = "head"
+    if backup:
+        backup.remove(model)
     return result
+
+
+def _train_head(model, train, validation, *, run, epochs, learning_rate, feature_cache,
+                views, seed):
+    """Phase 1: the head on cached features if possible, else the whole model."""
+    why_not = _why_not_cached(model, train, feature_cache, views)
+    if why_not is not None:
+        if feature_cache:
+            logger.info("feature cache not used: %s", why_not)
+        return FineTuneHistory(head=run("head", model, train, validation, epochs,
+                                        learning_rate))
+    from tftransfer.feature_cache import cached_features
+
+    cache_dir = None if feature_cache is True else feature_cache
+    features = model.get_layer("features")
+    augmentation = augmentation_of(model) if views else None
+    if seed is None and is_multi_worker(model.distribute_strategy):
+        seed = 0  # Every worker must shuffle alike, or their shares would overlap.
+    head_train, manifest = cached_features(
+        features, train, cache_dir=cache_dir, augmentation=augmentation,
+        views=max(1, views), shuffle=True, seed=seed)
+    head_validation = None
+    if validation is not None:
+        head_validation, _ = cached_features(features, validation, cache_dir=cache_dir)
+    history = run("head", head_of(model), head_train, head_validation, epochs,
+                  learning_rate)
+    return FineTuneHistory(head=history, feature_cache=manifest)
 
 
 def balanced_class_weight(train, num_classes):
@@ -224,24 +288,63 @@ def _why_not_cached(model, train, feature_cache, views):
     return None
 
 
-def _fit_head_on_cache(model, train, validation, *, compile_for, epochs, learning_rate,
-                       callbacks, cache_dir, views, class_weight, seed, verbose):
-    from tftransfer.feature_cache import cached_features
+class _PhaseBackups:
+    """The backups of one `fine_tune` run, for resuming it in the right phase.
 
-    features = model.get_layer("features")
-    augmentation = augmentation_of(model) if views else None
-    head_train, manifest = cached_features(
-        features, train, cache_dir=cache_dir, augmentation=augmentation,
-        views=max(1, views), shuffle=True, seed=seed)
-    head_validation = None
-    if validation is not None:
-        head_validation, _ = cached_features(features, validation, cache_dir=cache_dir)
-    head = head_of(model)
-    compile_for(head, learning_rate)
-    history = head.fit(head_train, validation_data=head_validation, epochs=epochs,
-                       callbacks=callbacks, class_weight=class_weight, shuffle=False,
-                       verbose=verbose)
-    return FineTuneHistory(head=history, feature_cache=manifest)
+    `DIR/head/` and `DIR/fine_tune/` hold each phase's epoch backups
+    (`EpochBackup`); once phase 1 ends, its result (the weights that it
+    kept, and its history) is saved as `DIR/head.npz` + `DIR/head.json`, so
+    that a restart goes straight to phase 2.
+    """
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def for_phase(self, phase):
+        return EpochBackup(self.directory / phase)
+
+    def finished_head(self, model):
+        """Restores a finished phase 1 into `model`; `None` if it did not finish."""
+        try:
+            state = json.loads((self.directory / "head.json").read_text())
+            with np.load(self.directory / "head.npz") as arrays:
+                weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as error:
+            raise TransferError(f"cannot read the backup of phase 1 in {self.directory}: "
+                                f"{error}") from None
+        try:
+            model.set_weights(weights)
+        except ValueError as error:
+            raise TransferError(f"the backup in {self.directory} is from another model "
+                                f"({error}); delete it or choose another backup "
+                                "folder") from None
+        history = keras.callbacks.History()
+        history.history = state["history"]
+        history.epoch = state["epoch"]
+        logger.info("resuming: phase 1 (head) finished earlier after %d epochs; its "
+                    "weights are restored from %s", state["epochs"], self.directory)
+        return FineTuneHistory(head=history, feature_cache=state.get("feature_cache"))
+
+    def save_head(self, model, result):
+        if not is_chief(model.distribute_strategy):
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        staging = self.directory / f".head.{os.getpid()}.npz"
+        np.savez(staging, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+        os.replace(staging, self.directory / "head.npz")
+        state = {"epochs": result.head_epochs, "epoch": result.head.epoch,
+                 "history": result.head.history,
+                 "feature_cache": result.feature_cache}
+        staging = self.directory / f".head.{os.getpid()}.json"
+        staging.write_text(json.dumps(state, default=float))
+        os.replace(staging, self.directory / "head.json")
+        shutil.rmtree(self.directory / "head", ignore_errors=True)
+
+    def remove(self, model):
+        if is_chief(model.distribute_strategy):
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _best(history, monitor):

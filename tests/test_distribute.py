@@ -1,0 +1,369 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tftransfer
+from tftransfer import distribute
+from tftransfer.errors import TransferError
+from tftransfer.training import SparseCategoricalCrossentropy
+
+from conftest import write_image_folder
+
+HERE = Path(__file__).resolve().parent
+
+# Configures two logical CPUs (which must precede TensorFlow's start), then
+# runs the CLI; so MirroredStrategy has two replicas on a CPU-only machine.
+TWO_CPUS_CLI = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tftransfer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+# --- choosing the strategy and the precision -------------------------------
+
+def test_auto_on_a_cpu_is_the_default_strategy(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    strategy = distribute.select_strategy("auto")
+    assert strategy is tf.distribute.get_strategy()
+    assert distribute.describe(strategy) == "one device"
+    assert distribute.is_chief(strategy) and not distribute.is_multi_worker(strategy)
+
+
+def test_strategy_errors_name_the_problem(monkeypatch):
+    with pytest.raises(TransferError, match="unknown strategy 'gpus'"):
+        distribute.select_strategy("gpus")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(TransferError, match="needs TF_CONFIG"):
+        distribute.select_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(TransferError, match="TF_CONFIG is not valid JSON"):
+        distribute.select_strategy("auto")
+
+
+def test_tf_config_with_several_workers_selects_multi_worker(monkeypatch):
+    calls = []
+    monkeypatch.setitem(distribute._BUILDERS, "multi_worker",
+                        lambda: calls.append("mw") or tf.distribute.get_strategy())
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+         "task": {"type": "worker", "index": 0}}))
+    distribute.select_strategy("auto")
+    assert calls == ["mw"]
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}))
+    distribute.select_strategy("auto")
+    assert calls == ["mw"]  # One worker is not a cluster.
+
+
+@pytest.mark.parametrize("capabilities, expected", [
+    ([(8, 0)], "mixed_float16"),
+    ([(7, 0), (9, 0)], "mixed_float16"),
+    ([(8, 0), (6, 1)], "float32"),  # One old GPU is enough to keep float32.
+    ([], "float32"),
+])
+def test_auto_precision_follows_the_gpus(capabilities, expected):
+    assert distribute.auto_precision(gpu_capabilities=capabilities) == expected
+
+
+def test_mixed_precision_classifier_keeps_float32_probabilities(tiny_base_file,
+                                                                hub_bn_module):
+    try:
+        assert distribute.select_precision("mixed_float16") == "mixed_float16"
+        for base in (tftransfer.load_base(str(tiny_base_file), preprocessing="unit"),
+                     tftransfer.load_base(str(hub_bn_module))):
+            model = tftransfer.build_classifier(base, 3)
+            assert model.get_layer("head").layers[-1].compute_dtype == "float32"
+            model.compile(keras.optimizers.Adam(1e-3), SparseCategoricalCrossentropy())
+            assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+            images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3))
+            model.fit(images.astype("float32"), np.array([0, 1, 2, 0]), verbose=0)
+            assert model.predict(images, verbose=0).dtype == np.float32
+    finally:
+        distribute.select_precision("float32")
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_learning_rate_scale_and_global_batch():
+    assert distribute.learning_rate_scale(1, "linear") == 1.0
+    assert distribute.learning_rate_scale(4, "sqrt") == 2.0
+    assert distribute.learning_rate_scale(4, "linear") == 4.0
+    assert distribute.learning_rate_scale(4, None) == 1.0
+    with pytest.raises(TransferError, match="learning_rate_scaling"):
+        distribute.learning_rate_scale(4, "cubic")
+    assert distribute.global_batch_size(16) == 16
+
+
+def test_shard_policy_fits_the_source(tmp_path):
+    path = str(tmp_path / "data.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(b"x")
+    policy = tf.data.experimental.AutoShardPolicy
+    assert distribute.shard_policy(tf.data.TFRecordDataset([path]).batch(2)) == policy.FILE
+    in_memory = tf.data.Dataset.from_tensor_slices(np.zeros((4, 2))).batch(2)
+    assert distribute.shard_policy(in_memory) == policy.DATA
+
+
+# --- the training loop used under MultiWorkerMirroredStrategy ----------------
+
+def _tiny_dataset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0).astype("int32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 16, 16, 8: uneven.
+
+
+def _tiny_model():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(8, activation="relu",
+                           kernel_regularizer=keras.regularizers.L2(0.01)),
+        keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-2), SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    return model
+
+
+def test_train_loop_matches_model_fit():
+    data = _tiny_dataset()
+    weights = {0: 1.0, 1: 0.5, 2: 2.0}
+    by_fit, by_loop = _tiny_model(), _tiny_model()
+    fit_history = by_fit.fit(data, validation_data=data, epochs=3, class_weight=weights,
+                             verbose=0)
+    loop_history = distribute.train_loop(by_loop, data, validation_data=data, epochs=3,
+                                         class_weight=weights, verbose=0)
+    for a, b in zip(by_fit.get_weights(), by_loop.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for key in ["val_loss", "val_accuracy", "accuracy"]:
+        np.testing.assert_allclose(fit_history.history[key], loop_history.history[key],
+                                   atol=1e-5, err_msg=key)
+    assert distribute.evaluate(by_loop, data)["accuracy"] == pytest.approx(
+        loop_history.history["val_accuracy"][-1])
+
+
+def test_train_loop_drives_keras_callbacks():
+    model = _tiny_model()
+    stop = keras.callbacks.EarlyStopping("loss", patience=0, min_delta=10.0)
+    seen = []
+    history = distribute.train_loop(
+        model, _tiny_dataset(), epochs=10, initial_epoch=2, verbose=0,
+        callbacks=[stop, keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: seen.append((epoch, sorted(logs))))])
+    assert seen == [(2, ["accuracy", "loss"]), (3, ["accuracy", "loss"])]
+    assert history.epoch == [2, 3]  # Stopped early: no epoch beat the first by 10.
+
+
+# --- backups and resumption -------------------------------------------------
+
+def test_epoch_backup_restores_weights_and_optimizer(tmp_path):
+    data = _tiny_dataset()
+    model = _tiny_model()
+    backup = distribute.EpochBackup(tmp_path / "phase")
+    assert backup.restore(model) == 0
+    model.fit(data, epochs=2, callbacks=[backup], verbose=0)
+    assert json.loads((tmp_path / "phase" / "latest.json").read_text())["epoch"] == 2
+    assert [p.name for p in (tmp_path / "phase").glob("*.h5")] == ["epoch-2.weights.h5"]
+
+    fresh = _tiny_model()
+    assert distribute.EpochBackup(tmp_path / "phase").restore(fresh) == 2
+    for a, b in zip(model.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(fresh.optimizer.iterations) == int(model.optimizer.iterations) == 6
+
+    other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    other.compile("adam", "mse")
+    with pytest.raises(TransferError, match="does not fit this model"):
+        distribute.EpochBackup(tmp_path / "phase").restore(other)
+
+
+class Crash(keras.callbacks.Callback):
+    """Raises as a given epoch begins, as a preempted machine would stop."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"crash at epoch {epoch}")
+
+
+@pytest.mark.parametrize("crash_at, resumed_phase", [(1, "head"), (4, "fine_tune")])
+def test_fine_tune_resumes_in_the_right_phase(tiny_base, image_folder_path, tmp_path,
+                                              caplog, crash_at, resumed_phase):
+    data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
+    backup_dir = tmp_path / "backup"
+    options = dict(head_epochs=3, fine_tune_epochs=3, unfreeze=3, patience=100,
+                   backup_dir=backup_dir, verbose=0)
+
+    keras.utils.set_random_seed(0)
+    model = tftransfer.build_classifier(tiny_base, 3)
+    with pytest.raises(KeyboardInterrupt):
+        tftransfer.fine_tune(model, data.train, data.validation,
+                             callbacks=[Crash(crash_at)], **options)
+    assert (backup_dir / resumed_phase / "latest.json").is_file()
+    assert (backup_dir / "head.json").is_file() == (resumed_phase == "fine_tune")
+
+    keras.utils.set_random_seed(0)
+    restarted = tftransfer.build_classifier(tiny_base, 3)
+    with caplog.at_level("INFO", logger="tftransfer"):
+        history = tftransfer.fine_tune(restarted, data.train, data.validation, **options)
+    assert f"resuming phase '{resumed_phase}' after epoch {crash_at}" in caplog.text
+    if resumed_phase == "head":
+        assert history.head.epoch == [1, 2]
+    else:
+        assert "phase 1 (head) finished earlier after 3 epochs" in caplog.text
+        assert history.head.epoch == [0, 1, 2]
+    assert history.fine_tune.epoch[-1] == 5
+    assert not backup_dir.exists()  # Removed once training ended.
+
+
+# --- several replicas and several workers, in subprocesses --------------------
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(commands, log_dir):
+    """Starts one process per command with a TF_CONFIG for a local cluster."""
+    ports = _free_ports(len(commands))
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index, command in enumerate(commands):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        log = open(log_dir / f"worker-{index}.log", "a")
+        processes.append(subprocess.Popen([sys.executable, *command], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT))
+    return processes
+
+
+def _wait(processes, timeout):
+    deadline = time.monotonic() + timeout
+    try:
+        for process in processes:
+            process.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return [process.returncode for process in processes]
+
+
+def _run_two_cpus(*args):
+    result = subprocess.run([sys.executable, "-c", TWO_CPUS_CLI, *args],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def colors_split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distribute") / "colors"
+    write_image_folder(root / "train", 16, seed=1)
+    write_image_folder(root / "val", 6, seed=2)
+    write_image_folder(root / "test", 20, seed=3)
+    return root
+
+
+def _test_accuracy(stdout):
+    line = next(line for line in stdout.splitlines() if line.startswith("test accuracy:"))
+    return float(line.split()[2])
+
+
+@pytest.mark.timeout(300)
+def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split, tmp_path):
+    common = ["train", "--data", str(colors_split), "--base", str(tiny_base_file),
+              "--head-epochs", "8", "--fine-tune-epochs", "2", "--unfreeze", "3",
+              "--learning-rate", "1e-2", "--learning-rate-scaling", "none", "--quiet",
+              "--cache-dir", str(tmp_path / "cache")]
+    # The same global batch (2 x 8 = 16), so both take the same steps.
+    mirrored = _run_two_cpus(*common, "--strategy", "mirrored", "--batch-size", "8",
+                             "--export", str(tmp_path / "mirrored"))
+    single = _run_two_cpus(*common, "--strategy", "default", "--batch-size", "16",
+                           "--export", str(tmp_path / "single"))
+    assert "strategy: MirroredStrategy, 2 replica(s)" in mirrored
+    assert "strategy: one device, 1 replica(s)" in single
+    assert "global batch 16" in mirrored and "global batch 16" in single
+    for output in (mirrored, single):
+        assert "Epoch 10/10" in output  # Both phases ran: 8 + 2 epochs.
+    assert abs(_test_accuracy(mirrored) - _test_accuracy(single)) <= 0.02
+    assert _test_accuracy(single) > 0.5  # Better than chance (1/3): it learned.
+
+
+@pytest.mark.timeout(400)
+def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
+    save = tmp_path / "model.keras"
+    command = ["-m", "tftransfer.cli", "train", "--strategy", "multi_worker",
+               "--head-epochs", "3", "--fine-tune-epochs", "2", "--quiet",
+               "--export", str(tmp_path / "export"), "--save-keras", str(save),
+               "--cache-dir", str(tmp_path / "cache")]
+    codes = _wait(_start_workers([command, command], tmp_path), timeout=360)
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    for log in logs:
+        assert "MultiWorkerMirroredStrategy, 2 replica(s)" in log
+        assert "global batch 32" in log
+        assert "Epoch 5/5" in log and "test accuracy:" in log
+    assert "export: left to the chief" in logs[1]
+    assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
+    chief = keras.saving.load_model(save)
+    worker = keras.saving.load_model(tmp_path / "model.worker-1.keras")
+    for a, b in zip(chief.get_weights(), worker.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.timeout(500)
+def test_killed_worker_resumes_from_the_backup(tmp_path):
+    backup = tmp_path / "backup"
+    script = [str(HERE / "distributed_worker.py"), str(tmp_path), str(backup)]
+    chief, worker = _start_workers([script, [*script, "--die-at-epoch", "5"]], tmp_path)
+    # Worker 1 vanishes as epoch 5 (the second of phase 2) begins; the chief
+    # then waits for it forever, as a real cluster would, and is killed too.
+    assert _wait([worker], timeout=300) == [-signal.SIGKILL]
+    index = backup / "fine_tune" / "latest.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            index.is_file() and json.loads(index.read_text())["epoch"] == 5):
+        time.sleep(0.2)
+    chief.kill()
+    chief.wait()
+    assert json.loads(index.read_text())["epoch"] == 5
+    assert (backup / "head.json").is_file()
+
+    codes = _wait(_start_workers([script, script], tmp_path), timeout=300)
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    for i, log in enumerate(logs):
+        restart = log[log.rindex("strategy: MultiWorkerMirroredStrategy"):]
+        assert "phase 1 (head) finished earlier after 3 epochs" in restart
+        assert "resuming phase 'fine_tune' after epoch 5" in restart
+        epochs = json.loads((tmp_path / f"worker-{i}.json").read_text())
+        assert epochs == {"head": [0, 1, 2], "fine_tune": [5, 6]}
+    with np.load(tmp_path / "worker-0.npz") as a, np.load(tmp_path / "worker-1.npz") as b:
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert not backup.exists()
