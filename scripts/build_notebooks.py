@@ -144,41 +144,40 @@ CELLS = {
                  "model.predict(images, verbose=0)).max())"),
     ],
     "04_accelerators.ipynb": [
-        ("md", "# GPUs and TPUs through `tf.distribute`\n\nThe same code runs on a "
-               "CPU, a GPU, several GPUs or a TPU: build the base and the classifier "
-               "inside a strategy's scope, and `fine_tune` runs under it. With mixed "
-               "precision the head's softmax stays float32. On Colab pick a GPU or TPU "
-               "runtime; elsewhere this runs on the default strategy."),
+        ("md", "# GPUs, TPUs and several machines through `tf.distribute`\n\nThe same "
+               "code runs on a CPU, a GPU, several GPUs, a TPU or a cluster of workers: "
+               "`tftransfer.distribute.select_strategy('auto')` picks the strategy, "
+               "`select_precision('auto')` the compute dtype (mixed_float16 on recent "
+               "GPUs, mixed_bfloat16 on TPU), and the base and classifier are built in "
+               "the strategy's scope. On Colab pick a GPU or TPU runtime; elsewhere this "
+               "runs on one device."),
         ("code", PARAMETERS),
-        ("code", "import keras\nimport tensorflow as tf\n"
-                 "try:  # A TPU, as on Colab.\n"
-                 "    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()\n"
-                 "    tf.config.experimental_connect_to_cluster(resolver)\n"
-                 "    tf.tpu.experimental.initialize_tpu_system(resolver)\n"
-                 "    strategy = tf.distribute.TPUStrategy(resolver)\n"
-                 "    keras.mixed_precision.set_global_policy('mixed_bfloat16')\n"
-                 "except (ValueError, tf.errors.NotFoundError):\n"
-                 "    gpus = tf.config.list_physical_devices('GPU')\n"
-                 "    strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1\n"
-                 "                else tf.distribute.get_strategy())\n"
-                 "    if gpus:\n"
-                 "        keras.mixed_precision.set_global_policy('mixed_float16')\n"
-                 "print(type(strategy).__name__, strategy.num_replicas_in_sync, 'replica(s),',\n"
-                 "      keras.mixed_precision.global_policy().name)"),
+        ("code", "from tftransfer import distribute\n"
+                 "strategy = distribute.select_strategy('auto')\n"
+                 "precision = distribute.select_precision('auto', strategy)\n"
+                 "print(distribute.describe(strategy), strategy.num_replicas_in_sync, "
+                 "'replica(s),', precision)"),
         ("md", "The batch size is per replica: the global batch grows with the "
-               "replicas."),
-        ("code", "import tftransfer\nfrom tftransfer.cli import DEMO_DATA\n"
+               "replicas, and the learning rates by the square root of their number "
+               "(Adam). `backup_dir` backs up every epoch of both phases, so a "
+               "preempted run resumes where it stopped when it is started again."),
+        ("code", "import tempfile\nimport tftransfer\nfrom tftransfer.cli import DEMO_DATA\n"
                  "with strategy.scope():\n"
                  "    base = tftransfer.load_base(BASE)\n"
-                 "    data = tftransfer.load_data(DATA or DEMO_DATA, base.input_size,\n"
-                 "        batch_size=16 * strategy.num_replicas_in_sync)\n"
-                 "    model = tftransfer.build_classifier(base, len(data.class_names))\n"
-                 "    history = tftransfer.fine_tune(model, data.train, data.validation,\n"
-                 "        head_epochs=HEAD_EPOCHS, fine_tune_epochs=FINE_TUNE_EPOCHS, "
-                 "verbose=0)\n"
+                 "    model_data = tftransfer.load_data(DATA or DEMO_DATA, base.input_size,\n"
+                 "        batch_size=distribute.global_batch_size(16, strategy))\n"
+                 "    model = tftransfer.build_classifier(base, len(model_data.class_names))\n"
+                 "history = tftransfer.fine_tune(model, model_data.train, "
+                 "model_data.validation,\n"
+                 "    head_epochs=HEAD_EPOCHS, fine_tune_epochs=FINE_TUNE_EPOCHS,\n"
+                 "    backup_dir=tempfile.mkdtemp() + '/backup', verbose=0)\n"
                  "print(model.output.dtype, history.history['val_accuracy'][-1])"),
         ("md", "What does not change: the model, the data, the export. What changes: "
-               "the strategy, the global batch, the compute dtype."),
+               "the strategy, the global batch, the compute dtype. With several "
+               "machines, set `TF_CONFIG` on each and run the same code (or "
+               "`tftransfer train --strategy multi_worker`); Keras' `model.fit` fails "
+               "there (keras-team/keras#20585), so `fine_tune` runs its own "
+               "`strategy.run` loop."),
     ],
     "05_export_and_serve.ipynb": [
         ("md", "# Export and serve\n\nA versioned SavedModel that TF Serving loads "

@@ -9,6 +9,7 @@
     tftransfer.export_saved_model(model, "exports/photos", class_names)
 """
 
+from tftransfer import distribute
 from tftransfer.bases import Base, list_bases, load_base, register_base
 from tftransfer.builder import build_augmentation, build_classifier, set_trainable
 from tftransfer.data import image_folder, load_data
@@ -25,6 +26,7 @@ __all__ = [
     "build_augmentation",
     "build_classifier",
     "clear_feature_cache",
+    "distribute",
     "export_saved_model",
     "fine_tune",
     "image_folder",
