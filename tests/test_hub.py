@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tftransfer
+from tftransfer import hub
 from tftransfer.hub import HubModule
 
 from conftest import write_hub_module
@@ -50,9 +51,16 @@ def test_frozen_training_leaves_module_unchanged_and_fine_tuning_changes_it(
     model.fit(colors.train, epochs=2, verbose=0)
     after_fine_tune = module_weights(model)
     assert not np.array_equal(after_head["conv_kernel_0"], after_fine_tune["conv_kernel_0"])
-    # training=True reached the module: its BatchNorm statistics moved.
-    assert not np.array_equal(after_head["bn_moving_mean_0"],
-                              after_fine_tune["bn_moving_mean_0"])
+    # By default the module runs in inference mode, as Keras bases' BatchNorm.
+    np.testing.assert_array_equal(after_head["bn_moving_mean_0"],
+                                  after_fine_tune["bn_moving_mean_0"])
+
+    base.backbone.module_training = True
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(colors.train, epochs=1, verbose=0)
+    # Now training=True reached the module: its BatchNorm statistics moved.
+    assert not np.array_equal(after_fine_tune["bn_moving_mean_0"],
+                              module_weights(model)["bn_moving_mean_0"])
 
 
 def test_regularization_loss_counts_only_while_training(hub_l2_module):
@@ -96,13 +104,39 @@ def test_signature_only_module_is_frozen(tmp_path):
         tftransfer.set_trainable(model, "all")
 
 
-def test_url_resolves_offline_from_tfhub_cache_dir(hub_l2_module, tmp_path, monkeypatch):
-    handle = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+@pytest.mark.parametrize("handle", [
+    "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",
+    "https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/"
+    "100-224-feature-vector/2",
+    "gs://my-bucket/modules/feature_vector.tar.gz",
+])
+def test_handle_resolves_offline_from_tfhub_cache_dir(hub_l2_module, tmp_path, monkeypatch,
+                                                      handle):
+    import tensorflow_hub
+
     cache = tmp_path / "cache"
+    # tensorflow_hub caches every remote handle (tfhub.dev, Kaggle, gs://
+    # archives) in $TFHUB_CACHE_DIR/<sha1 of the handle>.
     shutil.copytree(hub_l2_module, cache / hashlib.sha1(handle.encode()).hexdigest())
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(hub.socket, "create_connection", no_network)
+    monkeypatch.setattr(tensorflow_hub, "resolve", no_network)
     base = tftransfer.load_base(handle)
     assert base.name == handle and base.feature_dim == 8
+
+
+def test_unreachable_gcs_handle_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(hub, "GCS_HOST", "127.0.0.1:9")  # A closed port: no network.
+    start = time.time()
+    with pytest.raises(tftransfer.TransferError,
+                       match="cannot reach gs://bucket/m.*put the unpacked module in"):
+        tftransfer.load_base("gs://bucket/module")
+    assert time.time() - start < 10
 
 
 def test_unreachable_handle_fails_fast_with_instructions(tmp_path, monkeypatch):

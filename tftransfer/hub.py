@@ -39,6 +39,14 @@ class HubModule(keras.layers.Layer):
         signature: Call this signature instead of the module's `__call__`;
             such a module is always frozen.
         trainable: Whether fine-tuning updates the module's variables.
+        module_training: Whether Keras' `training=True` reaches the module
+            while it is fine-tuned. `False` (the default) runs the module in
+            inference mode, as tftransfer runs the BatchNorm layers of Keras
+            bases: its BatchNorm uses and keeps the pretrained statistics and
+            its own dropout is off, while its variables still train. `True`
+            forwards `training`, as `hub.KerasLayer` does: BatchNorm
+            normalizes by batch statistics and updates its moving averages.
+            A frozen module always runs in inference mode.
 
     Example:
     >>> layer = HubModule("saved_models/fashion_mobilenet_v2_hub")
@@ -47,13 +55,14 @@ class HubModule(keras.layers.Layer):
     """
 
     def __init__(self, handle, output_key=None, signature=None, trainable=False,
-                 **kwargs):
+                 module_training=False, **kwargs):
         # The module's signature is float32; under a mixed policy Keras would
         # cast the images to float16 before `call` sees them (hub#748).
         kwargs.setdefault("dtype", "float32")
         super().__init__(trainable=trainable, **kwargs)
         self.handle = str(handle)
         self.output_key = output_key
+        self.module_training = bool(module_training)
         self.signature = signature
         self._module = _load_module(resolve_handle(self.handle))
         if signature is None and not callable(self._module):
@@ -112,7 +121,8 @@ class HubModule(keras.layers.Layer):
     def call(self, images, training=False):
         images = tf.cast(images, tf.float32)
         if self._accepts_training:
-            outputs = self._function(images, training=bool(training) and self.trainable)
+            outputs = self._function(
+                images, training=bool(training) and self.trainable and self.module_training)
         else:
             outputs = self._function(images)
         if training and self.trainable:
@@ -136,7 +146,8 @@ class HubModule(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "handle": self.handle,
-                "output_key": self.output_key, "signature": self.signature}
+                "output_key": self.output_key, "signature": self.signature,
+                "module_training": self.module_training}
 
 
 def load_hub_base(handle, *, input_size=None, preprocessing=None, output_key=None):
@@ -197,6 +208,9 @@ def resolve_handle(handle, timeout=5.0):
         return str(cached)
     if handle.startswith(("http://", "https://")):
         _probe(handle, timeout)
+    elif handle.startswith("gs://"):
+        # TensorFlow's GCS client retries for minutes when offline.
+        _probe(f"https://{GCS_HOST}", timeout, handle=handle)
     import tensorflow_hub as hub
 
     try:
@@ -213,13 +227,18 @@ def cached_module_dir(handle):
     return Path(cache) / hashlib.sha1(handle.encode("utf8")).hexdigest()
 
 
-def _probe(handle, timeout):
-    url = urllib.parse.urlparse(handle)
-    port = url.port or (443 if url.scheme == "https" else 80)
+# Where gs:// handles are read from (a constant, so that tests can aim it
+# at a closed local port).
+GCS_HOST = "storage.googleapis.com"
+
+
+def _probe(url, timeout, handle=None):
+    parts = urllib.parse.urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as error:
-        raise _unreachable(handle, error) from None
+        raise _unreachable(handle or url, error) from None
 
 
 def _unreachable(handle, error):

@@ -1,0 +1,80 @@
+"""The same base through the TF Hub path and the Keras path, on the bundled demo.
+
+The bundled base ships twice: as Keras weights (`fashion_mobilenet_v2`) and
+as a hub-format SavedModel (`saved_models/fashion_mobilenet_v2_hub`, loaded
+by `HubModule`). Both are trained with the same `fine_tune` call on the demo
+target, for several seeds, and scored on its 500 test images:
+
+* frozen: phase 1 only (feature extraction, cached features);
+* fine-tuned: both phases with the whole backbone unfrozen (a hub module is
+  one layer, so `unfreeze="all"` is the setting both paths share).
+
+Each run starts with an empty feature cache, so extraction is timed too.
+Goal (issue 3): the same accuracy within 1 point and the same time within 10%.
+
+Usage:
+    python bench/hub_vs_keras.py [--seeds 3]
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+
+import tftransfer
+from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
+from tftransfer.cli import DEMO_DATA
+
+PATHS = {"keras": BUNDLED_BASE, "hub": str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub")}
+SETTINGS = {"frozen": dict(fine_tune_epochs=0),
+            "fine-tuned": dict(fine_tune_epochs=20, unfreeze="all")}
+
+
+def run(spec, data, seed, options):
+    keras.utils.set_random_seed(seed)
+    base = tftransfer.load_base(spec)
+    model = tftransfer.build_classifier(base, len(data.class_names))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        tftransfer.fine_tune(model, data.train, data.validation, feature_cache=cache,
+                             seed=seed, verbose=0, **options)
+    seconds = time.perf_counter() - start
+    return model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"], seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    data = tftransfer.load_data(str(DEMO_DATA), (48, 48), batch_size=16)
+    for path, spec in PATHS.items():  # Warm up both, so neither pays first-use costs.
+        run(spec, data, 0, dict(head_epochs=1, fine_tune_epochs=1, unfreeze="all"))
+    print("| setting | path | test accuracy (mean of seeds) | seconds (mean) |\n"
+          "|---|---|---|---|")
+    summary = {}
+    for setting, options in SETTINGS.items():
+        for path, spec in PATHS.items():
+            results = [run(spec, data, seed, options) for seed in range(args.seeds)]
+            accuracy = statistics.mean(r[0] for r in results)
+            seconds = statistics.mean(r[1] for r in results)
+            summary[setting, path] = accuracy, seconds
+            print(f"| {setting} | {path} | {accuracy:.3f} "
+                  f"({', '.join(f'{r[0]:.3f}' for r in results)}) | {seconds:.1f} |",
+                  flush=True)
+    print()
+    for setting in SETTINGS:
+        (keras_acc, keras_s), (hub_acc, hub_s) = summary[setting, "keras"], summary[setting, "hub"]
+        gap = abs(hub_acc - keras_acc) * 100
+        ratio = hub_s / keras_s
+        print(f"{setting}: accuracy gap {gap:.1f} points (goal <= 1: "
+              f"{'met' if gap <= 1 else 'NOT met'}), time hub/keras {ratio:.2f} "
+              f"(goal 0.90-1.10: {'met' if 0.9 <= ratio <= 1.1 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
