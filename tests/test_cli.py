@@ -138,3 +138,37 @@ def test_bad_arguments_give_a_one_line_error(args, message, one_class_folder,
     assert err.startswith("tftransfer: error: ") and message in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, tmp_path,
+                                            monkeypatch, capsys):
+    import tftransfer
+    from tftransfer import distribute
+
+    seen = {}
+    real_fine_tune, real_precision = tftransfer.fine_tune, distribute.select_precision
+
+    def fine_tune(model, train, validation, **options):
+        seen.update(options)
+        return real_fine_tune(model, train, validation, **options)
+
+    def select_precision(policy, strategy=None):
+        seen["precision"] = policy
+        return real_precision("float32", strategy)
+
+    monkeypatch.setattr(tftransfer, "fine_tune", fine_tune)
+    monkeypatch.setattr(distribute, "select_precision", select_precision)
+    assert cli.main(["train", "--data", str(image_folder_path), "--base",
+                     str(tiny_base_file), "--export", str(tmp_path / "out"), "--quiet",
+                     "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
+                     "--strategy", "default", "--precision", "mixed_float16",
+                     "--jit-compile", "off", "--learning-rate-scaling", "linear",
+                     "--backup-dir", str(tmp_path / "backup")]) == 0
+    assert seen["precision"] == "mixed_float16"
+    assert seen["backup_dir"] == str(tmp_path / "backup")
+    assert seen["jit_compile"] is False and seen["learning_rate_scaling"] == "linear"
+    out = capsys.readouterr().out
+    assert "strategy: one device, 1 replica(s)" in out and "global batch 16" in out
+    assert not (tmp_path / "backup").exists()  # Removed once training ended.
+    with pytest.raises(SystemExit):  # argparse rejects an unknown strategy.
+        cli.main(["train", "--strategy", "gpus"])

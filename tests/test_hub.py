@@ -165,3 +165,18 @@ def test_registry_names_of_hub_modules_resolve_offline_from_the_cache(tmp_path,
     for name in ["hub_mobilenet_v3_large_100_224", "hub_efficientnet_v2_b0",
                  "hub_bit_m_r50x1"]:
         assert get_base_spec(name).default_weights.startswith("https://tfhub.dev/")
+
+
+def test_batch_norm_scales_train_only_when_training_reaches_the_module():
+    from tftransfer.bases import SAVED_MODELS_DIR
+
+    base = tftransfer.load_base(str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub"))
+    model = tftransfer.build_classifier(base, 3, trainable="all")
+    names = {w.name for w in base.backbone.trainable_weights}
+    assert "Conv1_kernel_0" in names and "block_1_expand_kernel_0" in names
+    assert not any("gamma" in n or "beta" in n for n in names)  # As in Keras bases.
+    base.backbone.module_training = True
+    names = {w.name for w in base.backbone.trainable_weights}
+    assert {"bn_Conv1_gamma_0", "block_1_expand_BN_beta_0"} <= names
+    assert not any("moving" in n for n in names)
+    assert len(model.trainable_weights) == len(base.backbone.trainable_weights) + 2

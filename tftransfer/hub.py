@@ -23,6 +23,12 @@ import tensorflow as tf
 
 from tftransfer.errors import TransferError
 
+# The scale and offset of a BatchNorm layer, by the names that Keras
+# (`bn_Conv1/gamma`, `block_1_expand_BN/beta`, `batch_normalization/gamma`)
+# and TF-Slim (`BatchNorm/beta`) give them.
+_BATCH_NORM_PARAMETER = re.compile(
+    r"(batch_?norm|(^|[/_])bn([/_]|$))[^:]*(gamma|beta)", re.IGNORECASE)
+
 # Hub image feature-vector modules take float pixels in [0, 1].
 HUB_PREPROCESSING = "unit"
 _DEFAULT_SIZE = 224
@@ -46,7 +52,10 @@ class HubModule(keras.layers.Layer):
             its own dropout is off, while its variables still train. `True`
             forwards `training`, as `hub.KerasLayer` does: BatchNorm
             normalizes by batch statistics and updates its moving averages.
-            A frozen module always runs in inference mode.
+            A frozen module always runs in inference mode. In inference mode
+            the BatchNorm scales and offsets (variables named like
+            `..._bn/gamma`, `BatchNorm/beta`) stay frozen too, as whole
+            BatchNorm layers do in Keras bases.
 
     Example:
     >>> layer = HubModule("saved_models/fashion_mobilenet_v2_hub")
@@ -62,7 +71,7 @@ class HubModule(keras.layers.Layer):
         super().__init__(trainable=trainable, **kwargs)
         self.handle = str(handle)
         self.output_key = output_key
-        self.module_training = bool(module_training)
+        self._module_training = bool(module_training)
         self.signature = signature
         self._module = _load_module(resolve_handle(self.handle))
         if signature is None and not callable(self._module):
@@ -81,6 +90,7 @@ class HubModule(keras.layers.Layer):
         # Keras names may not hold "/" or ":" (the ":0" of TF names).
         variables = _module_variables(self._module, self._function)
         self._trainable_in_module = [v.trainable for v in variables]
+        self._batch_norm = [bool(_BATCH_NORM_PARAMETER.search(v.name)) for v in variables]
         self._module_variables = [
             keras.Variable(v, trainable=v.trainable, name=re.sub(r"[/:]", "_", v.name))
             for v in variables
@@ -104,12 +114,27 @@ class HubModule(keras.layers.Layer):
                 f"{self.handle} has only signatures (TF1 hub format or a "
                 "serving export); it can be used frozen, not fine-tuned")
         self._trainable = bool(value)
+        self._update_variable_flags()
+
+    @property
+    def module_training(self):
+        """Whether `training=True` reaches the module (see the class docs)."""
+        return self._module_training
+
+    @module_training.setter
+    def module_training(self, value):
+        self._module_training = bool(value)
+        self._update_variable_flags()
+
+    def _update_variable_flags(self):
         # Models collect weights by each variable's own flag, so keep the
         # flags in step; the module's non-trainable state (BatchNorm
         # statistics) never trains.
-        for variable, own in zip(getattr(self, "_module_variables", []),
-                                 getattr(self, "_trainable_in_module", [])):
-            variable.trainable = self._trainable and own
+        for variable, own, batch_norm in zip(getattr(self, "_module_variables", []),
+                                             getattr(self, "_trainable_in_module", []),
+                                             getattr(self, "_batch_norm", [])):
+            variable.trainable = (self._trainable and own
+                                  and (self._module_training or not batch_norm))
 
     def input_size(self):
         """Returns the fixed `(height, width)` of the module's input, or `None`."""
