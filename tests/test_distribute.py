@@ -157,6 +157,14 @@ def test_train_loop_matches_model_fit():
         loop_history.history["val_accuracy"][-1])
 
 
+def test_train_loop_writes_tensorboard_logs(tmp_path):
+    distribute.train_loop(_tiny_model(), _tiny_dataset(), validation_data=_tiny_dataset(),
+                          epochs=2, verbose=0,
+                          callbacks=[keras.callbacks.TensorBoard(str(tmp_path))])
+    for split in ("train", "validation"):
+        assert list((tmp_path / split).glob("events.out.tfevents.*")), split
+
+
 def test_train_loop_drives_keras_callbacks():
     model = _tiny_model()
     stop = keras.callbacks.EarlyStopping("loss", patience=0, min_delta=10.0)

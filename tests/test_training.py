@@ -138,3 +138,18 @@ def test_auto_class_weight_balances_imbalanced_data(tiny_base, tmp_path, caplog)
                              verbose=0)
     assert "class weights for imbalanced data (counts [6, 6, 2])" in caplog.text
     shutil.rmtree(root)
+
+
+def test_log_dir_gets_tensorboard_logs_of_both_phases(tiny_base, datasets, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3)
+    tftransfer.fine_tune(model, train, validation, head_epochs=2, fine_tune_epochs=1,
+                         unfreeze=3, log_dir=str(tmp_path), verbose=0)
+    epochs = []
+    for events in (tmp_path / "validation").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events)).Reload()
+        if "epoch_loss" in accumulator.Tags()["tensors"]:
+            epochs += [event.step for event in accumulator.Tensors("epoch_loss")]
+    assert sorted(epochs) == [0, 1, 2]  # Phase 1's epochs 0-1, then phase 2's epoch 2.
