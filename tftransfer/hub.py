@@ -234,7 +234,7 @@ def resolve_handle(handle, timeout=5.0):
     if handle.startswith(("http://", "https://")):
         _probe(handle, timeout)
     elif handle.startswith("gs://"):
-        # TensorFlow's GCS client retries for minutes when offline.
+        # TensorFlow's GCS client retries with backoff; fail fast instead.
         _probe(f"https://{GCS_HOST}", timeout, handle=handle)
     import tensorflow_hub as hub
 
