@@ -375,11 +375,8 @@ def evaluate(model, dataset):
     strategy = model.distribute_strategy
     if not is_multi_worker(strategy):
         return model.evaluate(dataset, verbose=0, return_dict=True)
-    step = _eval_step(model, strategy)
-    totals = _Totals()
-    for batch in distribute_dataset(dataset, strategy):
-        totals.add(step(batch))
-    return totals.logs()
+    return _run_over(_eval_step(model, strategy),
+                     distribute_dataset(dataset, strategy)).logs()
 
 
 def train_loop(model, train, *, validation_data=None, epochs=1, initial_epoch=0,
@@ -413,10 +410,11 @@ def train_loop(model, train, *, validation_data=None, epochs=1, initial_epoch=0,
     distributed_train = distribute_dataset(train, strategy)
     distributed_validation = (distribute_dataset(validation_data, strategy)
                               if validation_data is not None else None)
-    steps = int(train.cardinality()) if int(train.cardinality()) > 0 else None
+    steps = int(train.cardinality())
     callback_list = keras.callbacks.CallbackList(
         callbacks, add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=1 if verbose == "auto" else verbose, epochs=epochs, steps=steps)
+        verbose=1 if verbose == "auto" else verbose, epochs=epochs,
+        steps=steps if steps > 0 else None)
     model.stop_training = False
     callback_list.on_train_begin()
     epoch_logs = {}
@@ -429,10 +427,8 @@ def train_loop(model, train, *, validation_data=None, epochs=1, initial_epoch=0,
             callback_list.on_train_batch_end(step, totals.logs())
         epoch_logs = totals.logs()
         if eval_step is not None:
-            val = _Totals()
-            for batch in distributed_validation:
-                val.add(eval_step(batch))
-            epoch_logs.update({f"val_{k}": v for k, v in val.logs().items()})
+            val = _run_over(eval_step, distributed_validation).logs()
+            epoch_logs.update({f"val_{k}": v for k, v in val.items()})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
@@ -509,12 +505,7 @@ def _train_step(model, strategy, class_weight):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return _step_sums(labels, probabilities, per_example, regularization)
 
-    @tf.function(reduce_retracing=True)  # The last batch is often smaller.
-    def step(batch):
-        sums = strategy.run(replica_step, args=tuple(batch))
-        return strategy.reduce("SUM", sums, axis=None)
-
-    return step
+    return _summed_over_replicas(replica_step, strategy)
 
 
 def _eval_step(model, strategy):
@@ -528,12 +519,46 @@ def _eval_step(model, strategy):
         return _step_sums(labels, probabilities, per_example,
                           _regularization(model, replicas))
 
+    return _summed_over_replicas(replica_step, strategy)
+
+
+def _summed_over_replicas(replica_step, strategy):
+    """A compiled step: `replica_step` on each replica's share, sums all-reduced."""
+
     @tf.function(reduce_retracing=True)  # The last batch is often smaller.
     def step(batch):
         sums = strategy.run(replica_step, args=tuple(batch))
         return strategy.reduce("SUM", sums, axis=None)
 
     return step
+
+
+def _run_over(step, distributed_dataset):
+    """Runs `step` on every batch; returns the `_Totals`."""
+    totals = _Totals()
+    for batch in distributed_dataset:
+        totals.add(step(batch))
+    return totals
+
+
+def replace_atomically(path, write):
+    """Writes a file through `write(staging_path)` and a rename into place.
+
+    A reader (or a restart after a kill) sees the old file or the new one,
+    never half of one.
+
+    Args:
+        path: The file's final `Path`.
+        write: Writes the content to the path it is given.
+
+    Example:
+    >>> replace_atomically(Path("state.json"), lambda p: p.write_text("{}"))
+    """
+    # Same folder (so the rename stays on one filesystem) and same suffix
+    # (np.savez would add ".npz" to any other name).
+    staging = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    write(staging)
+    os.replace(staging, path)
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -592,9 +617,8 @@ class EpochBackup(keras.callbacks.Callback):
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch + 1}.weights.h5"
         self.model.save_weights(self.directory / name, overwrite=True)
-        staging = self.directory / f".{self.INDEX}.{os.getpid()}"
-        staging.write_text(json.dumps({"epoch": epoch + 1, "weights": name}))
-        os.replace(staging, self.directory / self.INDEX)
+        index = json.dumps({"epoch": epoch + 1, "weights": name})
+        replace_atomically(self.directory / self.INDEX, lambda path: path.write_text(index))
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -22,7 +21,8 @@ import numpy as np
 from keras import ops
 
 from tftransfer.builder import augmentation_of, head_of, set_trainable
-from tftransfer.distribute import EpochBackup, fit, is_chief, is_multi_worker, learning_rate_scale
+from tftransfer.distribute import (EpochBackup, fit, is_chief, is_multi_worker,
+                                   learning_rate_scale, replace_atomically)
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
@@ -331,15 +331,14 @@ class _PhaseBackups:
         if not is_chief(model.distribute_strategy):
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        staging = self.directory / f".head.{os.getpid()}.npz"
-        np.savez(staging, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
-        os.replace(staging, self.directory / "head.npz")
-        state = {"epochs": result.head_epochs, "epoch": result.head.epoch,
-                 "history": result.head.history,
-                 "feature_cache": result.feature_cache}
-        staging = self.directory / f".head.{os.getpid()}.json"
-        staging.write_text(json.dumps(state, default=float))
-        os.replace(staging, self.directory / "head.json")
+        weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        replace_atomically(self.directory / "head.npz",
+                           lambda path: np.savez(path, **weights))
+        state = json.dumps({"epochs": result.head_epochs, "epoch": result.head.epoch,
+                            "history": result.head.history,
+                            "feature_cache": result.feature_cache}, default=float)
+        replace_atomically(self.directory / "head.json",
+                           lambda path: path.write_text(state))
         shutil.rmtree(self.directory / "head", ignore_errors=True)
 
     def remove(self, model):
