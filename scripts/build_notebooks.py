@@ -53,6 +53,18 @@ CELLS = {
         ("md", "Load a base and the data. `load_data` takes a folder of class "
                "subfolders, a CSV, a TFDS name, numpy arrays or a `tf.data.Dataset`."),
         ("code", SETUP),
+        ("md", "`load_data` checked every file before it returned: each one that "
+               "training cannot use (corrupt, truncated, empty, not an image) is "
+               "skipped and named, and nothing vanishes: found = used + skipped. "
+               "The check decoded each image once, at the base's input size, and "
+               "kept the pixels, so the first epoch does not decode again. "
+               "`check_data` runs the same check on a folder alone (the CLI: "
+               "`tftransfer check-data DIR`)."),
+        ("code", "from tftransfer.data import check_data\n"
+                 "report = check_data(DEMO_DATA)\n"
+                 "print(report.summary())\n"
+                 "for split, classes in report.used.items():\n"
+                 "    print(split, {name: len(paths) for name, paths in classes.items()})"),
         ("md", "Build the classifier: the base's `features`, then a new `head`. With "
                "`fine_tune_epochs=0` only the head trains, on features the frozen base "
                "computes once and caches."),

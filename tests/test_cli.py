@@ -98,6 +98,31 @@ def test_train_takes_a_csv_augmentation_and_class_weights(image_folder_path, tin
     assert bad.returncode == 2 and "unknown augmentation 'spin'" in bad.stderr
 
 
+def test_train_takes_arrays_and_an_image_cache_folder(image_folder_path, tiny_base_file,
+                                                     tmp_path):
+    import numpy as np
+
+    common = ["--base", str(tiny_base_file), "--export", str(tmp_path / "export"),
+              "--head-epochs", "1", "--fine-tune-epochs", "0", "--quiet", "--no-cache"]
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "arrays.npz", images=rng.integers(0, 255, (12, 20, 20, 3)),
+             labels=np.arange(12) % 3)
+    result = run_cli("train", "--data", str(tmp_path / "arrays.npz"),
+                     "--class-names", "ant,bee,cat", *common)
+    assert result.returncode == 0, result.stderr
+    assert "data: 3 classes from" in result.stdout
+    assert (tmp_path / "export" / "1" / "assets" / "labels.txt").read_text().split() == [
+        "ant", "bee", "cat"]
+
+    cache = tmp_path / "image_cache"
+    args = ["train", "--data", str(image_folder_path), "--image-cache", str(cache),
+            *common]
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert f"image cache: wrote {cache}" in first.stderr
+    assert f"image cache: reusing {cache}" in second.stderr
+
+
 def test_bases_lists_the_registry(capsys):
     assert cli.main(["bases"]) == 0
     out = capsys.readouterr().out

@@ -163,8 +163,7 @@ def test_decode_image_scales_large_jpegs_consistently(tmp_path):
         0, 255, (400, 640, 3), dtype=np.uint8)).save(big)
     contents = tf.io.read_file(str(big))
     scaled = decode_image(contents, (48, 48))  # Decoded at 1/8 scale: 50x80.
-    full = tf.image.resize(tf.io.decode_jpeg(contents, channels=3, ratio=8,
-                                             fancy_upscaling=False), (48, 48))
+    full = tf.image.resize(tf.io.decode_jpeg(contents, channels=3, ratio=8), (48, 48))
     np.testing.assert_allclose(scaled, tf.clip_by_value(tf.round(full), 0, 255))
     assert decode_image(contents, (300, 300)).shape == (300, 300, 3)  # Full scale.
 
@@ -238,3 +237,160 @@ def test_unknown_sources_name_the_problem(tmp_path):
 def test_class_counts(image_folder_path):
     data = tftransfer.image_folder(image_folder_path, (8, 8), validation_split=0.25)
     assert tftransfer.data.class_counts(data.train, 3).tolist() == [6, 6, 6]
+
+
+def write_one_image_per_class(root):
+    """One file per class folder, so that a label names its file.
+
+    JPEGs of several sizes need each DCT scale for a 24x24 target (1/8,
+    1/4, 1/2 and full), progressive and with a large EXIF block; the other
+    formats take the antialiased path.
+    """
+    rng = np.random.default_rng(1)
+
+    def photo(height, width):
+        small = rng.integers(0, 255, (max(height // 8, 1), max(width // 8, 1), 3),
+                             dtype=np.uint8)
+        return Image.fromarray(small).resize((width, height), Image.BILINEAR)
+
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 30_000  # ImageDescription: pushes the frame header back.
+    writers = {
+        "a_scale8.jpg": lambda p: photo(200, 260).save(p, quality=90),
+        "b_scale4.jpg": lambda p: photo(100, 130).save(p, quality=90),
+        "c_scale2.jpg": lambda p: photo(50, 70).save(p, quality=90),
+        "d_full.jpg": lambda p: photo(30, 47).save(p, quality=90),
+        "e_progressive.jpg": lambda p: photo(120, 90).save(p, progressive=True),
+        "f_exif.jpg": lambda p: photo(64, 64).save(p, exif=exif),
+        "g_cmyk.jpg": lambda p: photo(60, 80).convert("CMYK").save(p),
+        "h_big.png": lambda p: photo(90, 70).save(p),
+        "i_gray.png": lambda p: photo(20, 20).convert("L").save(p),
+        "j_anim.gif": lambda p: photo(40, 40).save(p, save_all=True,
+                                                   append_images=[photo(40, 40)]),
+        "k_bitmap.bmp": lambda p: photo(50, 30).save(p),
+    }
+    for name, write in writers.items():
+        (root / name.split(".")[0]).mkdir(parents=True)
+        write(root / name.split(".")[0] / name)
+    return root
+
+
+@pytest.mark.parametrize("cache", [True, False, "folder"])
+def test_training_pixels_are_what_the_export_decodes(tmp_path, cache):
+    root = write_one_image_per_class(tmp_path / "formats")
+    cache = tmp_path / "image_cache" if cache == "folder" else cache
+    data = tftransfer.image_folder(root, (24, 24), batch_size=64, validation_split=0,
+                                   cache=cache)
+    images, labels = next(iter(data.train))
+    assert len(labels) == len(data.class_names) == 11 and not data.skipped
+    for image, label in zip(images.numpy(), labels.numpy()):
+        folder = root / data.class_names[label]
+        path = next(folder.iterdir())
+        expected = decode_image(tf.io.read_file(str(path)), (24, 24)).numpy()
+        np.testing.assert_array_equal(image, expected, err_msg=path.name)
+
+
+def test_jpeg_headers_are_read_without_pil_as_pil_reads_them(tmp_path):
+    from tftransfer.data import _read_header, _read_header_with_pil
+
+    root = write_one_image_per_class(tmp_path / "formats")
+    for path in sorted(root.rglob("*.*")):
+        header = _read_header(str(path))
+        assert header[1:] == _read_header_with_pil(str(path))[1:], path.name
+        if path.suffix == ".jpg":
+            assert header[0] == "JPEG"
+        scale = {"a": 8, "b": 4, "c": 2, "d": 1}.get(path.name[0])
+        if scale:
+            assert tftransfer.data.jpeg_ratio(*header[1:], (24, 24)) == scale
+
+
+def test_the_check_decodes_once_and_the_first_epoch_reads_its_pixels(tmp_path):
+    root = write_image_folder(tmp_path / "data", 4)
+    cached = tftransfer.image_folder(root, (16, 16), validation_split=0.25)
+    uncached = tftransfer.image_folder(root, (16, 16), validation_split=0.25, cache=False)
+    for path in root.rglob("*.png"):
+        path.write_bytes(b"gone")
+    # Every image was decoded by the check: the epochs read what it kept.
+    for _ in range(2):
+        assert len(labels_of(cached.train)) == 9
+    assert len(labels_of(cached.validation)) == 3
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        labels_of(uncached.train)  # Without a cache, every epoch decodes again.
+
+
+def test_class_counts_come_from_the_loader_without_a_pass(tmp_path):
+    root = write_image_folder(tmp_path / "data", 4)
+    (root / "red" / "003.png").unlink()
+    data = tftransfer.image_folder(root, (16, 16), validation_split=0, cache=False)
+    for path in root.rglob("*.png"):
+        path.unlink()  # A pass over the data would now fail.
+    assert tftransfer.data.class_counts(data.train, 3).tolist() == [4, 4, 3]
+
+
+def test_folder_cache_is_reused_by_content_and_rewritten_on_change(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "data", 3, fmt="jpg")
+    cache = tmp_path / "image_cache"
+    abandoned = cache / "images-0123.partial-999999999-dead"
+    abandoned.mkdir(parents=True)
+
+    def epoch():
+        data = tftransfer.image_folder(root, (16, 16), validation_split=0, cache=cache)
+        return np.sort(np.concatenate([x.numpy() for x, _ in data.train]).reshape(9, -1),
+                       axis=0), data
+
+    first, _ = epoch()
+    entries = sorted(p.name for p in cache.iterdir())
+    assert len(entries) == 1 and entries[0].startswith("images-")  # Abandoned: gone.
+
+    # Same size and modification time: the key holds, so the cached pixels
+    # are read and the changed bytes are never decoded.
+    target = root / "red" / "000.jpg"
+    stat, blob = target.stat(), bytearray(target.read_bytes())
+    blob[len(blob) // 2:-2] = bytes(len(blob) // 2 - 2)
+    target.write_bytes(bytes(blob))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with caplog.at_level("INFO", logger="tftransfer"):
+        again, data = epoch()
+    assert "image cache: reusing" in caplog.text and not data.skipped
+    np.testing.assert_array_equal(first, again)
+
+    target.write_bytes((root / "red" / "001.jpg").read_bytes())  # A real change.
+    changed, _ = epoch()
+    assert len(list(cache.iterdir())) == 2
+    assert not np.array_equal(first, changed)
+
+
+def test_cached_order_is_fixed_so_workers_shard_the_same_sequence(tmp_path):
+    root = write_image_folder(tmp_path / "data", 10)
+    options = tf.data.Options()
+    options.deterministic = True  # As `distribute_dataset` sets it.
+    epochs = [labels_of(tftransfer.image_folder(root, (16, 16), validation_split=0,
+                                                seed=5).train.with_options(options))
+              for _ in range(3)]
+    np.testing.assert_array_equal(epochs[0], epochs[1])
+    np.testing.assert_array_equal(epochs[0], epochs[2])
+
+
+def test_npz_and_saved_dataset_sources(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (12, 20, 20, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 2] * 4)
+    np.savez(tmp_path / "arrays.npz", x=images, y=labels,
+             class_names=np.array(["ant", "bee", "cat"]))
+    data = tftransfer.load_data(tmp_path / "arrays.npz", (8, 8), validation_split=0.25,
+                                cache=True)
+    assert data.class_names == ["ant", "bee", "cat"]
+    assert len(labels_of(data.train)) == 9 and len(labels_of(data.validation)) == 3
+
+    tf.data.Dataset.from_tensor_slices((images, labels)).save(str(tmp_path / "saved"))
+    with pytest.raises(tftransfer.TransferError, match="needs class_names"):
+        tftransfer.load_data(tmp_path / "saved", (8, 8))
+    data = tftransfer.load_data(tmp_path / "saved", (8, 8), class_names=["a", "b", "c"])
+    assert next(iter(data.train))[0].shape[1:] == (8, 8, 3)
+
+    np.savez(tmp_path / "wrong.npz", pictures=images)
+    with pytest.raises(tftransfer.TransferError, match="holds pictures; expected"):
+        tftransfer.load_data(tmp_path / "wrong.npz", (8, 8))
+    with pytest.raises(tftransfer.TransferError, match="differ from those of"):
+        tftransfer.load_data(write_image_folder(tmp_path / "folder", 2), (8, 8),
+                             class_names=["x", "y", "z"])

@@ -43,6 +43,22 @@ def _augmentation(value):
     return options
 
 
+def _class_names(value):
+    return [name.strip() for name in value.split(",")]
+
+
+def _data_options(args):
+    """`load_data` options from the data arguments of `train` and `export`."""
+    options = {}
+    if getattr(args, "tfds_data_dir", None) and args.data.startswith("tfds:"):
+        options["data_dir"] = args.tfds_data_dir
+    if args.class_names:
+        options["class_names"] = _class_names(args.class_names)
+    cache = getattr(args, "image_cache", "memory")
+    options["cache"] = {"memory": True, "none": False}.get(cache, cache)
+    return options
+
+
 def build_parser():
     """Returns the `argparse` parser of the `tftransfer` command."""
     from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
@@ -64,9 +80,17 @@ def build_parser():
     train.add_argument("--data", default=str(DEMO_DATA),
                        help="a folder of class subfolders (optionally split into "
                             "train/ val/ test/), a CSV of path,label rows, "
-                            "tfds:NAME[:SPLIT] (e.g. tfds:tf_flowers), or "
-                            "imagefolder:PATH for a TFDS ImageFolder "
-                            "(default: the bundled demo)")
+                            "tfds:NAME[:SPLIT] (e.g. tfds:tf_flowers), "
+                            "imagefolder:PATH for a TFDS ImageFolder, an .npz of "
+                            "images and labels arrays, or a folder saved by "
+                            "tf.data.Dataset.save (default: the bundled demo)")
+    train.add_argument("--class-names", metavar="A,B,...",
+                       help="class names in label order, for an .npz with int "
+                            "labels or a saved tf.data.Dataset")
+    train.add_argument("--image-cache", default="memory", metavar="memory|none|DIR",
+                       help="keep the decoded, resized images in memory, not at all "
+                            "(decode every epoch), or in DIR, where a later run over "
+                            "the same files finds them (default: memory)")
     train.add_argument("--tfds-data-dir",
                        help="where TFDS keeps its datasets (default: "
                             "~/tensorflow_datasets)")
@@ -170,7 +194,7 @@ def build_parser():
                                        "accuracy, and the int8 calibration images")
     export.add_argument("--class-names",
                         help="comma-separated class names, in label order (instead "
-                             "of --data)")
+                             "of --data, or with an .npz or saved tf.data --data)")
     export.add_argument("--tflite", default="",
                         help="TFLite variants to write into OUTPUT/tflite/: 'all' or "
                              "a comma-separated subset of float32,float16,"
@@ -233,11 +257,10 @@ def train_command(args):
     weights = None if args.weights.lower() == "none" else args.weights
     with strategy.scope():
         base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
-    options = {"data_dir": args.tfds_data_dir} if args.data.startswith("tfds:") else {}
     batch_size = distribute.global_batch_size(args.batch_size, strategy)
     data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
                                 validation_split=args.validation_split, seed=args.seed,
-                                **options)
+                                **_data_options(args))
     print(f"data: {len(data.class_names)} classes from {args.data}"
           + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else "")
           + f"; global batch {batch_size}")
@@ -307,8 +330,8 @@ def export_command(args):
     if args.data:
         data = tftransfer.load_data(args.data, model.input_shape[1:3],
                                     validation_split=args.validation_split,
-                                    seed=args.seed)
-    class_names = (args.class_names.split(",") if args.class_names
+                                    seed=args.seed, **_data_options(args))
+    class_names = (_class_names(args.class_names) if args.class_names
                    else data.class_names if data else None)
     if class_names is None:
         raise TransferError("pass --data or --class-names so the export knows the "

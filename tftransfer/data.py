@@ -17,9 +17,12 @@ skipped always holds.
 """
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
+import shutil
+import uuid
 import weakref
 from pathlib import Path
 from typing import Optional
@@ -40,6 +43,8 @@ SPLIT_NAMES = ("train", "val", "test")
 
 # Dataset -> a string naming its content, for the feature cache's key.
 _SOURCE_KEYS = weakref.WeakKeyDictionary()
+# Dataset -> its label counts, where the loader knows them.
+_SOURCE_COUNTS = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
@@ -66,13 +71,15 @@ class DataSplits:
         return iter((self.train, self.validation, self.class_names))
 
 
-def register_source(dataset, key):
+def register_source(dataset, key, *, class_counts=None):
     """Records what a dataset holds, so that cached features can be reused.
 
     Args:
         dataset: A `tf.data.Dataset`.
         key: A string that changes whenever the content does (for files:
             their paths, sizes and modification times).
+        class_counts: The number of examples of each label, if known;
+            `class_counts()` then needs no pass over the data.
 
     Returns:
         `dataset`.
@@ -81,6 +88,8 @@ def register_source(dataset, key):
     >>> ds = register_source(ds, "my-photos-v3")
     """
     _SOURCE_KEYS[dataset] = str(key)
+    if class_counts is not None:
+        _SOURCE_COUNTS[dataset] = np.asarray(class_counts, np.int64)
     return dataset
 
 
@@ -101,18 +110,52 @@ def files_key(paths, labels, *extra):
     return "files-" + digest.hexdigest()
 
 
+#: Part of the image cache's key: bumped whenever decoding changes, so that
+#: pixels cached by an older version are not reused.
+DECODER_VERSION = 2
+# libjpeg's DCT scales, largest first.
+_JPEG_RATIOS = (8, 4, 2)
+_JPEG_FORMATS = ("JPEG", "MPO")
+
+
+def jpeg_ratio(height, width, image_size):
+    """Returns the DCT scale at which a JPEG is decoded for a target size.
+
+    libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size for less work
+    than a full decode; the smallest scale that keeps both sides at least
+    the target size is used. `decode_image` applies the same rule in the
+    graph, so training and the export decode each JPEG alike.
+
+    Args:
+        height: The JPEG's height.
+        width: The JPEG's width.
+        image_size: The target `(height, width)`.
+
+    Returns:
+        The scale's denominator: 8, 4, 2, or 1 for a full decode.
+
+    Example:
+    >>> jpeg_ratio(500, 666, (224, 224))
+    2
+    """
+    for ratio in _JPEG_RATIOS:
+        if height // ratio >= image_size[0] and width // ratio >= image_size[1]:
+            return ratio
+    return 1
+
+
 def decode_image(contents, image_size):
     """Decodes encoded image bytes to RGB pixels at a fixed size.
 
     Grayscale, paletted, 16-bit, CMYK and RGBA images become 8-bit RGB; an
-    animated GIF gives its first frame. A JPEG at least twice the target
-    size is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (still at least
-    the target size) and resized bilinearly; other formats are resized with
-    antialiasing. Pixels are rounded to whole values, so that a cached
-    uint8 copy equals what the export computes.
+    animated GIF gives its first frame. A JPEG is decoded at the DCT scale
+    that `jpeg_ratio` picks and resized bilinearly; other formats are
+    resized with antialiasing. Pixels are rounded to whole values: the
+    uint8 pixels that training caches are exactly these.
 
     Args:
-        contents: A scalar `tf.string` tensor of JPEG, PNG, GIF or BMP bytes.
+        contents: A scalar `tf.string` tensor of JPEG, PNG, GIF, BMP or
+            WebP bytes.
         image_size: `(height, width)`.
 
     Returns:
@@ -126,38 +169,75 @@ def decode_image(contents, image_size):
 
     def scaled_jpeg():
         shape = tf.image.extract_jpeg_shape(contents)
-        # The largest of the scales 1/8, 1/4, 1/2 that stays >= the target.
         fits = [tf.logical_and(shape[0] // r >= height, shape[1] // r >= width)
-                for r in (8, 4, 2)]
-        branch = tf.argmax(tf.stack([*fits, True]))
-        image = tf.switch_case(tf.cast(branch, tf.int32), [
-            lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r,
-                                          fancy_upscaling=False)
-            for r in (8, 4, 2, 1)])
-        # What is left to shrink is less than 2x, where bilinear barely
-        # aliases and runs twice as fast as antialiased resizing.
-        return tf.image.resize(image, image_size)
+                for r in _JPEG_RATIOS]
+        branch = tf.cast(tf.argmax(tf.stack([*fits, True])), tf.int32)
+        return tf.switch_case(branch, [
+            functools.partial(_decode_jpeg, contents, image_size, r)
+            for r in (*_JPEG_RATIOS, 1)])
 
-    def any_image():
-        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return tf.image.resize(image, image_size, antialias=True)
+    image = tf.cond(tf.io.is_jpeg(contents), scaled_jpeg,
+                    functools.partial(_decode_other, contents, image_size))
+    return tf.cast(image, tf.float32)
 
-    image = tf.cond(tf.io.is_jpeg(contents), scaled_jpeg, any_image)
-    return tf.clip_by_value(tf.round(image), 0.0, 255.0)
+
+def _decode_jpeg(contents, image_size, ratio):
+    """uint8 pixels at `image_size` (or as decoded, if `None`) of JPEG bytes."""
+    image = tf.io.decode_jpeg(contents, channels=3, ratio=ratio)
+    if image_size is None:
+        return image
+    # What is left to shrink after DCT scaling is less than 2x (unless even
+    # 1/8 is more than twice the target), where bilinear barely aliases and
+    # runs several times faster than antialiased resizing.
+    return _rounded(tf.image.resize(image, image_size))
+
+
+def _decode_other(contents, image_size):
+    """uint8 pixels at `image_size` (or as decoded, if `None`) of PNG, GIF, BMP, WebP."""
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    if image_size is None:
+        return image
+    return _rounded(tf.image.resize(image, image_size, antialias=True))
+
+
+def _rounded(pixels):
+    return tf.saturate_cast(tf.round(pixels), tf.uint8)
+
+
+def _file_decoder(image_size, ratio):
+    """`(path, label, index) -> (pixels, label, index)` with a fixed decoder.
+
+    Choosing the decoder per file ahead of time (from its header) keeps
+    control flow out of the input pipeline's hot loop.
+
+    Args:
+        image_size: `(height, width)`; `None` only checks that files decode
+            (the least work: JPEGs at 1/8 scale) and yields their shape.
+        ratio: A JPEG DCT scale (1, 2, 4 or 8), or 0 for the other formats.
+    """
+    def decode(path, label, index):
+        contents = tf.io.read_file(path)
+        if ratio:
+            image = _decode_jpeg(contents, image_size, 8 if image_size is None else ratio)
+        else:
+            image = _decode_other(contents, image_size)
+        return (tf.shape(image) if image_size is None else image), label, index
+
+    return decode
 
 
 def check_images(paths, *, workers=None):
     """Checks that each file is an image that training can use.
 
-    Each file is opened (to name its format) and decoded by TensorFlow, the
-    decoder that training uses, so a file that passes cannot fail
-    mid-epoch. JPEGs are decoded at 1/8 scale here, which still reads every
-    byte of the compressed data.
+    Each file's header is read (to name its format and size), then it is
+    decoded by TensorFlow, the decoder that training uses, in parallel.
+    JPEGs are decoded at 1/8 scale here, which still reads every byte of
+    the compressed data.
 
     Args:
         paths: File paths.
-        workers: Threads that decode in parallel (default: one per core).
+        workers: Threads that read headers (default: one per core).
 
     Returns:
         `(usable, skipped)`: the usable paths, in order, and
@@ -169,24 +249,217 @@ def check_images(paths, *, workers=None):
     >>> skipped
     {'notes.txt.png': 'not an image'}
     """
+    paths = [str(p) for p in paths]
+    checked = _decode_once(paths, [0] * len(paths), None, cache=False, workers=workers)
+    return [p for p, ok in zip(paths, checked.usable) if ok], checked.skipped
+
+
+@dataclasses.dataclass
+class _Decoded:
+    """What `_decode_once` gives: the pixels and the verdict on each file.
+
+    Attributes:
+        source: `(uint8 pixels, label, index)` of each usable file, `index`
+            being its position in the paths given; `None` in a check alone.
+        usable: A bool per path.
+        skipped: `{path: reason}` for the others.
+    """
+
+    source: Optional[tf.data.Dataset]
+    usable: np.ndarray
+    skipped: dict
+
+
+def _decode_once(paths, labels, image_size, *, cache, workers=None):
+    """Checks files by decoding each once, keeping the pixels for training.
+
+    One parallel pass decodes every file whose header is sound: it is the
+    last step of the data check, and with a cache it is also the first
+    epoch's decoding, so training reads the pixels that the check made.
+    The pass runs in a fixed order, so that every worker of a distributed
+    run caches the same sequence.
+
+    Args:
+        paths: File paths (str).
+        labels: An int label per path.
+        image_size: `(height, width)`, or `None` to check only.
+        cache: `True` (memory), a folder (files named by the content, reused
+            by later runs), or `False` (decode again every epoch).
+        workers: Threads that read headers.
+
+    Returns:
+        A `_Decoded`.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    paths = [str(p) for p in paths]
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        reasons = list(pool.map(_problem_with, paths))
-    usable = [p for p, reason in zip(paths, reasons) if reason is None]
-    return usable, {p: reason for p, reason in zip(paths, reasons) if reason}
+        headers = list(pool.map(_read_header, paths))
+    skipped = {p: h for p, h in zip(paths, headers) if isinstance(h, str)}
+    usable = np.array([not isinstance(h, str) for h in headers], bool)
+    decoders = np.array([_decoder_of(h, image_size) if ok else -1
+                         for h, ok in zip(headers, usable)])
+    labels = np.asarray(labels, np.int32)
+
+    def pipeline(size, indices):
+        groups = [tf.data.Dataset.from_tensor_slices(
+            (np.asarray(paths, object)[members].astype(str), labels[members], members)
+        ).map(_file_decoder(size, decoder), num_parallel_calls=tf.data.AUTOTUNE)
+            for decoder in np.unique(decoders[indices])
+            for members in [indices[decoders[indices] == decoder]]]
+        return functools.reduce(tf.data.Dataset.concatenate, groups)
+
+    candidates = np.flatnonzero(usable)
+    if not len(candidates):
+        return _Decoded(None, usable, skipped)
+    keep = image_size is not None and cache is not False and cache is not None
+    decoded = pipeline(image_size if keep else None, candidates).ignore_errors()
+    if not keep:
+        passed = _indices_in(decoded)
+    elif cache is True:
+        decoded = decoded.cache()
+        passed = _indices_in(decoded)
+    else:
+        decoded, passed = _cached_in_folder(decoded, Path(cache), files_key(
+            [paths[i] for i in candidates], labels[candidates], tuple(image_size),
+            DECODER_VERSION))
+    for index in sorted(set(candidates) - set(passed.tolist())):
+        usable[index] = False
+        skipped[paths[index]] = _decode_problem(paths[index], image_size,
+                                                decoders[index], headers[index][0])
+    if image_size is None:
+        source = None
+    elif keep:
+        source = decoded
+    else:
+        source = pipeline(image_size, np.flatnonzero(usable))
+    return _Decoded(source, usable, skipped)
 
 
-def _problem_with(path):
-    """Returns why an image file cannot be used, or `None` if it can."""
+def _indices_in(decoded):
+    """Runs a whole pass over `(pixels, label, index)`; returns the indices."""
+    options = tf.data.Options()
+    options.deterministic = True
+    indices = decoded.map(_index_of).batch(4096)
+    return np.concatenate([np.zeros(0, np.int64),
+                           *indices.with_options(options).as_numpy_iterator()])
+
+
+def _index_of(pixels, label, index):
+    return index
+
+
+def _cached_in_folder(decoded, folder, key):
+    """Caches decoded pixels in `folder/images-<key>/`, written once, then reused.
+
+    Returns:
+        `(cached, indices)`: the dataset reading the cache, and the indices
+        it holds.
+    """
+    entry = folder / f"images-{key[len('files-'):][:40]}"
+    remove_abandoned(folder / "images-*")
+    if not (entry / "pixels.index").is_file():
+        staging = entry.with_name(
+            f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        staging.mkdir(parents=True)
+        _indices_in(decoded.cache(str(staging / "pixels")))
+        try:
+            staging.rename(entry)
+        except OSError:  # Another process published the same entry first.
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info("image cache: wrote %s", entry)
+    else:
+        logger.info("image cache: reusing %s", entry)
+    cached = decoded.cache(str(entry / "pixels"))
+    return cached, _indices_in(cached)
+
+
+def remove_abandoned(entry):
+    """Deletes `<entry>.partial-<pid>-*` folders whose writing process is gone.
+
+    Args:
+        entry: The path of a cache entry, written under a partial name and
+            renamed into place when complete; its name may be a glob
+            pattern (`cache/images-*`).
+    """
+    for partial in Path(entry).parent.glob(f"{Path(entry).name}.partial-*"):
+        pid = partial.name.split(".partial-")[1].split("-")[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return False  # This process is not writing it now.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _decoder_of(header, image_size):
+    """The fixed decoder of a file (`_file_decoder`'s `ratio`), from its header."""
+    image_format, height, width = header
+    if image_format not in _JPEG_FORMATS:
+        return 0
+    return 8 if image_size is None else jpeg_ratio(height, width, image_size)
+
+
+def _read_header(path):
+    """`(format, height, width)` of an image file, or why it cannot be used."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_JPEG_HEAD_BYTES)
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    if not head:
+        return "empty file"
+    # Parsing a JPEG's frame header here costs a tenth of opening it with
+    # PIL, and this runs for every file before the first epoch.
+    size = _jpeg_size(head)
+    header = ("JPEG", *size) if size else _read_header_with_pil(path)
+    if isinstance(header, tuple) and header[1] * header[2] > MAX_PIXELS:
+        return f"too large: {header[2]}x{header[1]} pixels"
+    return header
+
+
+_JPEG_HEAD_BYTES = 1 << 16
+# Start-of-frame markers, which hold the size: 0xC0-0xCF but for DHT, JPG and DAC.
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(head):
+    """`(height, width)` from a JPEG's first bytes, or `None` if not found there."""
+    if head[:3] != b"\xff\xd8\xff":
+        return None
+    position = 2
+    while position + 9 <= len(head):
+        if head[position] != 0xFF:
+            return None
+        marker = head[position + 1]
+        if marker == 0xFF:  # Fill byte.
+            position += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # No length follows.
+            position += 2
+        elif marker in _JPEG_FRAME_MARKERS:
+            height = int.from_bytes(head[position + 5:position + 7], "big")
+            width = int.from_bytes(head[position + 7:position + 9], "big")
+            return (height, width) if height and width else None
+        else:
+            position += 2 + int.from_bytes(head[position + 2:position + 4], "big")
+    return None
+
+
+def _read_header_with_pil(path):
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
@@ -199,19 +472,17 @@ def _problem_with(path):
         return f"unreadable: {error.strerror or error}"
     if image_format not in _DECODABLE_FORMATS:
         return f"unsupported format {image_format}"
-    if width * height > MAX_PIXELS:
-        return f"too large: {width}x{height} pixels"
+    return image_format, height, width
+
+
+def _decode_problem(path, image_size, decoder, image_format):
+    """Why a file failed in the decoding pass, from decoding it alone."""
     try:
-        contents = tf.io.read_file(path)
-        if image_format in ("JPEG", "MPO"):
-            tf.io.decode_jpeg(contents, channels=3, ratio=8)
-        else:
-            tf.io.decode_image(contents, channels=3, expand_animations=False)
+        _file_decoder(image_size, decoder)(tf.constant(path), 0, 0)
     except tf.errors.OpError as error:
         message = error.message.split("}}")[-1].strip().splitlines()[0]
-        message = message.split(" [Op:")[0]
-        return f"cannot decode {image_format}: {message}"
-    return None
+        return f"cannot decode {image_format}: {message.split(' [Op:')[0]}"
+    return f"cannot decode {image_format} (it failed once, then decoded: did it change?)"
 
 
 def list_class_folder(folder):
@@ -324,12 +595,23 @@ def check_data(path):
     >>> print(report.summary())
     1203 file(s) found = 1201 used + 2 skipped
     """
+    report, _, _ = _check_folder(path, None, cache=False)
+    return report
+
+
+def _check_folder(path, image_size, *, cache):
+    """`check_data`, decoding at `image_size` and keeping the pixels as `cache` says.
+
+    Returns:
+        `(report, decoded, paths)`: the `DataReport`, the `_Decoded` pass
+        and the paths that it numbers.
+    """
     root = Path(path)
     if not root.is_dir():
         raise TransferError(f"data folder not found: {root}")
     layout = _layout(root)
     class_names, _, _ = list_class_folder(layout["train"])
-    found, used, skipped, problems = 0, {}, {}, []
+    problems, skipped, listed = [], {}, []  # listed: (split, class, path)
     if len(class_names) < 2:
         found_names = f" ({', '.join(class_names)})" if class_names else ""
         problems.append(f"{layout['train']} has {len(class_names)} class folder(s)"
@@ -340,19 +622,25 @@ def check_data(path):
         if unknown:
             problems.append(f"{folder} has classes that {layout['train']} lacks: "
                             f"{', '.join(unknown)}")
-        found += len(not_candidates) + sum(len(f) for f in files.values())
         skipped.update(not_candidates)
-        used[split] = {}
-        for name in names:
-            good, bad = check_images(files[name])
-            skipped.update(bad)
-            used[split][name] = good
-        if split == "train":
-            empty = [n for n in class_names if not used[split].get(n)]
-            if empty:
-                problems.append(f"no usable images for class(es) {', '.join(empty)} "
-                                f"in {folder}")
-    return DataReport(found, used, skipped, problems, class_names)
+        listed += [(split, name, p) for name in names for p in files[name]]
+    paths = [p for _, _, p in listed]
+    labels = [class_names.index(name) if name in class_names else 0
+              for _, name, _ in listed]
+    found = len(listed) + len(skipped)
+    decoded = _decode_once(paths, labels, image_size, cache=cache)
+    skipped.update(decoded.skipped)
+    used = {split: {} for split in layout}
+    for (split, name, path), ok in zip(listed, decoded.usable):
+        used[split].setdefault(name, [])
+        if ok:
+            used[split][name].append(path)
+    empty = [n for n in class_names if not used["train"].get(n)]
+    if empty:
+        problems.append(f"no usable images for class(es) {', '.join(empty)} "
+                        f"in {layout['train']}")
+    report = DataReport(found, used, skipped, problems, class_names)
+    return report, decoded, paths
 
 
 def _layout(root):
@@ -371,7 +659,9 @@ def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
     train and validation (stratified by class and seeded), or
     `path/train/<class>/...` with optional `val/` and `test/` beside it.
     Every file is checked first (see `check_data`); unusable ones are
-    skipped, counted and logged by name.
+    skipped, counted and logged by name. The check decodes each file at
+    `image_size` once and, with a cache, keeps the pixels, so the first
+    epoch does not decode again.
 
     Args:
         path: The folder.
@@ -380,8 +670,11 @@ def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
         validation_split: The fraction of each class held out for
             validation when there is no `val/` folder; 0 for none.
         seed: Seeds the split and the shuffling.
-        cache: Keep decoded, resized images in memory (`True`), in a file
-            (a path prefix), or not at all (`False`).
+        cache: Keep the decoded, resized images in memory (`True`); in a
+            folder (a path), in files named by the images' paths, sizes
+            and modification times, which later runs over the same files
+            read instead of decoding; or not at all (`False`: decode every
+            epoch).
 
     Returns:
         `DataSplits`, which unpacks as `(train, validation, class_names)`.
@@ -389,15 +682,18 @@ def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
     Example:
     >>> train, val, class_names = image_folder("flowers/", (224, 224))
     """
-    report = check_data(path)
+    report, decoded, paths = _check_folder(path, tuple(image_size), cache=cache)
     if report.problems:
         raise TransferError("; ".join(report.problems))
     _log_skipped(report)
-    split_files = dict(report.used)
+    positions = {p: i for i, p in enumerate(paths)}
+    split_files = {split: {name: [positions[p] for p in files]
+                           for name, files in classes.items()}
+                   for split, classes in report.used.items()}
     if "val" not in split_files:
         split_files.update(_stratified_split(split_files["train"], validation_split, seed))
-    return _file_splits(split_files, report.class_names, image_size, batch_size, seed,
-                        cache, report.skipped)
+    return _file_splits(decoded, paths, split_files, report.class_names, image_size,
+                        batch_size, seed, report.skipped)
 
 
 def csv_file(path, image_size, *, batch_size=32, validation_split=0.2, seed=1337,
@@ -442,20 +738,19 @@ def csv_file(path, image_size, *, batch_size=32, validation_split=0.2, seed=1337
             rows.append((str(file), row[1].strip()))
     class_names = sorted({label for _, label in rows})
     _check_class_count(path, class_names)
-    missing = {f: "file not found" for f, _ in rows if not os.path.exists(f)}
-    usable, skipped = check_images([f for f, _ in rows if f not in missing])
-    skipped.update(missing)
-    usable = set(usable)
+    paths = [file for file, _ in rows]
+    decoded = _decode_once(paths, [class_names.index(label) for _, label in rows],
+                           tuple(image_size), cache=cache)
     files = {name: [] for name in class_names}
-    for file, label in rows:
-        if file in usable:
-            files[label].append(file)
+    for position, ((_, label), ok) in enumerate(zip(rows, decoded.usable)):
+        if ok:
+            files[label].append(position)
     empty = [name for name in class_names if not files[name]]
     if empty:
         raise TransferError(f"no usable images for class(es) {', '.join(empty)} in {path}")
-    _log_skipped(DataReport(len(rows), {"train": files}, skipped, [], class_names))
-    return _file_splits(_stratified_split(files, validation_split, seed), class_names,
-                        image_size, batch_size, seed, cache, skipped)
+    _log_skipped(DataReport(len(rows), {"train": files}, decoded.skipped, [], class_names))
+    return _file_splits(decoded, paths, _stratified_split(files, validation_split, seed),
+                        class_names, image_size, batch_size, seed, decoded.skipped)
 
 
 def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
@@ -531,8 +826,9 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
         validation_split: Without `validation`, the fraction of each class
             held out (stratified, seeded; costs one pass over the labels).
         seed: Seeds the split and the shuffling.
-        cache: Cache the resized images in memory (`True`), a file (a path
-            prefix) or not at all (`False`).
+        cache: Cache the resized images in memory (`True`), in a folder
+            (files named by a digest of the dataset's graph), or not at all
+            (`False`).
 
     Returns:
         `DataSplits`.
@@ -564,7 +860,10 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
             return None
         ds = splits[split]
         if cache is not None and cache is not False:
-            ds = ds.cache(_cache_for(cache, split))
+            # Arrays and file names are part of the graph, so its digest
+            # names the content (a Python generator's output is not in it).
+            graph = hashlib.sha256(ds._as_serialized_graph().numpy()).hexdigest()
+            ds = ds.cache(_cache_for(cache, f"dataset-{split}-{graph[:40]}"))
         return _batched(ds, 10_000, batch_size, seed, training)
 
     return DataSplits(make("train", True), make("val", False), list(class_names))
@@ -653,11 +952,15 @@ def load_data(source, image_size, **options):
             * `"tfds:NAME"` or `"tfds:NAME:SPLIT"` (e.g. `"tfds:tf_flowers"`);
             * `"imagefolder:PATH"`: a TFDS `ImageFolder`
               (`PATH/<split>/<class>/<image>`);
-            * an `(images, labels)` tuple of arrays;
-            * a `tf.data.Dataset` of `(image, label)` (pass `class_names`).
+            * an `(images, labels)` tuple of arrays, or an `.npz` file of
+              them (`images` and `labels`, or `x` and `y`; optional
+              `class_names`);
+            * a `tf.data.Dataset` of `(image, label)`, or the folder of one
+              saved with `Dataset.save` (pass `class_names`).
         image_size: `(height, width)`.
         **options: Passed to the source's function (`image_folder`,
             `csv_file`, `tfds_dataset`, `numpy_arrays`, `dataset_source`).
+            `cache` is ignored for arrays, which are in memory already.
 
     Returns:
         `DataSplits`, which unpacks as `(train, validation, class_names)`.
@@ -666,13 +969,30 @@ def load_data(source, image_size, **options):
     >>> train, val, class_names = load_data("tfds:tf_flowers", (224, 224))
     """
     image_size = tuple(image_size)
+    if not isinstance(source, (tuple, tf.data.Dataset)):
+        source = str(source)
+        if source.lower().endswith(".npz"):
+            source = _arrays_in(source, options)
+        elif Path(source, "dataset_spec.pb").is_file():
+            source = _saved_dataset(source)
     if isinstance(source, tf.data.Dataset):
-        if "class_names" not in options:
-            raise TransferError("a tf.data.Dataset source needs class_names")
+        if options.get("class_names") is None:
+            raise TransferError("a tf.data.Dataset source needs class_names "
+                                "(--class-names a,b,c)")
         return dataset_source(source, image_size, options.pop("class_names"), **options)
     if isinstance(source, tuple) and len(source) == 2:
+        options.pop("cache", None)
         return numpy_arrays(*source, image_size, **options)
-    source = str(source)
+    expected = options.pop("class_names", None)
+    splits = _named_source(source, image_size, options)
+    if expected is not None and list(expected) != splits.class_names:
+        raise TransferError(f"class names {list(expected)} differ from those of "
+                            f"{source}: {splits.class_names}")
+    return splits
+
+
+def _named_source(source, image_size, options):
+    """`load_data` for the sources that name their classes themselves."""
     if source.startswith("tfds:"):
         name, _, split = source[len("tfds:"):].partition(":")
         if split:
@@ -693,16 +1013,51 @@ def load_data(source, image_size, **options):
     return image_folder(source, image_size, **options)
 
 
+def _arrays_in(path, options):
+    """`(images, labels)` from an `.npz` file; its `class_names` go to `options`."""
+    if not Path(path).is_file():
+        raise TransferError(f"npz file not found: {path}")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise TransferError(f"cannot read {path}: {error}") from None
+    with arrays:
+        keys = set(arrays.files)
+        for images, labels in (("images", "labels"), ("x", "y")):
+            if {images, labels} <= keys:
+                if "class_names" in keys and options.get("class_names") is None:
+                    options["class_names"] = [str(n) for n in arrays["class_names"]]
+                return arrays[images], arrays[labels]
+    raise TransferError(f"{path} holds {', '.join(sorted(keys)) or 'no arrays'}; "
+                        "expected 'images' and 'labels' (or 'x' and 'y')")
+
+
+def _saved_dataset(path):
+    try:
+        return tf.data.Dataset.load(path)
+    except (tf.errors.OpError, ValueError) as error:
+        raise TransferError(f"cannot load the tf.data.Dataset saved in {path}: "
+                            f"{error}") from None
+
+
 def class_counts(dataset, num_classes):
     """Counts the labels of a dataset of `(images, labels)` batches.
 
     Args:
-        dataset: The dataset; one pass is made over it.
+        dataset: The dataset. Counts that its loader registered (see
+            `register_source`) are returned as they are; otherwise one
+            pass is made over it.
         num_classes: The number of classes.
 
     Returns:
         An int numpy array of `num_classes` counts.
     """
+    try:
+        known = _SOURCE_COUNTS.get(dataset)
+    except TypeError:
+        known = None
+    if known is not None and len(known) == num_classes:
+        return known.copy()
     counts = np.zeros(num_classes, np.int64)
     for labels in dataset.map(lambda x, y: y).as_numpy_iterator():
         counts += np.bincount(np.asarray(labels).reshape(-1), minlength=num_classes)
@@ -734,7 +1089,7 @@ def _as_pairs(dataset, image_size):
                             f"shape {spec[0].shape}")
 
     def prepare(image, label):
-        return tf.cast(_fit_pixels(image, image_size), tf.uint8), tf.cast(label, tf.int32)
+        return _fit_pixels(image, image_size), tf.cast(label, tf.int32)
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -757,16 +1112,16 @@ def _resize_array(image, image_size):
     if image.ndim != 3:
         raise TransferError(f"each image must be (height, width, channels); got "
                             f"shape {image.shape}")
-    return _fit_pixels(tf.convert_to_tensor(image), image_size).numpy().astype(np.uint8)
+    return _fit_pixels(tf.convert_to_tensor(image), image_size).numpy()
 
 
 def _fit_pixels(image, image_size):
-    """RGB float32 pixels at `image_size`, rounded to whole values in [0, 255]."""
+    """RGB uint8 pixels at `image_size`, rounded as `decode_image` rounds."""
     image = tf.cast(_to_rgb(image), tf.float32)
     if tuple(image.shape[-3:-1]) != tuple(image_size):
         # Already-fitted images (TFDS ones come from `decode_image`) skip this.
         image = tf.image.resize(image, image_size, antialias=True)
-    return tf.clip_by_value(tf.round(image), 0.0, 255.0)
+    return _rounded(image)
 
 
 def _check_class_count(where, class_names):
@@ -791,49 +1146,58 @@ def _stratified_split(files, validation_split, seed):
     return splits
 
 
-def _flatten(files, class_names):
-    paths, labels = [], []
-    for label, name in enumerate(class_names):
-        paths += files.get(name, [])
-        labels += [label] * len(files.get(name, []))
-    return paths, labels
-
-
-def _cache_for(cache, split):
+def _cache_for(cache, name):
+    """The `Dataset.cache` filename of `cache` (True: memory, a folder), or `None`."""
     if cache is True:
         return ""
-    if not cache:
+    if cache is False or cache is None:
         return None
-    return f"{cache}-{split}"
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    return str(Path(cache) / name)
 
 
-def _file_splits(split_files, class_names, image_size, batch_size, seed, cache, skipped):
-    """`DataSplits` from `{split: {class_name: [path, ...]}}`."""
+def _file_splits(decoded, paths, split_files, class_names, image_size, batch_size, seed,
+                 skipped):
+    """`DataSplits` of the files that `_decode_once` passed.
+
+    Args:
+        decoded: The `_Decoded` pass over `paths`.
+        paths: The paths that its indices number.
+        split_files: `{split: {class_name: [index, ...]}}`.
+    """
+    every_usable = int(decoded.usable.sum())
 
     def make(split, training):
-        paths, labels = _flatten(split_files.get(split, {}), class_names)
-        if not paths:
+        indices, labels = [], []
+        for label, name in enumerate(class_names):
+            indices += split_files.get(split, {}).get(name, [])
+            labels += [label] * len(split_files.get(split, {}).get(name, []))
+        if not indices:
             return None
-        return _file_dataset(paths, labels, image_size, batch_size, seed,
-                             training=training, cache=_cache_for(cache, split))
+        wanted = np.zeros(len(paths), bool)
+        wanted[indices] = True
+        ds = decoded.source
+        if len(indices) < every_usable:
+            ds = ds.filter(functools.partial(_is_wanted, tf.constant(wanted)))
+        # Skipping failed files (and filtering) hides the length, which
+        # progress bars and learning-rate schedules need.
+        ds = ds.map(_pixels_and_label).apply(
+            tf.data.experimental.assert_cardinality(len(indices)))
+        ds = _batched(ds, len(indices), batch_size, seed, training)
+        return register_source(
+            ds, files_key([paths[i] for i in indices], labels, tuple(image_size)),
+            class_counts=np.bincount(labels, minlength=len(class_names)))
 
     return DataSplits(make("train", True), make("val", False), class_names,
                       test=make("test", False), skipped=skipped)
 
 
-def _file_dataset(paths, labels, image_size, batch_size, seed, *, training, cache):
-    def load(path, label):
-        image = decode_image(tf.io.read_file(path), image_size)
-        return tf.cast(image, tf.uint8), label
+def _is_wanted(wanted, pixels, label, index):
+    return tf.gather(wanted, index)
 
-    ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
-    # The order is set by the pipeline's options (see `_batched`), so that
-    # distribution can ask for a fixed one.
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache is not None:
-        ds = ds.cache(cache)
-    return register_source(_batched(ds, len(paths), batch_size, seed, training),
-                           files_key(paths, labels, tuple(image_size)))
+
+def _pixels_and_label(pixels, label, index):
+    return pixels, label
 
 
 def _batched(ds, shuffle_buffer, batch_size, seed, training):

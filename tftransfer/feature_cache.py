@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.data import register_source, source_key
+from tftransfer.data import register_source, remove_abandoned, source_key
 from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
 
@@ -332,25 +332,10 @@ def _config_text(model):
 
 
 def _remove_abandoned(entry):
-    """Deletes `.partial-*` folders whose writing process is gone."""
-    for partial in entry.parent.glob(f"{entry.name}.partial-*"):
-        pid = partial.name.split(".partial-")[1].split("-")[0]
-        if not pid.isdigit() or not _alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
+    """Deletes abandoned `.partial-*` folders, and the entry if it is damaged."""
+    remove_abandoned(entry)
     if entry.exists() and read_manifest(entry) is None:
         shutil.rmtree(entry, ignore_errors=True)  # Damaged after the rename.
-
-
-def _alive(pid):
-    if pid == os.getpid():
-        return False  # This process is not writing it now.
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _SESSION_DIR = None
