@@ -99,7 +99,7 @@ def test_train_takes_a_csv_augmentation_and_class_weights(image_folder_path, tin
 
 
 def test_train_takes_arrays_and_an_image_cache_folder(image_folder_path, tiny_base_file,
-                                                     tmp_path):
+                                                     tmp_path, capsys, caplog):
     import numpy as np
 
     common = ["--base", str(tiny_base_file), "--export", str(tmp_path / "export"),
@@ -107,20 +107,21 @@ def test_train_takes_arrays_and_an_image_cache_folder(image_folder_path, tiny_ba
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "arrays.npz", images=rng.integers(0, 255, (12, 20, 20, 3)),
              labels=np.arange(12) % 3)
-    result = run_cli("train", "--data", str(tmp_path / "arrays.npz"),
-                     "--class-names", "ant,bee,cat", *common)
-    assert result.returncode == 0, result.stderr
-    assert "data: 3 classes from" in result.stdout
+    assert cli.main(["train", "--data", str(tmp_path / "arrays.npz"),
+                     "--class-names", "ant,bee,cat", *common]) == 0
+    assert "data: 3 classes from" in capsys.readouterr().out
     assert (tmp_path / "export" / "1" / "assets" / "labels.txt").read_text().split() == [
         "ant", "bee", "cat"]
 
     cache = tmp_path / "image_cache"
     args = ["train", "--data", str(image_folder_path), "--image-cache", str(cache),
             *common]
-    first, second = run_cli(*args), run_cli(*args)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert f"image cache: wrote {cache}" in first.stderr
-    assert f"image cache: reusing {cache}" in second.stderr
+    with caplog.at_level("INFO", logger="tftransfer"):
+        assert cli.main(args) == 0
+        assert f"image cache: wrote {cache}" in caplog.text
+        caplog.clear()
+        assert cli.main(args) == 0
+        assert f"image cache: reusing {cache}" in caplog.text
 
 
 def test_bases_lists_the_registry(capsys):
@@ -129,11 +130,16 @@ def test_bases_lists_the_registry(capsys):
     assert "fashion_mobilenet_v2" in out and "efficientnet_v2_b0" in out
 
 
-def test_help_explains_each_command():
+def test_help_explains_each_command(capsys):
+    # In-process: the console script itself runs in the subprocess tests above.
     for command in ["train", "export", "predict", "bases", "check-data", "clear-cache"]:
-        result = run_cli(command, "--help")
-        assert result.returncode == 0 and "usage: tftransfer" in result.stdout
-    assert "--unfreeze" in run_cli("train", "--help").stdout
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert f"usage: tftransfer {command}" in out
+        if command == "train":
+            assert "--unfreeze" in out and "--image-cache" in out
 
 
 @pytest.fixture

@@ -351,26 +351,30 @@ def _index_of(pixels, label, index):
 def _cached_in_folder(decoded, folder, key):
     """Caches decoded pixels in `folder/images-<key>/`, written once, then reused.
 
+    The entry is written in a `.partial-*` folder and renamed into place
+    when complete, so a reader never sees half of one. It holds the pixels
+    (a `Dataset.cache` file) and the indices of the files that decoded, so
+    a reuse reads nothing until the first epoch.
+
     Returns:
         `(cached, indices)`: the dataset reading the cache, and the indices
         it holds.
     """
     entry = folder / f"images-{key[len('files-'):][:40]}"
     remove_abandoned(folder / "images-*")
-    if not (entry / "pixels.index").is_file():
+    if (entry / "indices.npy").is_file():
+        logger.info("image cache: reusing %s", entry)
+    else:
         staging = entry.with_name(
             f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         staging.mkdir(parents=True)
-        _indices_in(decoded.cache(str(staging / "pixels")))
+        np.save(staging / "indices.npy", _indices_in(decoded.cache(str(staging / "pixels"))))
         try:
             staging.rename(entry)
         except OSError:  # Another process published the same entry first.
             shutil.rmtree(staging, ignore_errors=True)
         logger.info("image cache: wrote %s", entry)
-    else:
-        logger.info("image cache: reusing %s", entry)
-    cached = decoded.cache(str(entry / "pixels"))
-    return cached, _indices_in(cached)
+    return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy")
 
 
 def remove_abandoned(entry):
