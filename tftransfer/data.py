@@ -290,8 +290,10 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
     Returns:
         A `_Decoded`.
     """
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
+    start = time.perf_counter()
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         headers = list(pool.map(_read_header, paths))
     skipped = {p: h for p, h in zip(paths, headers) if isinstance(h, str)}
@@ -335,6 +337,10 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
         source = decoded
     else:
         source = pipeline(image_size, np.flatnonzero(usable))
+    logger.info("data check: decoded %d file(s) in %.1f s%s; %d usable", len(candidates),
+                time.perf_counter() - start,
+                f", kept at {image_size[0]}x{image_size[1]}" if keep else "",
+                int(usable.sum()))
     return _Decoded(source, usable, skipped)
 
 
