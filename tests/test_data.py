@@ -394,3 +394,27 @@ def test_npz_and_saved_dataset_sources(tmp_path):
     with pytest.raises(tftransfer.TransferError, match="differ from those of"):
         tftransfer.load_data(write_image_folder(tmp_path / "folder", 2), (8, 8),
                              class_names=["x", "y", "z"])
+
+
+def test_tf_data_sources_are_cached_in_a_folder_only_when_their_graph_names_them(
+        tmp_path, caplog):
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    arrays = tf.data.Dataset.from_tensor_slices((images, np.arange(6) % 2))
+    data = tftransfer.load_data(arrays, (8, 8), class_names=["a", "b"],
+                                cache=tmp_path / "c")
+    assert len(labels_of(data.train)) == 6
+    written = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert [n.split(".")[0] for n in written] == [written[0].split(".")[0]] * 2
+    assert written[0].startswith("dataset-train-")
+
+    def generate():
+        yield from zip(images, np.arange(6) % 2)
+
+    generated = tf.data.Dataset.from_generator(generate, output_signature=(
+        tf.TensorSpec((8, 8, 3), tf.uint8), tf.TensorSpec((), tf.int64)))
+    with caplog.at_level("WARNING", logger="tftransfer"):
+        data = tftransfer.load_data(generated, (8, 8), class_names=["a", "b"],
+                                    cache=tmp_path / "c")
+    assert len(labels_of(data.train)) == 6
+    assert "cached in memory, not in" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == written

@@ -840,8 +840,9 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
             held out (stratified, seeded; costs one pass over the labels).
         seed: Seeds the split and the shuffling.
         cache: Cache the resized images in memory (`True`), in a folder
-            (files named by a digest of the dataset's graph), or not at all
-            (`False`).
+            (files named by a digest of the dataset's graph, which holds
+            arrays and file names; a dataset made by Python code is cached
+            in memory instead), or not at all (`False`).
 
     Returns:
         `DataSplits`.
@@ -861,10 +862,9 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
             validation_split, seed).get("val", {})
         mask = np.zeros(len(labels), bool)
         mask[[i for ids in held_out.values() for i in ids]] = True
-        in_val = tf.constant(mask)
         indexed = pairs.enumerate()
-        splits = {"train": indexed.filter(lambda i, p: ~in_val[i]).map(lambda i, p: p),
-                  "val": indexed.filter(lambda i, p: in_val[i]).map(lambda i, p: p)}
+        splits = {name: indexed.filter(functools.partial(_in_split, tf.constant(wanted)))
+                  .map(_without_index) for name, wanted in (("train", ~mask), ("val", mask))}
     else:
         splits = {"train": pairs}
 
@@ -873,13 +873,33 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
             return None
         ds = splits[split]
         if cache is not None and cache is not False:
-            # Arrays and file names are part of the graph, so its digest
-            # names the content (a Python generator's output is not in it).
-            graph = hashlib.sha256(ds._as_serialized_graph().numpy()).hexdigest()
-            ds = ds.cache(_cache_for(cache, f"dataset-{split}-{graph[:40]}"))
+            ds = ds.cache(_dataset_cache_for(ds, cache, split))
         return _batched(ds, 10_000, batch_size, seed, training)
 
     return DataSplits(make("train", True), make("val", False), list(class_names))
+
+
+def _in_split(wanted, index, pair):
+    return tf.gather(wanted, index)
+
+
+def _without_index(index, pair):
+    return pair
+
+
+def _dataset_cache_for(dataset, cache, split):
+    """The cache filename of a `tf.data` source: named by its graph's digest."""
+    if cache is True:
+        return ""
+    graph = dataset._as_serialized_graph().numpy()
+    if b"PyFunc" in graph:
+        # A Python generator's output is not in the graph, so the digest
+        # would not change with the images: a later run would read stale ones.
+        logger.warning("image cache: a dataset made by Python code (from_generator, "
+                       "py_function) is cached in memory, not in %s", cache)
+        return ""
+    # Arrays and file names are part of the graph: its digest names the content.
+    return _cache_for(cache, f"dataset-{split}-{hashlib.sha256(graph).hexdigest()[:40]}")
 
 
 def tfds_dataset(name, image_size, *, split="train", validation=None, data_dir=None,
