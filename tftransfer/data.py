@@ -899,7 +899,8 @@ def _dataset_cache_for(dataset, cache, split):
                        "py_function) is cached in memory, not in %s", cache)
         return ""
     # Arrays and file names are part of the graph: its digest names the content.
-    return _cache_for(cache, f"dataset-{split}-{hashlib.sha256(graph).hexdigest()[:40]}")
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    return str(Path(cache) / f"dataset-{split}-{hashlib.sha256(graph).hexdigest()[:40]}")
 
 
 def tfds_dataset(name, image_size, *, split="train", validation=None, data_dir=None,
@@ -1177,16 +1178,6 @@ def _stratified_split(files, validation_split, seed):
     if any(val.values()):
         splits["val"] = val
     return splits
-
-
-def _cache_for(cache, name):
-    """The `Dataset.cache` filename of `cache` (True: memory, a folder), or `None`."""
-    if cache is True:
-        return ""
-    if cache is False or cache is None:
-        return None
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    return str(Path(cache) / name)
 
 
 def _file_splits(decoded, paths, split_files, class_names, image_size, batch_size, seed,
