@@ -23,6 +23,7 @@ def test_image_folder_splits_stratified_and_seeded(image_folder_path):
     assert sorted(np.bincount(labels_of(validation))) == [2, 2, 2]
     assert sorted(np.bincount(labels_of(train))) == [6, 6, 6]
     images, labels = next(iter(train))
+    assert train.cardinality() == 5 and validation.cardinality() == 2
     assert images.dtype == tf.float32 and images.shape == (4, 32, 32, 3)
     assert labels.dtype == tf.int32
     assert 0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255
@@ -203,6 +204,8 @@ def test_tf_data_source_is_resized_and_split():
     assert sorted(np.bincount(labels_of(data.validation))) == [1, 1, 1]
     assert len(labels_of(data.train)) == 9
     assert next(iter(data.train))[0].shape[1:] == (8, 8, 3)
+    # Known lengths, for progress bars and the fine-tuning schedule.
+    assert data.train.cardinality() == 3 and data.validation.cardinality() == 1
 
 
 def test_tfds_source_offline_with_mock_data():

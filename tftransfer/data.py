@@ -863,8 +863,11 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
         mask = np.zeros(len(labels), bool)
         mask[[i for ids in held_out.values() for i in ids]] = True
         indexed = pairs.enumerate()
+        # The filter hides the lengths, which learning-rate schedules need.
         splits = {name: indexed.filter(functools.partial(_in_split, tf.constant(wanted)))
-                  .map(_without_index) for name, wanted in (("train", ~mask), ("val", mask))}
+                  .map(_without_index)
+                  .apply(tf.data.experimental.assert_cardinality(int(wanted.sum())))
+                  for name, wanted in (("train", ~mask), ("val", mask))}
     else:
         splits = {"train": pairs}
 
