@@ -169,6 +169,23 @@ def test_decode_image_scales_large_jpegs_consistently(tmp_path):
     assert decode_image(contents, (300, 300)).shape == (300, 300, 3)  # Full scale.
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_decoded_pixels_are_rounded_without_wrapping(tmp_path, suffix):
+    # Black, stripes, white: resized to an odd size, the pixels land on 0,
+    # 255 and between; a plain cast that overflowed would turn 255.x into 0.
+    stripes = np.zeros((64, 90, 3), np.uint8)
+    stripes[:, 30:60:2] = 255
+    stripes[:, 60:] = 255
+    path = tmp_path / f"stripes{suffix}"
+    Image.fromarray(stripes).save(path, quality=100)
+    contents = tf.io.read_file(str(path))
+    pixels = decode_image(contents, (37, 51)).numpy()
+    raw = tf.io.decode_image(contents, channels=3)
+    resized = tf.image.resize(raw, (37, 51), antialias=suffix == ".png")
+    np.testing.assert_array_equal(pixels, tf.saturate_cast(tf.round(resized), tf.uint8))
+    assert pixels.min() == 0 and pixels.max() == 255
+
+
 def test_csv_source(image_folder_path, tmp_path):
     rows = ["path,label"]
     for folder in sorted(image_folder_path.iterdir()):

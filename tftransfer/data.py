@@ -189,7 +189,7 @@ def _decode_jpeg(contents, image_size, ratio):
     # What is left to shrink after DCT scaling is less than 2x (unless even
     # 1/8 is more than twice the target), where bilinear barely aliases and
     # runs several times faster than antialiased resizing.
-    return _rounded(tf.image.resize(image, image_size))
+    return _resized(image, image_size, antialias=False)
 
 
 def _decode_other(contents, image_size):
@@ -198,10 +198,20 @@ def _decode_other(contents, image_size):
     image.set_shape([None, None, 3])
     if image_size is None:
         return image
-    return _rounded(tf.image.resize(image, image_size, antialias=True))
+    return _resized(image, image_size, antialias=True)
+
+
+def _resized(image, image_size, *, antialias):
+    """uint8 `image` resized to `image_size`, rounded back to uint8."""
+    resized = tf.image.resize(image, image_size, antialias=antialias)
+    # Bilinear and triangle weights are convex, so the result stays within
+    # [0, 255] and a plain cast suffices: `saturate_cast`'s clip cost more
+    # than the resize itself (0.45 ms per 224x224 image on 2 cores).
+    return tf.cast(tf.round(resized), tf.uint8)
 
 
 def _rounded(pixels):
+    """Rounds pixels of any range to uint8, clipping what lies outside."""
     return tf.saturate_cast(tf.round(pixels), tf.uint8)
 
 
