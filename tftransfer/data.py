@@ -554,22 +554,26 @@ def _walk(folder, seen=None):
         return
     seen.add(real)
     try:
-        children = sorted(folder.iterdir())
+        # Directory entries know their type without a stat per file.
+        with os.scandir(folder) as entries:
+            children = sorted(entries, key=lambda entry: entry.name)
     except OSError as error:
         yield folder, f"unreadable folder: {error.strerror}"
         return
-    for child in children:
+    for entry in children:
+        child = Path(entry.path)
         try:
-            is_dir, is_file = child.is_dir(), child.is_file()
-        except OSError as error:  # Too many levels of symbolic links.
-            yield child, f"unreadable: {error.strerror}"
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+        except OSError as error:
+            yield child, ("broken or looping symlink" if entry.is_symlink()
+                          else f"unreadable: {error.strerror}")
             continue
         if is_dir:
             yield from _walk(child, seen)
         elif is_file:
             yield child, None
         else:
-            yield child, ("broken or looping symlink" if child.is_symlink()
+            yield child, ("broken or looping symlink" if entry.is_symlink()
                           else "not a regular file")
 
 
@@ -633,14 +637,15 @@ def _check_folder(path, image_size, *, cache):
     if not root.is_dir():
         raise TransferError(f"data folder not found: {root}")
     layout = _layout(root)
-    class_names, _, _ = list_class_folder(layout["train"])
+    listings = {split: list_class_folder(folder) for split, folder in layout.items()}
+    class_names = listings["train"][0]
     problems, skipped, listed = [], {}, []  # listed: (split, class, path)
     if len(class_names) < 2:
         found_names = f" ({', '.join(class_names)})" if class_names else ""
         problems.append(f"{layout['train']} has {len(class_names)} class folder(s)"
                         f"{found_names}; a classifier needs at least 2")
     for split, folder in layout.items():
-        names, files, not_candidates = list_class_folder(folder)
+        names, files, not_candidates = listings[split]
         unknown = sorted(set(names) - set(class_names))
         if unknown:
             problems.append(f"{folder} has classes that {layout['train']} lacks: "
