@@ -170,7 +170,8 @@ def test_decode_image_scales_large_jpegs_consistently(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
-def test_decoded_pixels_are_rounded_without_wrapping(tmp_path, suffix):
+@pytest.mark.parametrize("size", [(37, 51), (101, 131)])  # Shrunk, enlarged.
+def test_decoded_pixels_are_rounded_without_wrapping(tmp_path, suffix, size):
     # Black, stripes, white: resized to an odd size, the pixels land on 0,
     # 255 and between; a plain cast that overflowed would turn 255.x into 0.
     stripes = np.zeros((64, 90, 3), np.uint8)
@@ -179,9 +180,9 @@ def test_decoded_pixels_are_rounded_without_wrapping(tmp_path, suffix):
     path = tmp_path / f"stripes{suffix}"
     Image.fromarray(stripes).save(path, quality=100)
     contents = tf.io.read_file(str(path))
-    pixels = decode_image(contents, (37, 51)).numpy()
+    pixels = decode_image(contents, size).numpy()
     raw = tf.io.decode_image(contents, channels=3)
-    resized = tf.image.resize(raw, (37, 51), antialias=suffix == ".png")
+    resized = tf.image.resize(raw, size, antialias=suffix == ".png")
     np.testing.assert_array_equal(pixels, tf.saturate_cast(tf.round(resized), tf.uint8))
     assert pixels.min() == 0 and pixels.max() == 255
 
