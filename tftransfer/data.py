@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -300,7 +301,6 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
     Returns:
         A `_Decoded`.
     """
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
     start = time.perf_counter()
@@ -867,10 +867,19 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
     >>> train, val, class_names = dataset_source(ds, (224, 224), ["cat", "dog"])
     """
     _check_class_count("class_names", list(class_names))
+
+    def cached(ds, name):
+        if cache is None or cache is False:
+            return ds
+        return ds.cache(_dataset_cache_for(ds, cache, name))
+
     pairs = _as_pairs(dataset, image_size)
     if validation is not None:
-        splits = {"train": pairs, "val": _as_pairs(validation, image_size)}
+        splits = {"train": cached(pairs, "train"),
+                  "val": cached(_as_pairs(validation, image_size), "val")}
     elif validation_split:
+        # Cached before the pass over the labels, which then fills the cache.
+        pairs = cached(pairs, "all")
         labels = np.fromiter(pairs.map(lambda x, y: y).as_numpy_iterator(), np.int64)
         held_out = _stratified_split(
             {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)},
@@ -884,17 +893,47 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
                   .apply(tf.data.experimental.assert_cardinality(int(wanted.sum())))
                   for name, wanted in (("train", ~mask), ("val", mask))}
     else:
-        splits = {"train": pairs}
+        splits = {"train": cached(pairs, "train")}
 
     def make(split, training):
         if split not in splits:
             return None
-        ds = splits[split]
-        if cache is not None and cache is not False:
-            ds = ds.cache(_dataset_cache_for(ds, cache, split))
+        ds = _with_known_length(splits[split], split)
         return _batched(ds, 10_000, batch_size, seed, training)
 
     return DataSplits(make("train", True), make("val", False), list(class_names))
+
+
+def _with_known_length(dataset, split):
+    """`dataset` with its length asserted, counted in one pass if unknown.
+
+    On a dataset of unknown length (`filter`, `unbatch`, TFRecords,
+    generators), Keras 3.15 counts one optimizer step more per epoch than it
+    runs, and learning-rate schedules cannot be sized. A cached dataset is
+    filled by the pass, so the first epoch reads the pixels it kept.
+
+    Args:
+        dataset: Unbatched `(image, label)` pairs.
+        split: Its name, for messages.
+
+    Returns:
+        `dataset`, of known length.
+    """
+    length = int(dataset.cardinality())
+    if length == tf.data.INFINITE_CARDINALITY:
+        raise TransferError(f"the {split} dataset repeats forever; pass it without "
+                            ".repeat() (each epoch is one pass)")
+    if length >= 0:
+        return dataset
+    start = time.perf_counter()
+    length = int(dataset.reduce(np.int64(0), _count_one))
+    logger.info("%s data: counted %d image(s) in %.1f s (its length was unknown)",
+                split, length, time.perf_counter() - start)
+    return dataset.apply(tf.data.experimental.assert_cardinality(length))
+
+
+def _count_one(count, pair):
+    return count + 1
 
 
 def _in_split(wanted, index, pair):
