@@ -204,6 +204,12 @@ def main():
     print(f"speed-up (median of per-round ratios): epoch 1 {speedup('ours', 0):.1f}x "
           f"(goal 1.5x), {speedup('warm', 0):.1f}x with a warm image cache; later "
           f"epochs {speedup('ours', 1):.1f}x (goal 3x)")
+    keras_cpu = figures("keras")[1::2]
+    by_cpu = {name: [k / o for k, o in zip(keras_cpu, figures(name)[1::2])]
+              for name in ("ours", "warm")}
+    print(f"by CPU time per image: epoch 1 {by_cpu['ours'][0]:.1f}x, "
+          f"{by_cpu['warm'][0]:.1f}x with a warm image cache; later epochs "
+          f"{by_cpu['ours'][1]:.1f}x")
 
 
 if __name__ == "__main__":
