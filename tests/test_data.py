@@ -429,6 +429,22 @@ def test_folder_cache_is_reused_by_content_and_rewritten_on_change(tmp_path, cap
     assert not np.array_equal(first, changed)
 
 
+@pytest.mark.parametrize("available", [10**12, 1000])
+def test_images_that_memory_cannot_hold_are_kept_in_a_folder(
+        image_folder_path, tmp_path, monkeypatch, caplog, available):
+    monkeypatch.setattr(tftransfer.data, "_available_memory", lambda: available)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with caplog.at_level("WARNING", logger="tftransfer"):
+        data = tftransfer.image_folder(image_folder_path, (16, 16), validation_split=0)
+    folder = tmp_path / "home" / ".cache" / "tftransfer" / "images"
+    assert len(labels_of(data.train)) == 24
+    if available == 1000:
+        assert "more than half of the available memory" in caplog.text
+        assert [p.name.split("-")[0] for p in folder.iterdir()] == ["images"]
+    else:
+        assert not folder.exists() and "image cache" not in caplog.text
+
+
 def test_cached_order_is_fixed_so_workers_shard_the_same_sequence(tmp_path):
     root = write_image_folder(tmp_path / "data", 10)
     options = tf.data.Options()

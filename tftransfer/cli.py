@@ -90,7 +90,9 @@ def build_parser():
     train.add_argument("--image-cache", default="memory", metavar="memory|none|DIR",
                        help="keep the decoded, resized images in memory, not at all "
                             "(decode every epoch), or in DIR, where a later run over "
-                            "the same files finds them (default: memory)")
+                            "the same files finds them (default: memory, or "
+                            "~/.cache/tftransfer/images for images that would take "
+                            "more than half of the free memory)")
     train.add_argument("--tfds-data-dir",
                        help="where TFDS keeps its datasets (default: "
                             "~/tensorflow_datasets)")

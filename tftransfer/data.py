@@ -327,6 +327,8 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
     if not len(candidates):
         return _Decoded(None, usable, skipped)
     keep = image_size is not None and cache is not False and cache is not None
+    if keep and cache is True:
+        cache = _memory_or_folder(len(candidates) * image_size[0] * image_size[1] * 3)
     decoded = pipeline(image_size if keep else None, candidates).ignore_errors()
     if not keep:
         passed = _indices_in(decoded)
@@ -352,6 +354,49 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
                 f", kept at {image_size[0]}x{image_size[1]}" if keep else "",
                 int(usable.sum()))
     return _Decoded(source, usable, skipped)
+
+
+def default_image_cache_dir():
+    """Returns `~/.cache/tftransfer/images`, where images go that memory cannot hold."""
+    return Path.home() / ".cache" / "tftransfer" / "images"
+
+
+def _memory_or_folder(size_bytes):
+    """`True` if `size_bytes` of pixels fit in memory with room to spare, else a folder."""
+    available = _available_memory()
+    if available is None or size_bytes <= available // 2:
+        return True
+    folder = default_image_cache_dir()
+    # Filling memory would end the run (out of memory) epochs later; a
+    # folder costs a read per epoch.
+    logger.warning("image cache: the decoded images (%.1f GB) would take more than "
+                   "half of the available memory (%.1f GB); keeping them in %s "
+                   "instead (choose with cache=DIR, --image-cache DIR)",
+                   size_bytes / 1e9, available / 1e9, folder)
+    return folder
+
+
+def _available_memory():
+    """Bytes of memory available to new allocations, or `None` where unknown."""
+    available = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            available = next(int(line.split()[1]) * 1024 for line in meminfo
+                             if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            pass
+    try:
+        # A container's limit, which /proc/meminfo does not show.
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            available = min(available or np.inf, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
 
 
 def _indices_in(decoded):
@@ -698,11 +743,12 @@ def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
         validation_split: The fraction of each class held out for
             validation when there is no `val/` folder; 0 for none.
         seed: Seeds the split and the shuffling.
-        cache: Keep the decoded, resized images in memory (`True`); in a
-            folder (a path), in files named by the images' paths, sizes
-            and modification times, which later runs over the same files
-            read instead of decoding; or not at all (`False`: decode every
-            epoch).
+        cache: Keep the decoded, resized images in memory (`True`; in
+            `default_image_cache_dir()` if they would take more than half
+            of the available memory); in a folder (a path), in files named
+            by the images' paths, sizes and modification times, which later
+            runs over the same files read instead of decoding; or not at
+            all (`False`: decode every epoch).
 
     Returns:
         `DataSplits`, which unpacks as `(train, validation, class_names)`.
