@@ -445,6 +445,29 @@ def test_images_that_memory_cannot_hold_are_kept_in_a_folder(
         assert not folder.exists() and "image cache" not in caplog.text
 
 
+def test_images_that_fit_neither_memory_nor_disk_are_decoded_every_epoch(
+        image_folder_path, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(tftransfer.data, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(tftransfer.data, "_free_space", lambda folder: 1000)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with caplog.at_level("WARNING", logger="tftransfer"):
+        data = tftransfer.image_folder(image_folder_path, (16, 16), validation_split=0)
+    assert "decoding every epoch instead" in caplog.text
+    assert len(labels_of(data.train)) == 24 and not (tmp_path / "home").exists()
+
+
+def test_an_image_cache_folder_that_cannot_hold_the_images_is_named(
+        image_folder_path, tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(tftransfer.TransferError, match=r"cannot write .*file/cache"):
+        tftransfer.image_folder(image_folder_path, (16, 16), cache=not_a_folder / "cache")
+    monkeypatch.setattr(tftransfer.data, "_free_space", lambda folder: 10**6)
+    with pytest.raises(tftransfer.TransferError, match=r"full.* has 0.0 GB free, the "
+                                                       r"decoded images need"):
+        tftransfer.image_folder(image_folder_path, (400, 400), cache=tmp_path / "full")
+
+
 def test_cached_order_is_fixed_so_workers_shard_the_same_sequence(tmp_path):
     root = write_image_folder(tmp_path / "data", 10)
     options = tf.data.Options()

@@ -326,9 +326,11 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
     candidates = np.flatnonzero(usable)
     if not len(candidates):
         return _Decoded(None, usable, skipped)
+    size_bytes = 0 if image_size is None else (
+        len(candidates) * image_size[0] * image_size[1] * 3)
+    if image_size is not None and cache is True:
+        cache = _memory_or_folder(size_bytes)
     keep = image_size is not None and cache is not False and cache is not None
-    if keep and cache is True:
-        cache = _memory_or_folder(len(candidates) * image_size[0] * image_size[1] * 3)
     decoded = pipeline(image_size if keep else None, candidates).ignore_errors()
     if not keep:
         passed = _indices_in(decoded)
@@ -338,7 +340,7 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
     else:
         decoded, passed = _cached_in_folder(decoded, Path(cache), files_key(
             [paths[i] for i in candidates], labels[candidates], tuple(image_size),
-            DECODER_VERSION))
+            DECODER_VERSION), size_bytes)
     for index in sorted(set(candidates) - set(passed.tolist())):
         usable[index] = False
         skipped[paths[index]] = _decode_problem(paths[index], image_size,
@@ -362,18 +364,30 @@ def default_image_cache_dir():
 
 
 def _memory_or_folder(size_bytes):
-    """`True` if `size_bytes` of pixels fit in memory with room to spare, else a folder."""
+    """Where `size_bytes` of pixels go: memory (`True`), a folder, or nowhere (`False`).
+
+    Filling memory would end the run out of memory epochs later; a folder
+    costs a read per epoch, and decoding every epoch more.
+    """
     available = _available_memory()
     if available is None or size_bytes <= available // 2:
         return True
     folder = default_image_cache_dir()
-    # Filling memory would end the run (out of memory) epochs later; a
-    # folder costs a read per epoch.
+    free = _free_space(folder)
+    where = (f"keeping them in {folder} instead" if free > size_bytes
+             else f"{folder} has {free / 1e9:.1f} GB free, so decoding every epoch instead")
     logger.warning("image cache: the decoded images (%.1f GB) would take more than "
-                   "half of the available memory (%.1f GB); keeping them in %s "
-                   "instead (choose with cache=DIR, --image-cache DIR)",
-                   size_bytes / 1e9, available / 1e9, folder)
-    return folder
+                   "half of the available memory (%.1f GB); %s (choose with cache=DIR, "
+                   "--image-cache DIR)", size_bytes / 1e9, available / 1e9, where)
+    return folder if free > size_bytes else False
+
+
+def _free_space(folder):
+    """Free bytes on the file system that holds (or would hold) `folder`."""
+    folder = Path(folder).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
 
 
 def _available_memory():
@@ -412,13 +426,19 @@ def _index_of(pixels, label, index):
     return index
 
 
-def _cached_in_folder(decoded, folder, key):
+def _cached_in_folder(decoded, folder, key, size_bytes):
     """Caches decoded pixels in `folder/images-<key>/`, written once, then reused.
 
     The entry is written in a `.partial-*` folder and renamed into place
     when complete, so a reader never sees half of one. It holds the pixels
     (a `Dataset.cache` file) and the indices of the files that decoded, so
     a reuse reads nothing until the first epoch.
+
+    Args:
+        decoded: The decoding pass.
+        folder: The cache folder.
+        key: Names the entry.
+        size_bytes: The pixels' size, checked against the free space.
 
     Returns:
         `(cached, indices)`: the dataset reading the cache, and the indices
@@ -428,16 +448,26 @@ def _cached_in_folder(decoded, folder, key):
     remove_abandoned(folder / "images-*")
     if (entry / "indices.npy").is_file():
         logger.info("image cache: reusing %s", entry)
-    else:
-        staging = entry.with_name(
-            f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy")
+    free = _free_space(folder)
+    if free < size_bytes:
+        raise TransferError(f"image cache: {folder} has {free / 1e9:.1f} GB free, the "
+                            f"decoded images need {size_bytes / 1e9:.1f} GB; choose "
+                            "another folder, or --image-cache none to decode every epoch")
+    staging = entry.with_name(f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
         staging.mkdir(parents=True)
-        np.save(staging / "indices.npy", _indices_in(decoded.cache(str(staging / "pixels"))))
-        try:
-            staging.rename(entry)
-        except OSError:  # Another process published the same entry first.
-            shutil.rmtree(staging, ignore_errors=True)
-        logger.info("image cache: wrote %s", entry)
+        indices = _indices_in(decoded.cache(str(staging / "pixels")))
+        np.save(staging / "indices.npy", indices)
+    except (OSError, tf.errors.OpError) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise TransferError(f"image cache: cannot write {staging}: {reason}") from None
+    try:
+        staging.rename(entry)
+    except OSError:  # Another process published the same entry first.
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("image cache: wrote %s", entry)
     return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy")
 
 
