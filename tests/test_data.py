@@ -445,6 +445,17 @@ def test_images_that_memory_cannot_hold_are_kept_in_a_folder(
         assert not folder.exists() and "image cache" not in caplog.text
 
 
+def test_tf_data_images_that_memory_cannot_hold_are_kept_in_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tftransfer.data, "_available_memory", lambda: 1000)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    arrays = tf.data.Dataset.from_tensor_slices((images, np.arange(6) % 2))
+    data = tftransfer.load_data(arrays, (8, 8), class_names=["a", "b"])
+    assert len(labels_of(data.train)) == 6
+    folder = tmp_path / "home" / ".cache" / "tftransfer" / "images"
+    assert {p.name.split("-")[0] for p in folder.iterdir()} == {"dataset"}
+
+
 def test_images_that_fit_neither_memory_nor_disk_are_decoded_every_epoch(
         image_folder_path, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tftransfer.data, "_available_memory", lambda: 1000)

@@ -930,7 +930,9 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
         validation_split: Without `validation`, the fraction of each class
             held out (stratified, seeded; costs one pass over the labels).
         seed: Seeds the split and the shuffling.
-        cache: Cache the resized images in memory (`True`), in a folder
+        cache: Cache the resized images in memory (`True`; in
+            `default_image_cache_dir()` if a dataset of known length would
+            take more than half of the available memory), in a folder
             (files named by a digest of the dataset's graph, which holds
             arrays and file names; a dataset made by Python code is cached
             in memory instead), or not at all (`False`).
@@ -945,9 +947,13 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
     _check_class_count("class_names", list(class_names))
 
     def cached(ds, name):
-        if cache is None or cache is False:
+        where = cache
+        if where is True and ds.cardinality() >= 0:
+            where = _memory_or_folder(
+                int(ds.cardinality()) * image_size[0] * image_size[1] * 3)
+        if where is None or where is False:
             return ds
-        return ds.cache(_dataset_cache_for(ds, cache, name))
+        return ds.cache(_dataset_cache_for(ds, where, name))
 
     pairs = _as_pairs(dataset, image_size)
     if validation is not None:
