@@ -421,6 +421,7 @@ def test_folder_cache_is_reused_by_content_and_rewritten_on_change(tmp_path, cap
     with caplog.at_level("INFO", logger="tftransfer"):
         again, data = epoch()
     assert "image cache: reusing" in caplog.text and not data.skipped
+    assert "data check: reused 9 file(s) decoded by an earlier run" in caplog.text
     np.testing.assert_array_equal(first, again)
 
     target.write_bytes((root / "red" / "001.jpg").read_bytes())  # A real change.

@@ -332,15 +332,18 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
         cache = _memory_or_folder(size_bytes)
     keep = image_size is not None and cache is not False and cache is not None
     decoded = pipeline(image_size if keep else None, candidates).ignore_errors()
+    done = f"decoded {len(candidates)} file(s)"
     if not keep:
         passed = _indices_in(decoded)
     elif cache is True:
         decoded = decoded.cache()
         passed = _indices_in(decoded)
     else:
-        decoded, passed = _cached_in_folder(decoded, Path(cache), files_key(
+        decoded, passed, reused = _cached_in_folder(decoded, Path(cache), files_key(
             [paths[i] for i in candidates], labels[candidates], tuple(image_size),
             DECODER_VERSION), size_bytes)
+        if reused:
+            done = f"reused {len(candidates)} file(s) decoded by an earlier run,"
     for index in sorted(set(candidates) - set(passed.tolist())):
         usable[index] = False
         skipped[paths[index]] = _decode_problem(paths[index], image_size,
@@ -351,8 +354,7 @@ def _decode_once(paths, labels, image_size, *, cache, workers=None):
         source = decoded
     else:
         source = pipeline(image_size, np.flatnonzero(usable))
-    logger.info("data check: decoded %d file(s) in %.1f s%s; %d usable", len(candidates),
-                time.perf_counter() - start,
+    logger.info("data check: %s in %.1f s%s; %d usable", done, time.perf_counter() - start,
                 f", kept at {image_size[0]}x{image_size[1]}" if keep else "",
                 int(usable.sum()))
     return _Decoded(source, usable, skipped)
@@ -441,14 +443,14 @@ def _cached_in_folder(decoded, folder, key, size_bytes):
         size_bytes: The pixels' size, checked against the free space.
 
     Returns:
-        `(cached, indices)`: the dataset reading the cache, and the indices
-        it holds.
+        `(cached, indices, reused)`: the dataset reading the cache, the
+        indices it holds, and whether an earlier run wrote it.
     """
     entry = folder / f"images-{key[len('files-'):][:40]}"
     remove_abandoned(folder / "images-*")
     if (entry / "indices.npy").is_file():
         logger.info("image cache: reusing %s", entry)
-        return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy")
+        return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy"), True
     free = _free_space(folder)
     if free < size_bytes:
         raise TransferError(f"image cache: {folder} has {free / 1e9:.1f} GB free, the "
@@ -468,7 +470,7 @@ def _cached_in_folder(decoded, folder, key, size_bytes):
     except OSError:  # Another process published the same entry first.
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("image cache: wrote %s", entry)
-    return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy")
+    return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy"), False
 
 
 def remove_abandoned(entry):
