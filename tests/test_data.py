@@ -270,8 +270,12 @@ def test_keras_counts_the_steps_it_runs_on_a_source_of_unknown_length():
 
 def test_a_tf_data_source_that_repeats_forever_is_an_error():
     ds = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 3), np.uint8), [0, 1]))
-    with pytest.raises(tftransfer.TransferError, match="repeats forever"):
-        tftransfer.load_data(ds.repeat(), (8, 8), class_names=["a", "b"])
+    with pytest.raises(tftransfer.TransferError, match="training dataset repeats forever"):
+        # With a split, it would never get past the pass over the labels.
+        tftransfer.load_data(ds.repeat(), (8, 8), class_names=["a", "b"],
+                             validation_split=0.5)
+    with pytest.raises(tftransfer.TransferError, match="validation dataset repeats"):
+        tftransfer.data.dataset_source(ds, (8, 8), ["a", "b"], validation=ds.repeat())
 
 
 def test_tfds_source_offline_with_mock_data():

@@ -957,10 +957,10 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
             return ds
         return ds.cache(_dataset_cache_for(ds, where, name))
 
-    pairs = _as_pairs(dataset, image_size)
+    pairs = _as_pairs(dataset, image_size, "training")
     if validation is not None:
         splits = {"train": cached(pairs, "train"),
-                  "val": cached(_as_pairs(validation, image_size), "val")}
+                  "val": cached(_as_pairs(validation, image_size, "validation"), "val")}
     elif validation_split:
         # Cached before the pass over the labels, which then fills the cache.
         pairs = cached(pairs, "all")
@@ -1003,11 +1003,7 @@ def _with_known_length(dataset, split):
     Returns:
         `dataset`, of known length.
     """
-    length = int(dataset.cardinality())
-    if length == tf.data.INFINITE_CARDINALITY:
-        raise TransferError(f"the {split} dataset repeats forever; pass it without "
-                            ".repeat() (each epoch is one pass)")
-    if length >= 0:
+    if dataset.cardinality() >= 0:
         return dataset
     start = time.perf_counter()
     length = int(dataset.reduce(np.int64(0), _count_one))
@@ -1252,11 +1248,14 @@ def _tfds_keys(builder):
     return image[0], label[0]
 
 
-def _as_pairs(dataset, image_size):
+def _as_pairs(dataset, image_size, split):
     """Unbatches if needed; resizes to `image_size` and casts to uint8 RGB."""
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2:
         raise TransferError(f"expected a dataset of (image, label) pairs, got {spec}")
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise TransferError(f"the {split} dataset repeats forever; pass it without "
+                            ".repeat() (each epoch is one pass)")
     if spec[0].shape.rank == 4:
         dataset = dataset.unbatch()
     elif spec[0].shape.rank != 3:
