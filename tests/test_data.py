@@ -264,7 +264,7 @@ def test_keras_counts_the_steps_it_runs_on_a_source_of_unknown_length():
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(data.train, epochs=2, verbose=0)
+    model.fit(data.train, epochs=2, verbose=0, shuffle=False)
     assert int(model.optimizer.iterations) == 2 * 3
 
 
