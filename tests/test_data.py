@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -461,6 +462,35 @@ def test_tf_data_images_that_memory_cannot_hold_are_kept_in_a_folder(tmp_path, m
     assert {p.name.split("-")[0] for p in folder.iterdir()} == {"dataset"}
 
 
+def test_a_tf_data_cache_left_half_written_by_a_killed_run_does_not_stop_the_next(
+        tmp_path, caplog):
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    arrays = tf.data.Dataset.from_tensor_slices((images, np.arange(6) % 2))
+    tftransfer.load_data(arrays, (8, 8), class_names=["a", "b"], cache=tmp_path / "c")
+    [entry] = (tmp_path / "c").iterdir()
+    # What a run killed while filling the cache leaves: a partial folder
+    # holding Dataset.cache's lockfile (in the entry itself, it would stop
+    # every later run with AlreadyExistsError).
+    shutil.rmtree(entry)
+    partial = entry.with_name(entry.name + ".partial-999999999-dead")
+    partial.mkdir()
+    (partial / "pixels_0.lockfile").write_text("Created at: 0")
+    with caplog.at_level("INFO", logger="tftransfer"):
+        data = tftransfer.load_data(arrays, (8, 8), class_names=["a", "b"],
+                                    cache=tmp_path / "c")
+        assert len(labels_of(data.train)) == 6 and data.train.cardinality() == 1
+        assert "image cache: wrote" in caplog.text
+        again = tftransfer.load_data(arrays, (8, 8), class_names=["a", "b"],
+                                     cache=tmp_path / "c")
+        assert len(labels_of(again.train)) == 6
+    assert "image cache: reusing" in caplog.text  # Tracing counters do not matter.
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [entry.name]
+    images[0, 0, 0, 0] ^= 1  # New content: a new entry.
+    changed = tf.data.Dataset.from_tensor_slices((images, np.arange(6) % 2))
+    tftransfer.load_data(changed, (8, 8), class_names=["a", "b"], cache=tmp_path / "c")
+    assert len(list((tmp_path / "c").iterdir())) == 2
+
+
 def test_images_that_fit_neither_memory_nor_disk_are_decoded_every_epoch(
         image_folder_path, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tftransfer.data, "_available_memory", lambda: 1000)
@@ -528,8 +558,8 @@ def test_tf_data_sources_are_cached_in_a_folder_only_when_their_graph_names_them
                                 cache=tmp_path / "c")
     assert len(labels_of(data.train)) == 6
     written = sorted(p.name for p in (tmp_path / "c").iterdir())
-    assert [n.split(".")[0] for n in written] == [written[0].split(".")[0]] * 2
-    assert written[0].startswith("dataset-train-")
+    assert len(written) == 1 and written[0].startswith("dataset-train-")
+    assert (tmp_path / "c" / written[0] / "length.npy").is_file()
 
     def generate():
         yield from zip(images, np.arange(6) % 2)

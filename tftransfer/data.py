@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -955,7 +956,8 @@ def dataset_source(dataset, image_size, class_names, *, validation=None, batch_s
                 int(ds.cardinality()) * image_size[0] * image_size[1] * 3)
         if where is None or where is False:
             return ds
-        return ds.cache(_dataset_cache_for(ds, where, name))
+        entry = _dataset_cache_for(ds, where, name)
+        return _cached_dataset_in_folder(ds, entry) if entry else ds.cache()
 
     pairs = _as_pairs(dataset, image_size, "training")
     if validation is not None:
@@ -1025,7 +1027,11 @@ def _without_index(index, pair):
 
 
 def _dataset_cache_for(dataset, cache, split):
-    """The cache filename of a `tf.data` source: named by its graph's digest."""
+    """The cache entry of a `tf.data` source: a folder named by its graph's digest.
+
+    Returns:
+        The entry's path, or `""` to cache in memory.
+    """
     if cache is True:
         return ""
     graph = dataset._as_serialized_graph().numpy()
@@ -1036,8 +1042,74 @@ def _dataset_cache_for(dataset, cache, split):
                        "py_function) is cached in memory, not in %s", cache)
         return ""
     # Arrays and file names are part of the graph: its digest names the content.
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    return str(Path(cache) / f"dataset-{split}-{hashlib.sha256(graph).hexdigest()[:40]}")
+    return Path(cache) / f"dataset-{split}-{_graph_digest(graph)[:40]}"
+
+
+def _graph_digest(serialized_graph):
+    """A digest of a dataset's graph that is the same each time it is built.
+
+    Tracing numbers each function and dataset op with a counter that grows
+    through the process (`__inference_Dataset_map_prepare_19`,
+    `ParallelMapDatasetV2:1`), so the raw bytes differ from one build of the
+    same pipeline to the next; the counters are dropped and the functions
+    sorted by what remains.
+    """
+    from tensorflow.core.framework import graph_pb2
+
+    graph = graph_pb2.GraphDef.FromString(serialized_graph)
+    for node in [*graph.node, *(n for f in graph.library.function for n in f.node_def)]:
+        if "metadata" in node.attr:
+            del node.attr["metadata"]
+
+    def without_counters(text):
+        return re.sub(r"(__inference_\w+?)_\d+\b", r"\1", text)
+
+    functions = sorted(without_counters(str(f)) for f in graph.library.function)
+    graph.ClearField("library")
+    digest = hashlib.sha256(without_counters(str(graph)).encode())
+    for function in functions:
+        digest.update(function.encode())
+    return digest.hexdigest()
+
+
+def _cached_dataset_in_folder(dataset, entry):
+    """`dataset` cached in the folder `entry`, filled now if it is not there yet.
+
+    The pass that fills it writes in a `.partial-*` folder renamed into place
+    when complete: a run killed halfway through a `Dataset.cache` file
+    leaves a lockfile that stops every later run over the same data.
+
+    Args:
+        dataset: Unbatched `(image, label)` pairs.
+        entry: The entry's folder.
+
+    Returns:
+        The dataset reading the cache, of known length.
+    """
+    remove_abandoned(entry)
+    if (entry / "length.npy").is_file():
+        logger.info("image cache: reusing %s", entry)
+    else:
+        staging = entry.with_name(f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            staging.mkdir(parents=True)
+            length = dataset.cache(str(staging / "pixels")).reduce(np.int64(0), _count_one)
+            np.save(staging / "length.npy", length.numpy())
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise TransferError(f"image cache: cannot write {staging}: "
+                                f"{error.strerror}") from None
+        except BaseException:  # The dataset's own errors, Ctrl-C: leave nothing behind.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            staging.rename(entry)
+        except OSError:  # Another process published the same entry first.
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info("image cache: wrote %s", entry)
+    length = int(np.load(entry / "length.npy"))
+    return dataset.cache(str(entry / "pixels")).apply(
+        tf.data.experimental.assert_cardinality(length))
 
 
 def tfds_dataset(name, image_size, *, split="train", validation=None, data_dir=None,
