@@ -215,6 +215,25 @@ def test_numpy_source_with_string_labels_and_any_size():
     assert batch.shape[1:] == (16, 16, 3) and batch.dtype == tf.float32
 
 
+@pytest.mark.parametrize("as_list", [False, True])
+def test_numpy_arrays_are_fitted_as_each_image_alone_would_be(as_list, monkeypatch, caplog):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 20, 30)).astype("float32")  # Grayscale.
+    labels = np.arange(8) % 2
+    expected = np.stack([tftransfer.data._resize_array(image, (16, 12)) for image in images])
+    source = (list(images) if as_list else images, labels)
+    for available in (10**12, 1000):  # Then kept in memory, then resized every epoch.
+        monkeypatch.setattr(tftransfer.data, "_available_memory", lambda: available)
+        data = tftransfer.data.load_data(source, (16, 12), validation_split=0,
+                                         batch_size=8)
+        for _ in range(2):
+            batch, batch_labels = next(iter(data.train))
+            order = np.argsort([np.flatnonzero((expected == x).all(axis=(1, 2, 3)))[0]
+                                for x in batch.numpy().astype(np.uint8)])
+            np.testing.assert_array_equal(batch.numpy()[order], expected)
+    assert "resizing them every epoch instead" in caplog.text
+
+
 def test_tf_data_source_is_resized_and_split():
     images = np.random.default_rng(0).uniform(0, 255, (12, 20, 20, 1)).astype("float32")
     labels = np.array([0, 1, 2] * 4)
@@ -498,7 +517,7 @@ def test_images_that_fit_neither_memory_nor_disk_are_decoded_every_epoch(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with caplog.at_level("WARNING", logger="tftransfer"):
         data = tftransfer.image_folder(image_folder_path, (16, 16), validation_split=0)
-    assert "decoding every epoch instead" in caplog.text
+    assert "lacks room too, so decoding every epoch instead" in caplog.text
     assert len(labels_of(data.train)) == 24 and not (tmp_path / "home").exists()
 
 

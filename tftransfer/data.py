@@ -372,17 +372,32 @@ def _memory_or_folder(size_bytes):
     Filling memory would end the run out of memory epochs later; a folder
     costs a read per epoch, and decoding every epoch more.
     """
+    folder = default_image_cache_dir()
+
+    def instead():
+        if _free_space(folder) > size_bytes:
+            return f"keeping them in {folder} instead"
+        return f"{folder} lacks room too, so decoding every epoch instead"
+
+    if _fits_in_memory(size_bytes, instead):
+        return True
+    return folder if _free_space(folder) > size_bytes else False
+
+
+def _fits_in_memory(size_bytes, instead):
+    """Whether `size_bytes` take at most half of the available memory; warns if not.
+
+    Args:
+        size_bytes: The size of the images to keep.
+        instead: Returns what is done instead, for the warning.
+    """
     available = _available_memory()
     if available is None or size_bytes <= available // 2:
         return True
-    folder = default_image_cache_dir()
-    free = _free_space(folder)
-    where = (f"keeping them in {folder} instead" if free > size_bytes
-             else f"{folder} has {free / 1e9:.1f} GB free, so decoding every epoch instead")
-    logger.warning("image cache: the decoded images (%.1f GB) would take more than "
-                   "half of the available memory (%.1f GB); %s (choose with cache=DIR, "
-                   "--image-cache DIR)", size_bytes / 1e9, available / 1e9, where)
-    return folder if free > size_bytes else False
+    logger.warning("image cache: the images (%.1f GB) would take more than half of the "
+                   "available memory (%.1f GB); %s (choose with cache=DIR, --image-cache "
+                   "DIR)", size_bytes / 1e9, available / 1e9, instead())
+    return False
 
 
 def _free_space(folder):
@@ -864,6 +879,10 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
                  validation_split=0.2, seed=1337):
     """Makes datasets from images and labels held in memory.
 
+    The images are resized in parallel as the first epoch reads them and
+    kept in memory (unless they would take more than half of it: then they
+    are resized every epoch, with a warning).
+
     Args:
         images: A `(N, height, width, channels)` array (uint8 in `[0, 255]`,
             or float in `[0, 255]`), or a list of `(h, w, c)` arrays of any
@@ -899,9 +918,12 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
             raise TransferError(f"labels must be in [0, {len(class_names)}), got "
                                 f"[{labels.min()}, {labels.max()}]")
     _check_class_count("the labels", class_names)
-    resized = np.stack([_resize_array(image, image_size) for image in images])
-    digest = hashlib.sha256(resized.tobytes())
-    digest.update(labels.tobytes())
+    image_size = tuple(image_size)
+    batch = _image_batch(images, image_size)
+    digest = hashlib.sha256(labels.tobytes())
+    digest.update(f"{batch.shape} {batch.dtype.str} {image_size}".encode())
+    digest.update(np.ascontiguousarray(batch).data)
+    fitted = batch.shape[1:] == (*image_size, 3) and batch.dtype == np.uint8
     by_class = {name: [i for i in np.flatnonzero(labels == label)]
                 for label, name in enumerate(class_names)}
     splits = _stratified_split(by_class, validation_split, seed)
@@ -910,7 +932,14 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
         indices = sorted(i for ids in splits.get(split, {}).values() for i in ids)
         if not indices:
             return None
-        ds = tf.data.Dataset.from_tensor_slices((resized[indices], labels[indices]))
+        ds = tf.data.Dataset.from_tensor_slices((batch[indices], labels[indices]))
+        if not fitted:
+            # Resized in parallel as the first epoch reads them, then kept.
+            ds = ds.map(functools.partial(_fitted_pair, image_size),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+            if _fits_in_memory(len(indices) * image_size[0] * image_size[1] * 3,
+                               lambda: "resizing them every epoch instead"):
+                ds = ds.cache()
         key = f"numpy-{digest.hexdigest()}-{split}-{validation_split}-{seed}"
         return register_source(_batched(ds, len(indices), batch_size, seed, training), key)
 
@@ -1203,7 +1232,8 @@ def load_data(source, image_size, **options):
         image_size: `(height, width)`.
         **options: Passed to the source's function (`image_folder`,
             `csv_file`, `tfds_dataset`, `numpy_arrays`, `dataset_source`).
-            `cache` is ignored for arrays, which are in memory already.
+            `cache` is ignored for arrays, which are in memory already
+            (their resized copy is kept in memory when it fits).
 
     Returns:
         `DataSplits`, which unpacks as `(train, validation, class_names)`.
@@ -1349,6 +1379,28 @@ def _to_rgb(image):
     if channels != 3:
         raise TransferError(f"images must have 1, 3 or 4 channels, got {channels}")
     return image
+
+
+def _image_batch(images, image_size):
+    """`images` as one `(N, height, width, channels)` array.
+
+    Images of different sizes cannot share an array: those are fitted to
+    `image_size` here, one by one.
+    """
+    if isinstance(images, np.ndarray) and images.dtype != object:
+        batch = images[..., None] if images.ndim == 3 else images
+        if batch.ndim != 4:
+            raise TransferError(f"images must be (N, height, width[, channels]); got "
+                                f"shape {images.shape}")
+        return batch
+    shapes = {np.shape(image) for image in images}
+    if len(shapes) == 1 and len(next(iter(shapes))) in (2, 3):
+        return _image_batch(np.stack(images), image_size)
+    return np.stack([_resize_array(image, image_size) for image in images])
+
+
+def _fitted_pair(image_size, image, label):
+    return _fit_pixels(image, image_size), label
 
 
 def _resize_array(image, image_size):
