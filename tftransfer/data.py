@@ -1081,23 +1081,31 @@ def _graph_digest(serialized_graph):
     through the process (`__inference_Dataset_map_prepare_19`,
     `ParallelMapDatasetV2:1`), so the raw bytes differ from one build of the
     same pipeline to the next; the counters are dropped and the functions
-    sorted by what remains.
+    sorted by what remains. Arrays in the graph are hashed as bytes.
     """
     from tensorflow.core.framework import graph_pb2
 
     graph = graph_pb2.GraphDef.FromString(serialized_graph)
+
+    def plain(name):
+        return re.sub(r"_\d+$", "", name)
+
     for node in [*graph.node, *(n for f in graph.library.function for n in f.node_def)]:
         if "metadata" in node.attr:
             del node.attr["metadata"]
-
-    def without_counters(text):
-        return re.sub(r"(__inference_\w+?)_\d+\b", r"\1", text)
-
-    functions = sorted(without_counters(str(f)) for f in graph.library.function)
+        for value in node.attr.values():
+            if value.HasField("func"):
+                value.func.name = plain(value.func.name)
+            for function in value.list.func:
+                function.name = plain(function.name)
+    for function in graph.library.function:
+        function.signature.name = plain(function.signature.name)
+    functions = sorted(f.SerializeToString(deterministic=True)
+                       for f in graph.library.function)
     graph.ClearField("library")
-    digest = hashlib.sha256(without_counters(str(graph)).encode())
+    digest = hashlib.sha256(graph.SerializeToString(deterministic=True))
     for function in functions:
-        digest.update(function.encode())
+        digest.update(function)
     return digest.hexdigest()
 
 
