@@ -234,6 +234,15 @@ def test_numpy_arrays_are_fitted_as_each_image_alone_would_be(as_list, monkeypat
     assert "resizing them every epoch instead" in caplog.text
 
 
+def test_arrays_and_datasets_of_two_channel_images_are_refused_by_name():
+    images, labels = np.zeros((4, 8, 8, 2), np.uint8), np.array([0, 1, 0, 1])
+    with pytest.raises(tftransfer.TransferError, match="1, 3 or 4 channels, got 2"):
+        tftransfer.load_data((images, labels), (8, 8))
+    with pytest.raises(tftransfer.TransferError, match="1, 3 or 4 channels, got 2"):
+        tftransfer.load_data(tf.data.Dataset.from_tensor_slices((images, labels)), (8, 8),
+                             class_names=["a", "b"])
+
+
 def test_tf_data_source_is_resized_and_split():
     images = np.random.default_rng(0).uniform(0, 255, (12, 20, 20, 1)).astype("float32")
     labels = np.array([0, 1, 2] * 4)

@@ -1366,6 +1366,8 @@ def _as_pairs(dataset, image_size, split):
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise TransferError(f"the {split} dataset repeats forever; pass it without "
                             ".repeat() (each epoch is one pass)")
+    if spec[0].shape.rank in (3, 4) and spec[0].shape[-1] is not None:
+        _check_channels(spec[0].shape[-1])
     if spec[0].shape.rank == 4:
         dataset = dataset.unbatch()
     elif spec[0].shape.rank != 3:
@@ -1380,13 +1382,19 @@ def _as_pairs(dataset, image_size, split):
 
 def _to_rgb(image):
     channels = image.shape[-1]
+    _check_channels(channels)
     if channels == 1:
         return tf.image.grayscale_to_rgb(image)
     if channels == 4:
         return image[..., :3]
-    if channels != 3:
-        raise TransferError(f"images must have 1, 3 or 4 channels, got {channels}")
     return image
+
+
+def _check_channels(channels):
+    # Checked before tracing too: raised inside a traced function, the
+    # error would reach the caller wrapped in AutoGraph's StagingError.
+    if channels not in (1, 3, 4):
+        raise TransferError(f"images must have 1, 3 or 4 channels, got {channels}")
 
 
 def _image_batch(images, image_size):
@@ -1400,6 +1408,7 @@ def _image_batch(images, image_size):
         if batch.ndim != 4:
             raise TransferError(f"images must be (N, height, width[, channels]); got "
                                 f"shape {images.shape}")
+        _check_channels(batch.shape[-1])
         return batch
     shapes = {np.shape(image) for image in images}
     if len(shapes) == 1 and len(next(iter(shapes))) in (2, 3):
