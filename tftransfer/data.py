@@ -464,29 +464,62 @@ def _cached_in_folder(decoded, folder, key, size_bytes):
     """
     entry = folder / f"images-{key[len('files-'):][:40]}"
     remove_abandoned(folder / "images-*")
-    if (entry / "indices.npy").is_file():
+
+    def write(staging):
+        free = _free_space(staging)
+        if free < size_bytes:
+            raise TransferError(f"image cache: {folder} has {free / 1e9:.1f} GB free, the "
+                                f"decoded images need {size_bytes / 1e9:.1f} GB; choose "
+                                "another folder, or --image-cache none to decode every "
+                                "epoch")
+        try:
+            indices = _indices_in(decoded.cache(str(staging / "pixels")))
+        except tf.errors.OpError as error:
+            # The pass skips files that fail to decode: what fails is the writing.
+            raise TransferError(f"image cache: cannot write {staging}: "
+                                f"{str(error).splitlines()[0]}") from None
+        np.save(staging / "indices.npy", indices)
+
+    reused = _filled_entry(entry, "indices.npy", write)
+    return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy"), reused
+
+
+def _filled_entry(entry, marker, write):
+    """Makes sure the cache entry `entry` is there, calling `write` if it is not.
+
+    `write(staging)` fills a `.partial-*` folder beside the entry, which is
+    renamed into place once complete, so a reader never sees half of one.
+    `marker` is the file that `write` saves last: an entry holding it is
+    complete and is reused.
+
+    Args:
+        entry: The entry's folder.
+        marker: The name of the file that marks it complete.
+        write: Fills the folder it is given.
+
+    Returns:
+        Whether the entry was there already (an earlier run wrote it).
+    """
+    if (entry / marker).is_file():
         logger.info("image cache: reusing %s", entry)
-        return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy"), True
-    free = _free_space(folder)
-    if free < size_bytes:
-        raise TransferError(f"image cache: {folder} has {free / 1e9:.1f} GB free, the "
-                            f"decoded images need {size_bytes / 1e9:.1f} GB; choose "
-                            "another folder, or --image-cache none to decode every epoch")
+        return True
     staging = entry.with_name(f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         staging.mkdir(parents=True)
-        indices = _indices_in(decoded.cache(str(staging / "pixels")))
-        np.save(staging / "indices.npy", indices)
-    except (OSError, tf.errors.OpError) as error:
+        write(staging)
+    except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise TransferError(f"image cache: cannot write {staging}: {reason}") from None
+        raise TransferError(f"image cache: cannot write {staging}: "
+                            f"{error.strerror or error}") from None
+    except BaseException:  # The data's own errors, Ctrl-C: leave nothing behind.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         staging.rename(entry)
     except OSError:  # Another process published the same entry first.
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("image cache: wrote %s", entry)
-    return decoded.cache(str(entry / "pixels")), np.load(entry / "indices.npy"), False
+    return False
 
 
 def remove_abandoned(entry):
@@ -1124,26 +1157,12 @@ def _cached_dataset_in_folder(dataset, entry):
         The dataset reading the cache, of known length.
     """
     remove_abandoned(entry)
-    if (entry / "length.npy").is_file():
-        logger.info("image cache: reusing %s", entry)
-    else:
-        staging = entry.with_name(f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            staging.mkdir(parents=True)
-            length = dataset.cache(str(staging / "pixels")).reduce(np.int64(0), _count_one)
-            np.save(staging / "length.npy", length.numpy())
-        except OSError as error:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise TransferError(f"image cache: cannot write {staging}: "
-                                f"{error.strerror}") from None
-        except BaseException:  # The dataset's own errors, Ctrl-C: leave nothing behind.
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        try:
-            staging.rename(entry)
-        except OSError:  # Another process published the same entry first.
-            shutil.rmtree(staging, ignore_errors=True)
-        logger.info("image cache: wrote %s", entry)
+
+    def write(staging):
+        length = dataset.cache(str(staging / "pixels")).reduce(np.int64(0), _count_one)
+        np.save(staging / "length.npy", length.numpy())
+
+    _filled_entry(entry, "length.npy", write)
     length = int(np.load(entry / "length.npy"))
     return dataset.cache(str(entry / "pixels")).apply(
         tf.data.experimental.assert_cardinality(length))
