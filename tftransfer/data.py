@@ -372,32 +372,29 @@ def _memory_or_folder(size_bytes):
     Filling memory would end the run out of memory epochs later; a folder
     costs a read per epoch, and decoding every epoch more.
     """
-    folder = default_image_cache_dir()
-
-    def instead():
-        if _free_space(folder) > size_bytes:
-            return f"keeping them in {folder} instead"
-        return f"{folder} lacks room too, so decoding every epoch instead"
-
-    if _fits_in_memory(size_bytes, instead):
+    available = _memory_short_of(size_bytes)
+    if available is None:
         return True
-    return folder if _free_space(folder) > size_bytes else False
+    folder = default_image_cache_dir()
+    room = _free_space(folder) > size_bytes
+    _warn_not_in_memory(size_bytes, available,
+                        f"keeping them in {folder} instead" if room else
+                        f"{folder} lacks room too, so decoding every epoch instead")
+    return folder if room else False
 
 
-def _fits_in_memory(size_bytes, instead):
-    """Whether `size_bytes` take at most half of the available memory; warns if not.
-
-    Args:
-        size_bytes: The size of the images to keep.
-        instead: Returns what is done instead, for the warning.
-    """
+def _memory_short_of(size_bytes):
+    """The available memory if `size_bytes` would take more than half of it, else `None`."""
     available = _available_memory()
     if available is None or size_bytes <= available // 2:
-        return True
+        return None
+    return available
+
+
+def _warn_not_in_memory(size_bytes, available, instead):
     logger.warning("image cache: the images (%.1f GB) would take more than half of the "
                    "available memory (%.1f GB); %s (choose with cache=DIR, --image-cache "
-                   "DIR)", size_bytes / 1e9, available / 1e9, instead())
-    return False
+                   "DIR)", size_bytes / 1e9, available / 1e9, instead)
 
 
 def _free_space(folder):
@@ -970,9 +967,12 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
             # Resized in parallel as the first epoch reads them, then kept.
             ds = ds.map(functools.partial(_fitted_pair, image_size),
                         num_parallel_calls=tf.data.AUTOTUNE)
-            if _fits_in_memory(len(indices) * image_size[0] * image_size[1] * 3,
-                               lambda: "resizing them every epoch instead"):
+            size_bytes = len(indices) * image_size[0] * image_size[1] * 3
+            available = _memory_short_of(size_bytes)
+            if available is None:
                 ds = ds.cache()
+            else:
+                _warn_not_in_memory(size_bytes, available, "resizing them every epoch instead")
         key = f"numpy-{digest.hexdigest()}-{split}-{validation_split}-{seed}"
         return register_source(_batched(ds, len(indices), batch_size, seed, training), key)
 
