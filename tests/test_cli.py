@@ -53,9 +53,9 @@ def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
             "--fine-tune-epochs", "0", "--quiet", "--cache-dir", str(cache)]
     first, second = run_cli(*args), run_cli(*args)
     assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert f"feature cache written: {cache}" in first.stdout
-    assert f"feature cache reused: {cache}" in second.stdout
-    assert "feature cache" not in run_cli(*args, "--no-cache").stdout
+    assert f"feature cache: extracting features to {cache}" in first.stderr
+    assert f"feature cache: reusing {cache}" in second.stderr
+    assert "feature cache" not in run_cli(*args, "--no-cache").stderr
 
     result = run_cli("clear-cache", "--cache-dir", str(cache))
     assert result.returncode == 0
@@ -93,7 +93,7 @@ def test_train_takes_a_csv_augmentation_and_class_weights(image_folder_path, tin
                      "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     assert "data: 3 classes from" in result.stdout
-    assert "feature cache written" in result.stdout
+    assert "feature cache: extracting features to" in result.stderr
     bad = run_cli("train", "--augment", "spin=3")
     assert bad.returncode == 2 and "unknown augmentation 'spin'" in bad.stderr
 
@@ -172,7 +172,7 @@ def test_bad_arguments_give_a_one_line_error(args, message, one_class_folder,
 
 
 def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, tmp_path,
-                                            monkeypatch, capsys):
+                                            monkeypatch, caplog):
     import tftransfer
     from tftransfer import distribute
 
@@ -189,17 +189,18 @@ def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, t
 
     monkeypatch.setattr(tftransfer, "fine_tune", fine_tune)
     monkeypatch.setattr(distribute, "select_precision", select_precision)
-    assert cli.main(["train", "--data", str(image_folder_path), "--base",
-                     str(tiny_base_file), "--export", str(tmp_path / "out"), "--quiet",
-                     "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
-                     "--strategy", "default", "--precision", "mixed_float16",
-                     "--jit-compile", "off", "--learning-rate-scaling", "linear",
-                     "--backup-dir", str(tmp_path / "backup")]) == 0
+    with caplog.at_level("INFO", logger="tftransfer"):
+        assert cli.main(["train", "--data", str(image_folder_path), "--base",
+                         str(tiny_base_file), "--export", str(tmp_path / "out"), "--quiet",
+                         "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
+                         "--strategy", "default", "--precision", "mixed_float16",
+                         "--jit-compile", "off", "--learning-rate-scaling", "linear",
+                         "--backup-dir", str(tmp_path / "backup")]) == 0
     assert seen["precision"] == "mixed_float16"
     assert seen["backup_dir"] == str(tmp_path / "backup")
     assert seen["jit_compile"] is False and seen["learning_rate_scaling"] == "linear"
-    out = capsys.readouterr().out
-    assert "strategy: one device, 1 replica(s)" in out and "global batch 16" in out
+    out = "\n".join(record.getMessage() for record in caplog.records)
+    assert "strategy: one device with 1 replica(s)" in out and "global batch 16" in out
     assert not (tmp_path / "backup").exists()  # Removed once training ended.
     with pytest.raises(SystemExit):  # argparse rejects an unknown strategy.
         cli.main(["train", "--strategy", "gpus"])

@@ -286,7 +286,7 @@ def _run_two_cpus(*args):
     result = subprocess.run([sys.executable, "-c", TWO_CPUS_CLI, *args],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -314,11 +314,12 @@ def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split,
                              "--export", str(tmp_path / "mirrored"))
     single = _run_two_cpus(*common, "--strategy", "default", "--batch-size", "16",
                            "--export", str(tmp_path / "single"))
-    assert "strategy: MirroredStrategy, 2 replica(s)" in mirrored
-    assert "strategy: one device, 1 replica(s)" in single
+    assert "strategy: MirroredStrategy with 2 replica(s)" in mirrored
+    assert "strategy: one device with 1 replica(s)" in single
     assert "global batch 16" in mirrored and "global batch 16" in single
     for output in (mirrored, single):
-        epochs = re.findall(r"^Epoch (\d+)/(\d+)$", output, re.MULTILINE)
+        epochs = re.findall(r"^(?:head|fine_tune) epoch (\d+)/(\d+) - ", output,
+                            re.MULTILINE)
         head = [e for e in epochs if e[1] == "40"]
         fine_tune = [e for e in epochs if e[1] != "40"]
         assert head and head[0] == ("1", "40")
@@ -344,9 +345,9 @@ def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
     logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     for log in logs:
-        assert "MultiWorkerMirroredStrategy, 2 replica(s)" in log
+        assert "MultiWorkerMirroredStrategy with 2 replica(s)" in log
         assert "global batch 32" in log
-        assert "Epoch 5/5" in log and "test accuracy:" in log
+        assert "fine_tune epoch 5/5" in log and "test accuracy:" in log
     assert "export: left to the chief" in logs[1]
     assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
     chief = keras.saving.load_model(save)

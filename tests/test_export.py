@@ -182,14 +182,18 @@ def test_a_polling_reader_never_sees_a_partial_version(trained, tmp_path):
                 "assets.extra/metadata.json", "assets.extra/tf_serving_warmup_requests"]
 
     def poll():
-        # As TF Serving's file system poller does: numeric folders only.
-        while not done.is_set():
+        # As TF Serving's file system poller does: numeric folders only. The
+        # scan after `done` is set sees the last version, however late it came.
+        while True:
+            finished = done.is_set()
             for version in base_path.iterdir():
                 if version.name.isdigit() and version.name not in seen:
                     missing = [r for r in required if not (version / r).exists()]
                     if missing:
                         partial.append((version.name, missing))
                     seen.add(version.name)
+            if finished:
+                return
 
     poller = threading.Thread(target=poll)
     poller.start()

@@ -19,13 +19,19 @@ from keras import ops
 
 from tftransfer.errors import TransferError
 
-#: Where the bundled base and the demo classifier live.
-SAVED_MODELS_DIR = Path(
-    os.environ.get(
-        "TFTRANSFER_SAVED_MODELS",
-        Path(__file__).resolve().parent.parent / "saved_models",
-    )
-)
+
+
+def _bundled_models_dir():
+    # An installed wheel carries the bundled base inside the package; an
+    # editable install or a checkout reads the repository's saved_models/.
+    installed = Path(__file__).resolve().parent / "saved_models"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "saved_models"
+
+
+#: Where the bundled base lives (`$TFTRANSFER_SAVED_MODELS` overrides it).
+SAVED_MODELS_DIR = Path(os.environ.get("TFTRANSFER_SAVED_MODELS") or _bundled_models_dir())
 
 #: The name of the base that ships with the project.
 BUNDLED_BASE = "fashion_mobilenet_v2"

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+#: Where `tftransfer train` exports by default, under the current folder.
+DEFAULT_EXPORT = Path("saved_models") / "demo_classifier"
 
 
 def _unfreeze(value):
@@ -61,7 +63,8 @@ def _data_options(args):
 
 def build_parser():
     """Returns the `argparse` parser of the `tftransfer` command."""
-    from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
+    from tftransfer import __version__
+    from tftransfer.bases import BUNDLED_BASE
     from tftransfer.distribute import PRECISIONS, STRATEGIES
 
     parser = argparse.ArgumentParser(
@@ -69,6 +72,8 @@ def build_parser():
         description="Transfer learning for Keras 3: a pretrained base, a new "
                     "softmax head, two-phase fine-tuning, and a SavedModel "
                     "that TF Serving loads.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -102,9 +107,10 @@ def build_parser():
     train.add_argument("--weights", default="default",
                        help="'imagenet', 'none', a local weights file, or 'default' "
                             "for the base's own (default: default)")
-    train.add_argument("--export", default=str(SAVED_MODELS_DIR / "demo_classifier"),
+    train.add_argument("--export", default=str(DEFAULT_EXPORT),
                        help="SavedModel base path; a new version folder is written "
-                            "in it (default: saved_models/demo_classifier)")
+                            f"in it (default: {DEFAULT_EXPORT}, under the current "
+                            "folder)")
     train.add_argument("--save-keras", metavar="PATH",
                        help="also save the Keras model to this .keras file")
     train.add_argument("--head-epochs", type=int, default=50,
@@ -154,10 +160,14 @@ def build_parser():
                        help="run the frozen base every epoch of phase 1 instead of "
                             "caching its features")
     train.add_argument("--overwrite", action="store_true",
-                       help="with --version, replace an existing version")
-    train.add_argument("--version", type=int,
-                       help="export version (default: one more than the highest)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+                       help="with --model-version, replace an existing version")
+    train.add_argument("--model-version", type=int, metavar="N",
+                       help="the export's version folder (default: one more than "
+                            "the highest)")
+    train.add_argument("--quiet", action="store_true",
+                       help="one line per epoch, never progress bars (by default: "
+                            "progress bars in a terminal, one line per epoch "
+                            "otherwise)")
     scale = train.add_argument_group(
         "devices", "where training runs; see tftransfer.distribute. With several "
                    "workers (TF_CONFIG), run the same command on each; the chief "
@@ -201,9 +211,10 @@ def build_parser():
                         help="TFLite variants to write into OUTPUT/tflite/: 'all' or "
                              "a comma-separated subset of float32,float16,"
                              "dynamic_range,int8 (needs --data)")
-    export.add_argument("--version", type=int, help="(default: the next integer)")
+    export.add_argument("--model-version", type=int, metavar="N",
+                        help="the export's version folder (default: the next integer)")
     export.add_argument("--overwrite", action="store_true",
-                        help="with --version, replace an existing version")
+                        help="with --model-version, replace an existing version")
     export.add_argument("--validation-split", type=float, default=0.2,
                         help="as in train, so that the same images are held out "
                              "(default: 0.2)")
@@ -252,9 +263,7 @@ def train_command(args):
 
     # Multi-worker and TPU strategies set up the runtime: before any other op.
     strategy = distribute.select_strategy(args.strategy)
-    precision = distribute.select_precision(args.precision, strategy)
-    print(f"strategy: {distribute.describe(strategy)}, {strategy.num_replicas_in_sync} "
-          f"replica(s); precision: {precision}")
+    distribute.select_precision(args.precision, strategy)
     keras.utils.set_random_seed(args.seed)
     weights = None if args.weights.lower() == "none" else args.weights
     with strategy.scope():
@@ -264,8 +273,7 @@ def train_command(args):
                                 validation_split=args.validation_split, seed=args.seed,
                                 **_data_options(args))
     print(f"data: {len(data.class_names)} classes from {args.data}"
-          + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else "")
-          + f"; global batch {batch_size}")
+          + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else ""))
     with strategy.scope():
         model = tftransfer.build_classifier(base, len(data.class_names),
                                             dropout=args.dropout,
@@ -286,9 +294,6 @@ def train_command(args):
                                else args.learning_rate_scaling),
         jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
         verbose=2 if args.quiet else "auto")
-    if history.feature_cache:
-        state = "reused" if history.feature_cache["reused"] else "written"
-        print(f"feature cache {state}: {history.feature_cache['path']}")
     print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
           f"'{history.kept_phase}'")
     metrics = {}
@@ -308,11 +313,11 @@ def train_command(args):
         print("export: left to the chief")
         return 0
     path = tftransfer.export_saved_model(
-        model, args.export, data.class_names, version=args.version,
+        model, args.export, data.class_names, version=args.model_version,
         overwrite=args.overwrite,
         metadata={"base": base.name, "preprocessing": base.preprocessing,
                   "test_metrics": metrics})
-    print(f"exported to {path}")
+    print(f"exported to {os.path.abspath(path)}")
     return 0
 
 
@@ -339,7 +344,7 @@ def export_command(args):
         raise TransferError("pass --data or --class-names so the export knows the "
                             "class names")
     version = tftransfer.export_saved_model(model, args.output, class_names,
-                                            version=args.version,
+                                            version=args.model_version,
                                             overwrite=args.overwrite,
                                             metadata={"source": str(path)})
     print(f"exported to {version}")
@@ -416,6 +421,7 @@ def main(argv=None):
     logging.basicConfig(format="tftransfer: %(message)s", level=logging.INFO)
     # TensorFlow's logger prints its own records; through ours they would show twice.
     logging.getLogger("tensorflow").propagate = False
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..."
     from tftransfer.errors import TransferError
 
     command = {"train": train_command, "predict": predict_command,
