@@ -33,7 +33,7 @@ def measure(precision, jit, image_size, batch_size, steps):
     with strategy.scope():
         base = tftransfer.load_base("efficientnet_b0", weights=None,
                                     input_size=image_size)
-        model = tftransfer.build_classifier(base, 10, trainable="all")
+        model = tftransfer.build_classifier(base, 10, unfreeze="all")
         from tftransfer.training import SparseCategoricalCrossentropy
 
         model.compile(optimizer="adam", loss=SparseCategoricalCrossentropy(),

@@ -44,8 +44,9 @@ def head_phase(base, train, classes, epochs, cache):
     keras.utils.set_random_seed(0)
     model = tftransfer.build_classifier(base, classes)
     start = time.perf_counter()
-    tftransfer.fine_tune(model, train, None, head_epochs=epochs, fine_tune_epochs=0,
-                         patience=epochs, feature_cache=cache, verbose=0)
+    tftransfer.fine_tune(
+        model, train, None, head=tftransfer.Phase.head(epochs=epochs, patience=epochs),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=cache, verbose=0)
     return time.perf_counter() - start
 
 

@@ -36,8 +36,9 @@ from tftransfer.cli import DEMO_DATA
 from tftransfer.data import register_source, source_key
 
 PATHS = {"keras": BUNDLED_BASE, "hub": str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub")}
-SETTINGS = {"frozen": dict(fine_tune_epochs=0),
-            "fine-tuned": dict(fine_tune_epochs=20, unfreeze="all")}
+SETTINGS = {"frozen": dict(fine_tune=tftransfer.Phase.fine_tune(epochs=0)),
+            "fine-tuned": dict(fine_tune=tftransfer.Phase.fine_tune(epochs=20,
+                                                                    unfreeze="all"))}
 
 
 def load_demo():

@@ -113,7 +113,7 @@ def decode_floor(folder, size):
     def scaled_decoder(ratio):
         def decode(path):
             # The check's own decoder, so that the floor follows it.
-            return tftransfer.data._decode_jpeg(tf.io.read_file(path), size, ratio), 0
+            return tftransfer.data.decode.decode_jpeg(tf.io.read_file(path), size, ratio), 0
         return decode
 
     def files(names):
@@ -156,7 +156,7 @@ def main():
 
         def ours(cache=True):
             return tftransfer.image_folder(folder, size, batch_size=args.batch_size,
-                                           validation_split=0, cache=cache).train
+                                           validation_split=0, image_cache=cache).train
 
         rows = {"keras": [], "ours": [], "warm": []}
         for round_number in range(args.rounds):
@@ -188,7 +188,7 @@ def main():
     print(f"  {'':44s} {'epoch 1':>16s} {'later epochs':>16s}")
     labels = {"keras": "image_dataset_from_directory",
               "ours": "tftransfer.image_folder (check + epoch 1)",
-              "warm": "tftransfer.image_folder, warm cache=FOLDER"}
+              "warm": "tftransfer.image_folder, warm image_cache=FOLDER"}
     for name, label in labels.items():
         first, first_cpu, later, later_cpu = figures(name)
         ratios = "" if name == "keras" else (

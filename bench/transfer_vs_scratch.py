@@ -44,8 +44,9 @@ def transfer(data, seed, fine_tune_epochs):
     keras.utils.set_random_seed(seed)
     base = tftransfer.load_base(BUNDLED_BASE)
     model = tftransfer.build_classifier(base, len(data.class_names))
-    tftransfer.fine_tune(model, data.train, data.validation,
-                         fine_tune_epochs=fine_tune_epochs, verbose=0)
+    tftransfer.fine_tune(
+        model, data.train, data.validation,
+        fine_tune=tftransfer.Phase.fine_tune(epochs=fine_tune_epochs), verbose=0)
     return model
 
 

@@ -66,13 +66,13 @@ CELLS = {
                  "for split, classes in report.used.items():\n"
                  "    print(split, {name: len(paths) for name, paths in classes.items()})"),
         ("md", "Build the classifier: the base's `features`, then a new `head`. With "
-               "`fine_tune_epochs=0` only the head trains, on features the frozen base "
+               "`fine_tune=Phase.fine_tune(epochs=0)` only the head trains, on features the frozen base "
                "computes once and caches."),
         ("code", "model = tftransfer.build_classifier(base, len(data.class_names))\n"
-                 "history = tftransfer.fine_tune(model, data.train, data.validation,\n"
-                 "                               head_epochs=HEAD_EPOCHS, "
-                 "head_learning_rate=3e-3,\n"
-                 "                               fine_tune_epochs=0, verbose=0)\n"
+                 "history = tftransfer.fine_tune(\n"
+                 "    model, data.train, data.validation,\n"
+                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS, learning_rate=3e-3),\n"
+                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)\n"
                  "print('validation accuracy', history.history['val_accuracy'][-1])"),
         ("md", "Predictions on validation images, with the true class in brackets."),
         ("code", "images, labels = next(iter(data.validation))\n"
@@ -102,9 +102,11 @@ CELLS = {
                  "    print(f'{layer.name:28s} trainable={layer.trainable}')\n"
                  "tftransfer.set_trainable(model, 'none')"),
         ("md", "Train both phases; early stopping keeps each phase's best weights."),
-        ("code", "history = tftransfer.fine_tune(model, data.train, data.validation,\n"
-                 "    head_epochs=HEAD_EPOCHS, head_learning_rate=3e-3,\n"
-                 "    fine_tune_epochs=FINE_TUNE_EPOCHS, unfreeze=20, verbose=0)\n"
+        ("code", "history = tftransfer.fine_tune(\n"
+                 "    model, data.train, data.validation,\n"
+                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS, learning_rate=3e-3),\n"
+                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS, unfreeze=20),\n"
+                 "    verbose=0)\n"
                  "print('kept the weights of phase', history.kept_phase)"),
         ("md", "Both phases on one plot; the dashed line is where phase 2 starts."),
         ("code", "for key in ['accuracy', 'val_accuracy']:\n"
@@ -114,7 +116,7 @@ CELLS = {
         ("md", "Transfer against the same network trained from scratch."),
         ("code", "scratch_base = tftransfer.load_base(BASE, weights=None)\n"
                  "scratch = tftransfer.build_classifier(scratch_base, "
-                 "len(data.class_names), trainable='all')\n"
+                 "len(data.class_names), unfreeze='all')\n"
                  "scratch.compile('adam', 'sparse_categorical_crossentropy', "
                  "metrics=['accuracy'])\n"
                  "scratch.fit(data.train, epochs=HEAD_EPOCHS, verbose=0)\n"
@@ -142,9 +144,12 @@ CELLS = {
                  "print(base.preprocessing, base.input_size, base.feature_dim)"),
         ("md", "Train the head, then fine-tune the whole module at a low rate."),
         ("code", "model = tftransfer.build_classifier(base, len(data.class_names))\n"
-                 "history = tftransfer.fine_tune(model, data.train, data.validation,\n"
-                 "    head_epochs=HEAD_EPOCHS, fine_tune_epochs=FINE_TUNE_EPOCHS, "
-                 "unfreeze='all', verbose=0)\n"
+                 "history = tftransfer.fine_tune(\n"
+                 "    model, data.train, data.validation,\n"
+                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
+                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS, "
+                 "unfreeze='all'),\n"
+                 "    verbose=0)\n"
                  "print(history.kept_phase, history.history['val_accuracy'][-1])"),
         ("md", "The model saves to `.keras` and loads back like any Keras model."),
         ("code", "import numpy as np\n"
@@ -171,7 +176,7 @@ CELLS = {
                  "'replica(s),', precision)"),
         ("md", "The batch size is per replica: the global batch grows with the "
                "replicas, and the learning rates by the square root of their number "
-               "(Adam). `backup_dir` backs up every epoch of both phases, so a "
+               "(Adam). `RunOptions(backup_dir=...)` backs up every epoch of both phases, so a "
                "preempted run resumes where it stopped when it is started again."),
         ("code", "import tempfile\nimport tftransfer\nfrom tftransfer.cli import DEMO_DATA\n"
                  "with strategy.scope():\n"
@@ -181,8 +186,10 @@ CELLS = {
                  "    model = tftransfer.build_classifier(base, len(model_data.class_names))\n"
                  "history = tftransfer.fine_tune(model, model_data.train, "
                  "model_data.validation,\n"
-                 "    head_epochs=HEAD_EPOCHS, fine_tune_epochs=FINE_TUNE_EPOCHS,\n"
-                 "    backup_dir=tempfile.mkdtemp() + '/backup', verbose=0)\n"
+                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
+                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS),\n"
+                 "    options=distribute.RunOptions(backup_dir=tempfile.mkdtemp() + '/backup'),\n"
+                 "    verbose=0)\n"
                  "print(model.output.dtype, history.history['val_accuracy'][-1])"),
         ("md", "What does not change: the model, the data, the export. What changes: "
                "the strategy, the global batch, the compute dtype. With several "
@@ -196,9 +203,10 @@ CELLS = {
                "as is, a REST request body, and TFLite models with their accuracy."),
         ("code", SETUP),
         ("code", "model = tftransfer.build_classifier(base, len(data.class_names))\n"
-                 "tftransfer.fine_tune(model, data.train, data.validation, "
-                 "head_epochs=HEAD_EPOCHS,\n"
-                 "                     head_learning_rate=3e-3, fine_tune_epochs=0, "
+                 "tftransfer.fine_tune(\n"
+                 "    model, data.train, data.validation,\n"
+                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS, learning_rate=3e-3),\n"
+                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=0), "
                  "verbose=0)\n"
                  "import tempfile\nout = tempfile.mkdtemp()\n"
                  "path = tftransfer.export_saved_model(model, f'{out}/demo', "

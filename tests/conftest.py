@@ -172,7 +172,7 @@ def write_bad_corpus(root):
         "cats/animated.gif": lambda p: rgb.save(p, save_all=True,
                                                 append_images=[rgb.rotate(90)]),
         "cats/bitmap.bmp": lambda p: rgb.save(p),
-        "cats/huge.jpg": lambda p: Image.new("RGB", (10000, 10000), (90, 30, 200)).save(
+        "cats/large.jpg": lambda p: Image.new("RGB", (3000, 2000), (90, 30, 200)).save(
             p, quality=30),
         "dogs/plain.png": lambda p: rgb.save(p),
         "dogs/nested/deeper.jpg": lambda p: rgb.save(p),
@@ -206,3 +206,79 @@ def write_bad_corpus(root):
     for relative, (write, _) in skipped.items():
         write(root / relative)
     return set(usable), {k: words for k, (_, words) in skipped.items()}
+
+
+def labels_of(dataset):
+    return np.concatenate([y.numpy() for _, y in dataset])
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "messy"
+    usable, skipped = write_bad_corpus(root)
+    return root, usable, skipped
+
+
+def relative(root, paths):
+    return {str(p)[len(str(root)) + 1:] for p in paths}
+
+
+def write_one_image_per_class(root):
+    """One file per class folder, so that a label names its file.
+
+    JPEGs of several sizes need each DCT scale for a 24x24 target (1/8,
+    1/4, 1/2 and full), progressive and with a large EXIF block; the other
+    formats take the antialiased path.
+    """
+    rng = np.random.default_rng(1)
+
+    def photo(height, width):
+        small = rng.integers(0, 255, (max(height // 8, 1), max(width // 8, 1), 3),
+                             dtype=np.uint8)
+        return Image.fromarray(small).resize((width, height), Image.BILINEAR)
+
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 30_000  # ImageDescription: pushes the frame header back.
+    writers = {
+        "a_scale8.jpg": lambda p: photo(200, 260).save(p, quality=90),
+        "b_scale4.jpg": lambda p: photo(100, 130).save(p, quality=90),
+        "c_scale2.jpg": lambda p: photo(50, 70).save(p, quality=90),
+        "d_full.jpg": lambda p: photo(30, 47).save(p, quality=90),
+        "e_progressive.jpg": lambda p: photo(120, 90).save(p, progressive=True),
+        "f_exif.jpg": lambda p: photo(64, 64).save(p, exif=exif),
+        "g_cmyk.jpg": lambda p: photo(60, 80).convert("CMYK").save(p),
+        "h_big.png": lambda p: photo(90, 70).save(p),
+        "i_gray.png": lambda p: photo(20, 20).convert("L").save(p),
+        "j_anim.gif": lambda p: photo(40, 40).save(p, save_all=True,
+                                                   append_images=[photo(40, 40)]),
+        "k_bitmap.bmp": lambda p: photo(50, 30).save(p),
+    }
+    for name, write in writers.items():
+        (root / name.split(".")[0]).mkdir(parents=True)
+        write(root / name.split(".")[0] / name)
+    return root
+
+
+def tiny_dense_dataset():
+    """40 rows of 6 features, 3 classes, in batches of 16, 16 and 8."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0).astype("int32")
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 16, 16, 8: uneven.
+
+
+def tiny_dense_model():
+    """A compiled two-layer model for `tiny_dense_dataset`, with a regularization loss."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(8, activation="relu",
+                           kernel_regularizer=keras.regularizers.L2(0.01)),
+        keras.layers.Dense(3, activation="softmax")])
+    from tftransfer.training import SparseCategoricalCrossentropy
+
+    model.compile(keras.optimizers.Adam(1e-2), SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    return model

@@ -47,9 +47,11 @@ def main():
             os.kill(os.getpid(), signal.SIGKILL)
 
     history = tftransfer.fine_tune(
-        model, data.train, data.validation, head_epochs=3, fine_tune_epochs=4,
-        patience=100, backup_dir=args.backup_dir, seed=0, verbose=2,
-        callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=maybe_die)])
+        model, data.train, data.validation,
+        head=tftransfer.Phase.head(epochs=3, patience=100),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=4, patience=100),
+        options=tftransfer.distribute.RunOptions(backup_dir=args.backup_dir), seed=0,
+        verbose=2, callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=maybe_die)])
     np.savez(os.path.join(args.out_dir, f"worker-{task}.npz"), *model.get_weights())
     with open(os.path.join(args.out_dir, f"worker-{task}.json"), "w") as f:
         json.dump({"head": history.head.epoch,

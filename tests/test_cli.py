@@ -13,6 +13,7 @@ def run_cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_path):
     export = tmp_path / "export"
     result = run_cli("train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
@@ -45,19 +46,20 @@ def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_pa
     assert served.stdout.strip().splitlines()[-1].split(" ")[1] == line.split(" ")[1]
 
 
+@pytest.mark.slow
 def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
         tiny_base_file, split_folder_path, tmp_path):
     cache = tmp_path / "cache"
     args = ["train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
             "--export", str(tmp_path / "export"), "--head-epochs", "1",
-            "--fine-tune-epochs", "0", "--quiet", "--cache-dir", str(cache)]
+            "--fine-tune-epochs", "0", "--quiet", "--feature-cache", str(cache)]
     first, second = run_cli(*args), run_cli(*args)
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     assert f"feature cache: extracting features to {cache}" in first.stderr
     assert f"feature cache: reusing {cache}" in second.stderr
-    assert "feature cache" not in run_cli(*args, "--no-cache").stderr
+    assert "feature cache" not in run_cli(*args, "--feature-cache", "none").stderr
 
-    result = run_cli("clear-cache", "--cache-dir", str(cache))
+    result = run_cli("clear-cache", "--feature-cache", str(cache))
     assert result.returncode == 0
     assert "deleted 2 cache entries" in result.stdout  # train and val
     assert list(cache.iterdir()) == []
@@ -80,6 +82,7 @@ def test_check_data_reports_each_skipped_file_and_the_totals(tmp_path, capsys):
     assert cli.main(["check-data", str(root)]) == 0
 
 
+@pytest.mark.slow
 def test_train_takes_a_csv_augmentation_and_class_weights(image_folder_path, tiny_base_file,
                                                          tmp_path):
     rows = [f"{p},{folder.name}" for folder in sorted(image_folder_path.iterdir())
@@ -90,7 +93,7 @@ def test_train_takes_a_csv_augmentation_and_class_weights(image_folder_path, tin
                      "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
                      "--augment", "flip,rotation=0.1,zoom=0.1,contrast=0.2",
                      "--augmented-views", "2", "--class-weight", "auto", "--quiet",
-                     "--cache-dir", str(tmp_path / "cache"))
+                     "--feature-cache", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     assert "data: 3 classes from" in result.stdout
     assert "feature cache: extracting features to" in result.stderr
@@ -103,7 +106,8 @@ def test_train_takes_arrays_and_an_image_cache_folder(image_folder_path, tiny_ba
     import numpy as np
 
     common = ["--base", str(tiny_base_file), "--export", str(tmp_path / "export"),
-              "--head-epochs", "1", "--fine-tune-epochs", "0", "--quiet", "--no-cache"]
+              "--head-epochs", "1", "--fine-tune-epochs", "0", "--quiet",
+              "--feature-cache", "none"]
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "arrays.npz", images=rng.integers(0, 255, (12, 20, 20, 3)),
              labels=np.arange(12) % 3)
@@ -197,10 +201,11 @@ def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, t
                          "--jit-compile", "off", "--learning-rate-scaling", "linear",
                          "--backup-dir", str(tmp_path / "backup")]) == 0
     assert seen["precision"] == "mixed_float16"
-    assert seen["backup_dir"] == str(tmp_path / "backup")
-    assert seen["jit_compile"] is False and seen["learning_rate_scaling"] == "linear"
+    assert seen["options"].backup_dir == str(tmp_path / "backup")
+    assert seen["options"].jit_compile is False
+    assert seen["options"].learning_rate_scaling == "linear"
     out = "\n".join(record.getMessage() for record in caplog.records)
-    assert "strategy: one device with 1 replica(s)" in out and "global batch 16" in out
+    assert "strategy: one device with 1 replica(s)" in out and "global batch 32" in out
     assert not (tmp_path / "backup").exists()  # Removed once training ended.
     with pytest.raises(SystemExit):  # argparse rejects an unknown strategy.
         cli.main(["train", "--strategy", "gpus"])

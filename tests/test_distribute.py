@@ -18,7 +18,7 @@ from tftransfer import distribute
 from tftransfer.errors import TransferError
 from tftransfer.training import SparseCategoricalCrossentropy
 
-from conftest import write_image_folder
+from conftest import tiny_dense_dataset, tiny_dense_model, write_image_folder
 
 HERE = Path(__file__).resolve().parent
 
@@ -110,86 +110,18 @@ def test_learning_rate_scale_and_global_batch():
     assert distribute.global_batch_size(16) == 16
 
 
-def test_shard_policy_fits_the_source(tmp_path):
-    path = str(tmp_path / "data.tfrecord")
-    with tf.io.TFRecordWriter(path) as writer:
-        writer.write(b"x")
-    policy = tf.data.experimental.AutoShardPolicy
-    assert distribute.shard_policy(tf.data.TFRecordDataset([path]).batch(2)) == policy.FILE
-    in_memory = tf.data.Dataset.from_tensor_slices(np.zeros((4, 2))).batch(2)
-    assert distribute.shard_policy(in_memory) == policy.DATA
-
-
-# --- the training loop used under MultiWorkerMirroredStrategy ----------------
-
-def _tiny_dataset():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 6)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0).astype("int32")
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 16, 16, 8: uneven.
-
-
-def _tiny_model():
-    keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((6,)),
-        keras.layers.Dense(8, activation="relu",
-                           kernel_regularizer=keras.regularizers.L2(0.01)),
-        keras.layers.Dense(3, activation="softmax")])
-    model.compile(keras.optimizers.Adam(1e-2), SparseCategoricalCrossentropy(),
-                  metrics=["accuracy"])
-    return model
-
-
-def test_train_loop_matches_model_fit():
-    data = _tiny_dataset()
-    weights = {0: 1.0, 1: 0.5, 2: 2.0}
-    by_fit, by_loop = _tiny_model(), _tiny_model()
-    fit_history = by_fit.fit(data, validation_data=data, epochs=3, class_weight=weights,
-                             verbose=0)
-    loop_history = distribute.train_loop(by_loop, data, validation_data=data, epochs=3,
-                                         class_weight=weights, verbose=0)
-    for a, b in zip(by_fit.get_weights(), by_loop.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    for key in ["val_loss", "val_accuracy", "accuracy"]:
-        np.testing.assert_allclose(fit_history.history[key], loop_history.history[key],
-                                   atol=1e-5, err_msg=key)
-    assert distribute.evaluate(by_loop, data)["accuracy"] == pytest.approx(
-        loop_history.history["val_accuracy"][-1])
-
-
-def test_train_loop_writes_tensorboard_logs(tmp_path):
-    distribute.train_loop(_tiny_model(), _tiny_dataset(), validation_data=_tiny_dataset(),
-                          epochs=2, verbose=0,
-                          callbacks=[keras.callbacks.TensorBoard(str(tmp_path))])
-    for split in ("train", "validation"):
-        assert list((tmp_path / split).glob("events.out.tfevents.*")), split
-
-
-def test_train_loop_drives_keras_callbacks():
-    model = _tiny_model()
-    stop = keras.callbacks.EarlyStopping("loss", patience=0, min_delta=10.0)
-    seen = []
-    history = distribute.train_loop(
-        model, _tiny_dataset(), epochs=10, initial_epoch=2, verbose=0,
-        callbacks=[stop, keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: seen.append((epoch, sorted(logs))))])
-    assert seen == [(2, ["accuracy", "loss"]), (3, ["accuracy", "loss"])]
-    assert history.epoch == [2, 3]  # Stopped early: no epoch beat the first by 10.
-
-
 # --- backups and resumption -------------------------------------------------
 
 def test_epoch_backup_restores_weights_and_optimizer(tmp_path):
-    data = _tiny_dataset()
-    model = _tiny_model()
+    data = tiny_dense_dataset()
+    model = tiny_dense_model()
     backup = distribute.EpochBackup(tmp_path / "phase")
     assert backup.restore(model) == 0
     model.fit(data, epochs=2, callbacks=[backup], verbose=0)
     assert json.loads((tmp_path / "phase" / "latest.json").read_text())["epoch"] == 2
     assert [p.name for p in (tmp_path / "phase").glob("*.h5")] == ["epoch-2.weights.h5"]
 
-    fresh = _tiny_model()
+    fresh = tiny_dense_model()
     assert distribute.EpochBackup(tmp_path / "phase").restore(fresh) == 2
     for a, b in zip(model.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -218,8 +150,9 @@ def test_fine_tune_resumes_in_the_right_phase(tiny_base, image_folder_path, tmp_
                                               caplog, crash_at, resumed_phase):
     data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
     backup_dir = tmp_path / "backup"
-    options = dict(head_epochs=3, fine_tune_epochs=3, unfreeze=3, patience=100,
-                   backup_dir=backup_dir, verbose=0)
+    options = dict(head=tftransfer.Phase.head(epochs=3, patience=100),
+                   fine_tune=tftransfer.Phase.fine_tune(epochs=3, unfreeze=3, patience=100),
+                   options=tftransfer.distribute.RunOptions(backup_dir=backup_dir), verbose=0)
 
     keras.utils.set_random_seed(0)
     model = tftransfer.build_classifier(tiny_base, 3)
@@ -303,12 +236,13 @@ def _test_accuracy(stdout):
     return float(line.split()[2])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split, tmp_path):
     common = ["train", "--data", str(colors_split), "--base", str(tiny_base_file),
               "--head-epochs", "40", "--fine-tune-epochs", "2", "--unfreeze", "3",
-              "--learning-rate", "1e-2", "--learning-rate-scaling", "none", "--quiet",
-              "--cache-dir", str(tmp_path / "cache")]
+              "--head-learning-rate", "1e-2", "--learning-rate-scaling", "none", "--quiet",
+              "--feature-cache", str(tmp_path / "cache")]
     # The same global batch (2 x 8 = 16), so both take the same steps.
     mirrored = _run_two_cpus(*common, "--strategy", "mirrored", "--batch-size", "8",
                              "--export", str(tmp_path / "mirrored"))
@@ -334,13 +268,14 @@ def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split,
     assert min(accuracies) > 0.5, accuracies  # Better than chance (1/3): it learned.
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
     save = tmp_path / "model.keras"
     command = ["-m", "tftransfer.cli", "train", "--strategy", "multi_worker",
                "--head-epochs", "3", "--fine-tune-epochs", "2", "--quiet",
                "--export", str(tmp_path / "export"), "--save-keras", str(save),
-               "--cache-dir", str(tmp_path / "cache")]
+               "--feature-cache", str(tmp_path / "cache")]
     codes = _wait(_start_workers([command, command], tmp_path), timeout=360)
     logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
@@ -356,6 +291,7 @@ def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(500)
 def test_killed_worker_resumes_from_the_backup(tmp_path):
     backup = tmp_path / "backup"

@@ -14,12 +14,15 @@ from tftransfer.data import decode_image
 from tftransfer.export import latest_version, next_version
 
 
-@pytest.fixture
-def trained(tiny_base, image_folder_path):
+@pytest.fixture(scope="module")
+def trained(tiny_base_file, image_folder_path):
+    """A classifier trained briefly; shared by the tests, which only read it."""
+    tiny_base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
     data = tftransfer.image_folder(image_folder_path, tiny_base.input_size, batch_size=8)
     model = tftransfer.build_classifier(tiny_base, 3)
-    tftransfer.fine_tune(model, data.train, data.validation, head_epochs=2,
-                         fine_tune_epochs=1, unfreeze=3, verbose=0)
+    tftransfer.fine_tune(
+        model, data.train, data.validation, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze=3), verbose=0)
     return model, data.class_names
 
 
@@ -29,6 +32,7 @@ def encoded(image, fmt):
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_export_reloaded_in_a_new_process_matches_keras(trained, tmp_path):
     model, class_names = trained
     path = tftransfer.export_saved_model(model, tmp_path / "colors", class_names)
@@ -104,13 +108,14 @@ def saved_model_cli(*args):
                           text=True, timeout=300)
 
 
-@pytest.fixture
-def exported(trained, tmp_path):
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
     model, class_names = trained
-    return model, class_names, tftransfer.export_saved_model(model, tmp_path / "m",
-                                                             class_names)
+    return model, class_names, tftransfer.export_saved_model(
+        model, tmp_path_factory.mktemp("exported") / "m", class_names)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(exported):
     _, _, path = exported
     result = saved_model_cli("show", "--dir", path, "--tag_set", "serve")
@@ -124,6 +129,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
         assert f"outputs['{output}']" in detail.stdout
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_matches_keras_on_jpeg_and_png_bytes(exported, tmp_path):
     model, _, path = exported
     rng = np.random.default_rng(5)
@@ -218,11 +224,14 @@ def demo_model():
     base = tftransfer.load_base("fashion_mobilenet_v2")
     data = tftransfer.image_folder(DEMO_DATA, base.input_size, batch_size=32)
     model = tftransfer.build_classifier(base, len(data.class_names))
-    tftransfer.fine_tune(model, data.train, data.validation, head_epochs=15,
-                         head_learning_rate=3e-3, fine_tune_epochs=0, verbose=0)
+    tftransfer.fine_tune(
+        model, data.train, data.validation,
+        head=tftransfer.Phase.head(epochs=15, learning_rate=3e-3),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
     return model, data
 
 
+@pytest.mark.slow
 def test_every_tflite_variant_runs_and_float16_agrees(demo_model, tmp_path):
     from tftransfer.export import TFLiteClassifier, export_tflite_variants
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 import tftransfer
 from tftransfer import feature_cache
-from tftransfer.bases import assemble_features
+from tftransfer.features import assemble_features
 from tftransfer.builder import head_of
 from tftransfer.feature_cache import cached_features, clear_feature_cache, read_manifest
 
@@ -33,9 +33,10 @@ def load(folder, size=(32, 32), batch_size=8):
 def head_predictions(tiny_base, data, feature_cache_dir, seed=3):
     keras.utils.set_random_seed(seed)
     model = tftransfer.build_classifier(tiny_base, 3, dropout=0.0)
-    history = tftransfer.fine_tune(model, data.train, None, head_epochs=4,
-                                   fine_tune_epochs=0, head_learning_rate=0.05,
-                                   feature_cache=feature_cache_dir, verbose=0)
+    history = tftransfer.fine_tune(
+        model, data.train, None, head=tftransfer.Phase.head(epochs=4, learning_rate=0.05),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=feature_cache_dir,
+        verbose=0)
     probe = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
     return model.predict(probe, verbose=0), history
 
@@ -110,7 +111,7 @@ import sys, time
 import tensorflow as tf
 import tftransfer
 from tftransfer import feature_cache
-from tftransfer.bases import assemble_features
+from tftransfer.features import assemble_features
 
 feature_cache._SHARD_BYTES = 1  # A shard per batch, so there is a partial state.
 base = tftransfer.load_base(sys.argv[1], preprocessing="unit")
@@ -122,6 +123,7 @@ feature_cache.cached_features(base.features, slow, cache_dir=sys.argv[3])
 """
 
 
+@pytest.mark.slow
 def test_an_extraction_killed_half_way_is_rebuilt(tiny_base, tiny_base_file, folder,
                                                  tmp_path):
     cache = tmp_path / "cache"
@@ -152,15 +154,17 @@ def test_augmentation_falls_back_with_a_note_or_caches_views(tiny_base, folder, 
     data = load(folder)
     model = tftransfer.build_classifier(tiny_base, 3, augmentation={"rotation": 0.1})
     with caplog.at_level(logging.INFO, logger="tftransfer"):
-        history = tftransfer.fine_tune(model, data.train, None, head_epochs=1,
-                                       fine_tune_epochs=0, feature_cache=tmp_path,
-                                       verbose=0)
+        history = tftransfer.fine_tune(
+            model, data.train, None, head=tftransfer.Phase.head(epochs=1),
+            fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path,
+            verbose=0)
     assert history.feature_cache is None
     assert "random augmentation" in caplog.text and "augmented_views" in caplog.text
 
-    history = tftransfer.fine_tune(model, data.train, None, head_epochs=1,
-                                   fine_tune_epochs=0, feature_cache=tmp_path,
-                                   augmented_views=3, verbose=0)
+    history = tftransfer.fine_tune(
+        model, data.train, None, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path,
+        augmented_views=3, verbose=0)
     assert history.feature_cache["rows"] == 3 * 18
     assert history.head_epochs == 1
 
@@ -169,8 +173,9 @@ def test_the_trained_head_is_the_classifier_head(tiny_base, folder, tmp_path):
     data = load(folder)
     model = tftransfer.build_classifier(tiny_base, 3)
     before = [w.numpy().copy() for w in head_of(model).weights]
-    tftransfer.fine_tune(model, data.train, None, head_epochs=2, fine_tune_epochs=0,
-                         feature_cache=tmp_path, verbose=0)
+    tftransfer.fine_tune(
+        model, data.train, None, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0)
     after = head_of(model).weights
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, after))
     assert "accuracy" in model.evaluate(data.train, verbose=0, return_dict=True)
@@ -179,7 +184,7 @@ def test_the_trained_head_is_the_classifier_head(tiny_base, folder, tmp_path):
 def test_clear_feature_cache(tiny_base, folder, tmp_path):
     cache = tmp_path / "cache"
     cached_features(tiny_base.features, load(folder).train, cache_dir=cache)
-    (cache / "notes").mkdir()  # Not an entry: a wrong --cache-dir loses nothing.
+    (cache / "notes").mkdir()  # Not an entry: a wrong --feature-cache loses nothing.
     assert clear_feature_cache(cache) == 1
     assert [p.name for p in cache.iterdir()] == ["notes"]
     assert clear_feature_cache(tmp_path / "missing") == 0

@@ -41,8 +41,9 @@ def test_frozen_training_leaves_module_unchanged_and_fine_tuning_changes_it(
     base = tftransfer.load_base(str(hub_bn_module))
     model = tftransfer.build_classifier(base, 3)
     before = module_weights(model)
-    tftransfer.fine_tune(model, colors.train, None, head_epochs=2, fine_tune_epochs=0,
-                         verbose=0)
+    tftransfer.fine_tune(
+        model, colors.train, None, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
     after_head = module_weights(model)
     for name in before:
         np.testing.assert_array_equal(before[name], after_head[name])
@@ -65,7 +66,7 @@ def test_frozen_training_leaves_module_unchanged_and_fine_tuning_changes_it(
 
 def test_regularization_loss_counts_only_while_training(hub_l2_module):
     base = tftransfer.load_base(str(hub_l2_module))
-    model = tftransfer.build_classifier(base, 3, trainable="all")
+    model = tftransfer.build_classifier(base, 3, unfreeze="all")
     images = np.zeros((2, 32, 32, 3), "float32")
     model(images, training=True)
     kernel = base.backbone.weights[0].numpy()
@@ -78,9 +79,10 @@ def test_regularization_loss_counts_only_while_training(hub_l2_module):
 def test_keras_and_saved_model_round_trips(hub_bn_module, colors, tmp_path):
     base = tftransfer.load_base(str(hub_bn_module))
     model = tftransfer.build_classifier(base, 3)
-    tftransfer.fine_tune(model, colors.train, colors.validation, head_epochs=2,
-                         fine_tune_epochs=1, unfreeze="all", fine_tune_learning_rate=1e-2,
-                         verbose=0)
+    tftransfer.fine_tune(
+        model, colors.train, colors.validation, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=1, learning_rate=1e-2, unfreeze="all"),
+        verbose=0)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
     model.save(tmp_path / "model.keras")
@@ -171,7 +173,7 @@ def test_batch_norm_scales_train_only_when_training_reaches_the_module():
     from tftransfer.bases import SAVED_MODELS_DIR
 
     base = tftransfer.load_base(str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub"))
-    model = tftransfer.build_classifier(base, 3, trainable="all")
+    model = tftransfer.build_classifier(base, 3, unfreeze="all")
     names = {w.name for w in base.backbone.trainable_weights}
     assert "Conv1_kernel_0" in names and "block_1_expand_kernel_0" in names
     assert not any("gamma" in n or "beta" in n for n in names)  # As in Keras bases.

@@ -40,6 +40,7 @@ def _assign(names):
     return f"{names} = {', '.join(values)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_offline(path, tmp_path):
     from nbclient import NotebookClient

@@ -46,8 +46,10 @@ def test_phase_one_changes_only_the_head_and_phase_two_only_the_top(tiny_base, d
     initial = snapshot(model)
     recorder = RecordWeights(model)
     history = tftransfer.fine_tune(
-        model, train, None, head_epochs=2, fine_tune_epochs=2, unfreeze=3,
-        fine_tune_learning_rate=1e-2, warmup_epochs=0, callbacks=[recorder], verbose=0)
+        model, train, None, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=2, learning_rate=1e-2, unfreeze=3,
+                                             warmup_epochs=0),
+        callbacks=[recorder], verbose=0)
     assert history.head_epochs == 2 and len(history.fine_tune.epoch) == 2
     assert history.fine_tune.epoch == [2, 3]  # phase 2 goes on counting epochs
     after_head, after_fine_tune = recorder.snapshots
@@ -66,17 +68,21 @@ def test_phase_one_changes_only_the_head_and_phase_two_only_the_top(tiny_base, d
 def test_history_joins_both_phases(tiny_base, datasets):
     train, validation = datasets
     model = tftransfer.build_classifier(tiny_base, 3)
-    history = tftransfer.fine_tune(model, train, validation, head_epochs=2,
-                                   fine_tune_epochs=1, unfreeze="all", verbose=0)
+    history = tftransfer.fine_tune(
+        model, train, validation, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze="all"), verbose=0)
     assert len(history.history["val_loss"]) == history.head_epochs + 1
-    assert history.kept_phase in ("head", "fine_tune")
+    head_best = min(history.head.history["val_loss"])
+    fine_tune_best = min(history.fine_tune.history["val_loss"])
+    assert history.kept_phase == ("head" if fine_tune_best > head_best else "fine_tune")
 
 
 def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
     train, validation = datasets
     model = tftransfer.build_classifier(tiny_base, 3)
-    history = tftransfer.fine_tune(model, train, validation, head_epochs=1,
-                                   unfreeze=0, verbose=0)
+    history = tftransfer.fine_tune(
+        model, train, validation, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(unfreeze=0), verbose=0)
     assert history.fine_tune is None and history.kept_phase == "head"
 
 
@@ -85,10 +91,11 @@ def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_bas
     model = tftransfer.build_classifier(tiny_base, 3)
     recorder = RecordWeights(model)
     # A huge phase-2 learning rate ruins the top layers.
-    history = tftransfer.fine_tune(model, train, validation, head_epochs=3,
-                                   fine_tune_epochs=2, unfreeze="all",
-                                   fine_tune_learning_rate=50.0, warmup_epochs=0,
-                                   callbacks=[recorder], verbose=0)
+    history = tftransfer.fine_tune(
+        model, train, validation, head=tftransfer.Phase.head(epochs=3),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=2, learning_rate=50.0, unfreeze="all",
+                                             warmup_epochs=0),
+        callbacks=[recorder], verbose=0)
     assert history.kept_phase == "head"
     final = snapshot(model)
     assert not changed(recorder.snapshots[0], final, "conv1")
@@ -99,7 +106,9 @@ def test_invalid_unfreeze_fails_before_training(tiny_base, datasets):
     model = tftransfer.build_classifier(tiny_base, 3)
     before = snapshot(model)
     with pytest.raises(tftransfer.TransferError, match="cannot unfreeze 99 layers"):
-        tftransfer.fine_tune(model, train, validation, unfreeze=99, verbose=0)
+        tftransfer.fine_tune(
+            model, train, validation, fine_tune=tftransfer.Phase.fine_tune(unfreeze=99),
+            verbose=0)
     assert not changed(before, snapshot(model), "head")
 
 
@@ -134,8 +143,9 @@ def test_auto_class_weight_balances_imbalanced_data(tiny_base, tmp_path, caplog)
     assert balanced_class_weight(balanced.train, 3) is None
     model = tftransfer.build_classifier(tiny_base, 3)
     with caplog.at_level(logging.INFO, logger="tftransfer"):
-        tftransfer.fine_tune(model, data.train, head_epochs=1, fine_tune_epochs=0,
-                             verbose=0)
+        tftransfer.fine_tune(
+            model, data.train, head=tftransfer.Phase.head(epochs=1),
+            fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
     assert "class weights for imbalanced data (counts [6, 6, 2])" in caplog.text
     shutil.rmtree(root)
 
@@ -145,8 +155,10 @@ def test_log_dir_gets_tensorboard_logs_of_both_phases(tiny_base, datasets, tmp_p
 
     train, validation = datasets
     model = tftransfer.build_classifier(tiny_base, 3)
-    tftransfer.fine_tune(model, train, validation, head_epochs=2, fine_tune_epochs=1,
-                         unfreeze=3, log_dir=str(tmp_path), verbose=0)
+    tftransfer.fine_tune(
+        model, train, validation, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze=3),
+        callbacks=[keras.callbacks.TensorBoard(str(tmp_path))], verbose=0)
     epochs = []
     for events in (tmp_path / "validation").glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(events)).Reload()

@@ -1,9 +1,9 @@
 """Pretrained bases: a registry of named feature extractors and `load_base`.
 
-A *base* is a Keras model that maps raw RGB pixels in `[0, 255]` to one
-feature vector per image. It carries its own preprocessing (as a `Preprocess`
-layer) and knows its input size, so a classifier built on it, and everything
-exported from that classifier, takes plain pixels.
+`load_base` returns a `tftransfer.features.Base`: a Keras model from raw
+RGB pixels in `[0, 255]` to one feature vector per image, with its own
+preprocessing and input size. It loads a registry name, a `.keras` file, or
+a TF Hub module / SavedModel (through `tftransfer.hub`).
 
 Adding a base is one call to `register_base` (or one row in
 `_KERAS_APPLICATIONS`).
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import keras
-from keras import ops
 
+from tftransfer import hub
 from tftransfer.errors import TransferError
+from tftransfer.features import Base, assemble_features
 
 
 
@@ -40,59 +41,6 @@ BUNDLED_OUTPUT_LAYER = "block_6_expand_relu"
 
 # The `weights` default: "whatever the registry entry says".
 DEFAULT = "default"
-
-# Mean and standard deviation used by the "torch" and "caffe" modes of
-# `keras.applications.imagenet_utils.preprocess_input`.
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-@keras.saving.register_keras_serializable(package="tftransfer")
-class Preprocess(keras.layers.Layer):
-    """Maps RGB pixels in `[0, 255]` to the value range a base expects.
-
-    Living inside the model (rather than in the input pipeline) means a
-    saved or exported classifier takes raw pixels, exactly as in training.
-
-    Args:
-        mode: One of `"none"` (pixels pass through: the base rescales
-            itself, as EfficientNet, ConvNeXt and MobileNetV3 do), `"unit"`
-            (`[0, 1]`, as TF Hub image modules expect), `"tf"` (`[-1, 1]`),
-            `"torch"` (ImageNet mean/std) or `"caffe"` (BGR, mean removed).
-
-    Example:
-    >>> Preprocess("tf")(keras.ops.full((1, 2, 2, 3), 255.0))[0, 0, 0]
-    """
-
-    MODES = ("none", "unit", "tf", "torch", "caffe")
-
-    def __init__(self, mode="none", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in self.MODES:
-            raise TransferError(
-                f"unknown preprocessing {mode!r}; expected one of {self.MODES}"
-            )
-        self.mode = mode
-
-    def call(self, images):
-        x = ops.cast(images, self.compute_dtype)
-        if self.mode == "unit":
-            return x / 255.0
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = ops.array(_TORCH_MEAN, dtype=self.compute_dtype)
-            std = ops.array(_TORCH_STD, dtype=self.compute_dtype)
-            return (x / 255.0 - mean) / std
-        if self.mode == "caffe":
-            mean = ops.array(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
-            return ops.flip(x, axis=-1) - mean
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
 
 @dataclasses.dataclass(frozen=True)
 class BaseSpec:
@@ -136,10 +84,6 @@ def register_base(name, build, input_size, preprocessing, default_weights="image
 
     Returns:
         The new `BaseSpec`.
-
-    Example:
-    >>> register_base("tiny_cnn", lambda shape, weights: make_cnn(shape),
-    ...               input_size=64, preprocessing="unit", default_weights=None)
     """
     if name in _REGISTRY:
         raise TransferError(f"a base named {name!r} is already registered")
@@ -280,100 +224,6 @@ register_base(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Base:
-    """A feature extractor and the input contract it expects.
-
-    Attributes:
-        name: The registry name or the path it was loaded from.
-        features: A Keras model, RGB `[0, 255]` images of `input_size` in,
-            one feature vector per image out; preprocessing included.
-        input_size: `(height, width)` in pixels.
-        preprocessing: The `Preprocess` mode inside `features`.
-    """
-
-    name: str
-    features: keras.Model
-    input_size: tuple
-    preprocessing: str
-
-    @property
-    def feature_dim(self):
-        """The length of the feature vector."""
-        return int(self.features.output.shape[-1])
-
-    @property
-    def backbone(self):
-        """The pretrained part of `features`, whose layers get unfrozen."""
-        return find_backbone(self.features)
-
-
-def assemble_features(backbone, input_size, preprocessing):
-    """Wraps a backbone with its preprocessing and, if needed, pooling.
-
-    Args:
-        backbone: A Keras layer or model from images to a feature vector or
-            a feature map.
-        input_size: `(height, width)`.
-        preprocessing: A `Preprocess` mode.
-
-    Returns:
-        A `keras.Model` named `"features"`: `[0, 255]` RGB in, vector out.
-
-    Example:
-    >>> features = assemble_features(keras.applications.MobileNetV2(
-    ...     include_top=False, weights=None), (224, 224), "tf")
-    """
-    inputs = keras.Input((*input_size, 3), name="image")
-    x = Preprocess(preprocessing, name="preprocess")(inputs)
-    x = backbone(x)
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    elif len(x.shape) != 2:
-        raise TransferError(
-            f"the base {backbone.name!r} outputs shape {tuple(x.shape)}; "
-            "expected a feature vector or a feature map")
-    return keras.Model(inputs, x, name="features")
-
-
-def find_backbone(model):
-    """Returns the pretrained layer inside a features model or a classifier.
-
-    Args:
-        model: A `features` model from `assemble_features`, or a classifier
-            from `build_classifier` that contains one.
-
-    Returns:
-        The backbone layer (usually a nested `keras.Model`).
-    """
-    features = _find_features(model)
-    for layer in features.layers:
-        if not isinstance(layer, (keras.layers.InputLayer, Preprocess,
-                                  keras.layers.GlobalAveragePooling2D)):
-            return layer
-    raise TransferError(f"model {model.name!r} holds no backbone")
-
-
-def _find_features(model):
-    if model.name == "features":
-        return model
-    try:
-        return model.get_layer("features")
-    except ValueError:
-        raise TransferError(
-            f"model {model.name!r} has no 'features' layer; build it with "
-            "tftransfer.build_classifier") from None
-
-
-def base_from_model(model):
-    """Recovers the `Base` inside a classifier built by `build_classifier`."""
-    features = _find_features(model)
-    preprocess = next(l for l in features.layers if isinstance(l, Preprocess))
-    return Base(name=find_backbone(model).name, features=features,
-                input_size=tuple(features.input_shape[1:3]),
-                preprocessing=preprocess.mode)
-
-
 def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None):
     """Loads a pretrained base.
 
@@ -401,8 +251,6 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None):
     if spec.endswith(".keras"):
         return _load_keras_file(Path(spec), input_size, preprocessing)
     if Path(spec).is_dir() or "://" in spec:
-        from tftransfer import hub  # Only SavedModel and URL bases need it.
-
         return hub.load_hub_base(spec, input_size=input_size,
                                  preprocessing=preprocessing)
     if "/" in spec or spec.startswith("."):
@@ -411,8 +259,6 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None):
     input_size = tuple(input_size or (entry.input_size, entry.input_size))
     preprocessing = preprocessing or entry.preprocessing
     if entry.build is None:  # A TF Hub module; `weights` may be a local copy.
-        from tftransfer import hub
-
         handle = entry.default_weights if weights in (DEFAULT, "imagenet") else weights
         if handle is None:
             raise TransferError(f"{entry.name!r} is a TF Hub module; it has no "

@@ -13,12 +13,12 @@ swapped without touching the head code.
 
 import keras
 
-from tftransfer.bases import find_backbone
+from tftransfer.features import find_backbone
 from tftransfer.errors import TransferError
 
 
 def build_classifier(base, num_classes, *, dropout=0.2, augmentation=None,
-                     trainable="none", name="classifier"):
+                     unfreeze="none", name="classifier"):
     """Builds a classifier from a base and a new Dense softmax head.
 
     Args:
@@ -28,7 +28,7 @@ def build_classifier(base, num_classes, *, dropout=0.2, augmentation=None,
         augmentation: Random augmentation applied to the images in
             training only: a dict of `build_augmentation` arguments, a list
             of Keras layers, or a Keras model. `None` for none.
-        trainable: Which backbone layers train: `"none"` (feature
+        unfreeze: Which backbone layers train: `"none"` (feature
             extraction), `"all"`, an int N (the top N layers), or a layer
             name (that layer and all above it). See `set_trainable`.
         name: The model's name.
@@ -36,12 +36,6 @@ def build_classifier(base, num_classes, *, dropout=0.2, augmentation=None,
     Returns:
         A `keras.Model` from `[0, 255]` RGB images of `base.input_size` to
         class probabilities (float32, also under mixed precision).
-
-    Example:
-    >>> base = tftransfer.load_base("fashion_mobilenet_v2")
-    >>> model = build_classifier(base, num_classes=5, dropout=0.3)
-    >>> model.output_shape
-    (None, 5)
     """
     if int(num_classes) < 2:
         raise TransferError(f"a classifier needs at least 2 classes, got {num_classes}")
@@ -59,7 +53,7 @@ def build_classifier(base, num_classes, *, dropout=0.2, augmentation=None,
             x = augmentation(x)
     outputs = head(base.features(x))
     model = keras.Model(inputs, outputs, name=name)
-    set_trainable(model, trainable)
+    set_trainable(model, unfreeze)
     return model
 
 
@@ -73,10 +67,6 @@ def build_head(feature_dim, num_classes, *, dropout=0.2):
 
     Returns:
         A `keras.Sequential` named `"head"`, features in, probabilities out.
-
-    Example:
-    >>> build_head(1280, 5)(keras.ops.zeros((2, 1280))).shape
-    (2, 5)
     """
     return keras.Sequential(
         [
@@ -155,7 +145,7 @@ def backbone_layers(model):
     return [l for l in backbone.layers if not isinstance(l, keras.layers.InputLayer)]
 
 
-def set_trainable(model, trainable):
+def set_trainable(model, unfreeze):
     """Freezes the backbone of a classifier, all but its top layers.
 
     BatchNormalization layers always stay frozen. In Keras 3 a frozen
@@ -165,24 +155,20 @@ def set_trainable(model, trainable):
 
     Args:
         model: A classifier from `build_classifier`.
-        trainable: `"none"`, `None` or `0` (freeze all), `"all"`, an int N
+        unfreeze: `"none"`, `None` or `0` (freeze all), `"all"`, an int N
             (the top N layers), or the name of the lowest layer to train.
             A TF Hub module is one opaque layer: anything but "none"
             unfreezes it whole.
 
     Returns:
         The number of backbone layers set trainable.
-
-    Example:
-    >>> set_trainable(model, 20)   # the top 20 layers train
-    20
     """
     layers = backbone_layers(model)
     backbone = find_backbone(model)
-    if not isinstance(backbone, keras.Model) and trainable not in (None, "none", 0):
+    if not isinstance(backbone, keras.Model) and unfreeze not in (None, "none", 0):
         # An opaque module (a TF Hub SavedModel) trains whole or not at all.
-        trainable = "all"
-    count = _count_trainable(trainable, layers, backbone.name)
+        unfreeze = "all"
+    count = _count_trainable(unfreeze, layers, backbone.name)
     set_trainable_flag(model.get_layer("features"), count > 0)
     for index, layer in enumerate(layers):
         if count and index < len(layers) - count:

@@ -51,183 +51,190 @@ def _class_names(value):
 
 def _data_options(args):
     """`load_data` options from the data arguments of `train` and `export`."""
-    options = {}
-    if getattr(args, "tfds_data_dir", None) and args.data.startswith("tfds:"):
+    options = {"validation_split": args.validation_split, "seed": args.seed}
+    if args.tfds_data_dir and args.data.startswith("tfds:"):
         options["data_dir"] = args.tfds_data_dir
     if args.class_names:
         options["class_names"] = _class_names(args.class_names)
-    cache = getattr(args, "image_cache", "memory")
-    options["cache"] = {"memory": True, "none": False}.get(cache, cache)
+    options["image_cache"] = {"memory": True, "none": False}.get(args.image_cache,
+                                                                  args.image_cache)
     return options
 
 
-def build_parser():
-    """Returns the `argparse` parser of the `tftransfer` command."""
-    from tftransfer import __version__
-    from tftransfer.bases import BUNDLED_BASE
-    from tftransfer.distribute import PRECISIONS, STRATEGIES
+def _data_arguments():
+    """The arguments that name and split the data, shared by `train` and `export`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("data")
+    group.add_argument("--data",
+                       help="a folder of class subfolders (optionally split into train/ "
+                            "val/ test/), a CSV of path,label rows, tfds:NAME[:SPLIT] "
+                            "(e.g. tfds:tf_flowers), imagefolder:PATH for a TFDS "
+                            "ImageFolder, an .npz of images and labels arrays, or a "
+                            "folder saved by tf.data.Dataset.save (train's default: the "
+                            "bundled demo; export's: none, so --class-names names the "
+                            "classes)")
+    group.add_argument("--class-names", metavar="A,B,...",
+                       help="class names in label order, for an .npz with int labels or "
+                            "a saved tf.data.Dataset")
+    group.add_argument("--image-cache", default="memory", metavar="memory|none|DIR",
+                       help="keep the decoded, resized images in memory, not at all "
+                            "(decode every epoch), or in DIR, where a later run over the "
+                            "same files finds them (default: memory, or "
+                            "~/.cache/tftransfer/images for images that would take more "
+                            "than half of the free memory)")
+    group.add_argument("--tfds-data-dir",
+                       help="where TFDS keeps its datasets (default: ~/tensorflow_datasets)")
+    group.add_argument("--validation-split", type=float, default=0.2,
+                       help="fraction of each class held out when there is no val/ folder "
+                            "(default: 0.2)")
+    group.add_argument("--seed", type=int, default=1337,
+                       help="seeds the split, the shuffling and the initial weights; "
+                            "train and export hold out the same images with the same "
+                            "seed (default: 1337)")
+    return parent
 
-    parser = argparse.ArgumentParser(
-        prog="tftransfer",
-        description="Transfer learning for Keras 3: a pretrained base, a new "
-                    "softmax head, two-phase fine-tuning, and a SavedModel "
-                    "that TF Serving loads.")
-    parser.add_argument("--version", action="version",
-                        version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+def _export_arguments():
+    """The arguments of a SavedModel version, shared by `train` and `export`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("export")
+    group.add_argument("--model-version", type=int, metavar="N",
+                       help="the export's version folder (default: one more than the "
+                            "highest)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="with --model-version, replace an existing version")
+    return parent
+
+
+def _add_train(commands, parents):
+    from tftransfer.bases import BUNDLED_BASE
+    from tftransfer.training import FINE_TUNE, HEAD
 
     train = commands.add_parser(
-        "train", help="train a classifier on a folder of images and export it",
-        description="Train a classifier in two phases (the new head on the frozen "
-                    "base, then the top layers at a low learning rate) and export "
-                    "it as a versioned SavedModel. With no arguments, trains the "
-                    "bundled demo: Fashion-MNIST classes 5-9 on the bundled base.")
-    train.add_argument("--data", default=str(DEMO_DATA),
-                       help="a folder of class subfolders (optionally split into "
-                            "train/ val/ test/), a CSV of path,label rows, "
-                            "tfds:NAME[:SPLIT] (e.g. tfds:tf_flowers), "
-                            "imagefolder:PATH for a TFDS ImageFolder, an .npz of "
-                            "images and labels arrays, or a folder saved by "
-                            "tf.data.Dataset.save (default: the bundled demo)")
-    train.add_argument("--class-names", metavar="A,B,...",
-                       help="class names in label order, for an .npz with int "
-                            "labels or a saved tf.data.Dataset")
-    train.add_argument("--image-cache", default="memory", metavar="memory|none|DIR",
-                       help="keep the decoded, resized images in memory, not at all "
-                            "(decode every epoch), or in DIR, where a later run over "
-                            "the same files finds them (default: memory, or "
-                            "~/.cache/tftransfer/images for images that would take "
-                            "more than half of the free memory)")
-    train.add_argument("--tfds-data-dir",
-                       help="where TFDS keeps its datasets (default: "
-                            "~/tensorflow_datasets)")
-    train.add_argument("--base", default=BUNDLED_BASE,
-                       help="a registry name (see `tftransfer bases`), a .keras file, "
-                            f"or a SavedModel directory (default: {BUNDLED_BASE})")
-    train.add_argument("--weights", default="default",
-                       help="'imagenet', 'none', a local weights file, or 'default' "
-                            "for the base's own (default: default)")
-    train.add_argument("--export", default=str(DEFAULT_EXPORT),
-                       help="SavedModel base path; a new version folder is written "
-                            f"in it (default: {DEFAULT_EXPORT}, under the current "
-                            "folder)")
-    train.add_argument("--save-keras", metavar="PATH",
-                       help="also save the Keras model to this .keras file")
-    train.add_argument("--head-epochs", type=int, default=50,
-                       help="most epochs of phase 1, the head alone; early stopping "
-                            "usually ends it sooner (default: 50)")
-    train.add_argument("--fine-tune-epochs", type=int, default=20,
-                       help="most epochs of phase 2, the unfrozen top; 0 skips it "
-                            "(default: 20)")
-    train.add_argument("--unfreeze", type=_unfreeze, default=20,
-                       help="layers trained in phase 2: a number N (the top N), "
-                            "'all', or a layer name (it and all above) (default: 20)")
-    train.add_argument("--learning-rate", type=float, default=1e-3,
-                       help="learning rate of phase 1 (default: 1e-3)")
-    train.add_argument("--fine-tune-learning-rate", type=float, default=1e-5,
-                       help="peak learning rate of phase 2 (default: 1e-5)")
-    train.add_argument("--batch-size", type=int, default=16,
-                       help="images per replica per step; the global batch is this "
-                            "times the replicas, as the log states (default: 16)")
-    train.add_argument("--image-size", type=int,
+        "train", parents=parents, help="train a classifier on labelled images and export it",
+        description="Train a classifier in two phases (the new head on the frozen base, "
+                    "then the top layers at a low learning rate) and export it as a "
+                    "versioned SavedModel. With no arguments, trains the bundled demo: "
+                    "Fashion-MNIST classes 5-9 on the bundled base.")
+    model = train.add_argument_group("model")
+    model.add_argument("--base", default=BUNDLED_BASE,
+                       help="a registry name (see `tftransfer bases`), a .keras file, or a "
+                            f"SavedModel / TF Hub directory or URL (default: {BUNDLED_BASE})")
+    model.add_argument("--weights", default="default",
+                       help="'imagenet', 'none', a local weights file, or 'default' for "
+                            "the base's own (default: default)")
+    model.add_argument("--image-size", type=int,
                        help="square input size in pixels (default: the base's own)")
-    train.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
-    train.add_argument("--augment", type=_augmentation, metavar="SPEC",
+    model.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
+    model.add_argument("--augment", type=_augmentation, metavar="SPEC",
                        help="random augmentation in training, e.g. "
                             "'flip,rotation=0.1,zoom=0.1,translation=0.1,contrast=0.2' "
                             "(fractions; flip may be flip=vertical)")
-    train.add_argument("--augmented-views", type=int, default=0, metavar="K",
-                       help="with --augment, cache K augmented views per image for "
-                            "phase 1; 0 runs phase 1 uncached (default: 0)")
-    train.add_argument("--class-weight", choices=["auto", "none"], default="auto",
-                       help="'auto' weighs classes by inverse frequency on "
-                            "imbalanced data (default: auto)")
-    train.add_argument("--label-smoothing", type=float, default=0.0,
-                       help="(default: 0)")
-    train.add_argument("--validation-split", type=float, default=0.2,
-                       help="fraction of each class held out when there is no val/ "
-                            "folder (default: 0.2)")
-    train.add_argument("--patience", type=int, default=5,
-                       help="epochs without improvement before a phase stops "
-                            "(default: 5)")
-    train.add_argument("--seed", type=int, default=1337, help="(default: 1337)")
-    train.add_argument("--log-dir", help="write TensorBoard logs here")
-    train.add_argument("--cache-dir",
-                       help="where phase 1 caches the frozen base's features "
-                            "(default: $TFTRANSFER_CACHE_DIR or "
-                            "~/.cache/tftransfer/features)")
-    train.add_argument("--no-cache", action="store_true",
-                       help="run the frozen base every epoch of phase 1 instead of "
-                            "caching its features")
-    train.add_argument("--overwrite", action="store_true",
-                       help="with --model-version, replace an existing version")
-    train.add_argument("--model-version", type=int, metavar="N",
-                       help="the export's version folder (default: one more than "
-                            "the highest)")
-    train.add_argument("--quiet", action="store_true",
-                       help="one line per epoch, never progress bars (by default: "
-                            "progress bars in a terminal, one line per epoch "
-                            "otherwise)")
-    scale = train.add_argument_group(
-        "devices", "where training runs; see tftransfer.distribute. With several "
-                   "workers (TF_CONFIG), run the same command on each; the chief "
-                   "writes the export")
-    scale.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                       help="'auto': a TPU if attached, else several workers if "
-                            "TF_CONFIG names them, else all GPUs if more than one, "
-                            "else one device (default: auto)")
-    scale.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="'auto': mixed_float16 on GPUs of compute capability 7+, "
-                            "mixed_bfloat16 on TPU, float32 otherwise (default: auto)")
-    scale.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
-                       help="XLA-compile the training step; 'auto' lets Keras choose "
-                            "(on for GPUs) (default: auto)")
-    scale.add_argument("--learning-rate-scaling", choices=["sqrt", "linear", "none"],
-                       default="sqrt",
-                       help="how the learning rates grow with the replicas in sync "
-                            "(default: sqrt, suited to Adam)")
-    scale.add_argument("--backup-dir",
-                       help="back up every epoch of both phases here; rerunning the "
-                            "same command after a crash or preemption resumes from "
-                            "the last epoch, in the right phase (shared storage with "
-                            "several workers)")
+    phases = train.add_argument_group("phases")
+    phases.add_argument("--head-epochs", type=int, default=HEAD.epochs,
+                        help="most epochs of phase 1, the head alone; early stopping "
+                             f"usually ends it sooner (default: {HEAD.epochs})")
+    phases.add_argument("--head-learning-rate", type=float, default=HEAD.learning_rate,
+                        help=f"learning rate of phase 1 (default: {HEAD.learning_rate})")
+    phases.add_argument("--fine-tune-epochs", type=int, default=FINE_TUNE.epochs,
+                        help="most epochs of phase 2, the unfrozen top; 0 skips it "
+                             f"(default: {FINE_TUNE.epochs})")
+    phases.add_argument("--fine-tune-learning-rate", type=float,
+                        default=FINE_TUNE.learning_rate,
+                        help="peak learning rate of phase 2 (default: "
+                             f"{FINE_TUNE.learning_rate})")
+    phases.add_argument("--unfreeze", type=_unfreeze, default=FINE_TUNE.unfreeze,
+                        help="layers trained in phase 2: a number N (the top N), 'all', "
+                             f"or a layer name (it and all above) (default: "
+                             f"{FINE_TUNE.unfreeze})")
+    phases.add_argument("--warmup-epochs", type=int, default=FINE_TUNE.warmup_epochs,
+                        help="phase 2's rate ramps up over these epochs, then decays "
+                             f"along a cosine (default: {FINE_TUNE.warmup_epochs})")
+    phases.add_argument("--patience", type=int, default=HEAD.patience,
+                        help="epochs without improvement before a phase stops "
+                             f"(default: {HEAD.patience})")
+    phases.add_argument("--batch-size", type=int, default=32,
+                        help="images per replica per step; the global batch is this "
+                             "times the replicas, as the log states (default: 32)")
+    phases.add_argument("--class-weight", choices=["auto", "none"], default="auto",
+                        help="'auto' weighs classes by inverse frequency on imbalanced "
+                             "data (default: auto)")
+    phases.add_argument("--label-smoothing", type=float, default=0.0, help="(default: 0)")
+    phases.add_argument("--feature-cache", default="default", metavar="default|none|DIR",
+                        help="where phase 1 caches the frozen base's features: "
+                             "$TFTRANSFER_CACHE_DIR or ~/.cache/tftransfer/features "
+                             "(default), DIR, or none to run the base every epoch")
+    phases.add_argument("--augmented-views", type=int, default=0, metavar="K",
+                        help="with --augment, cache K augmented views per image for "
+                             "phase 1; 0 runs phase 1 uncached (default: 0)")
+    output = train.add_argument_group("output")
+    output.add_argument("--export", default=str(DEFAULT_EXPORT),
+                        help="SavedModel base path; a new version folder is written in "
+                             f"it (default: {DEFAULT_EXPORT}, under the current folder)")
+    output.add_argument("--save-keras", metavar="PATH",
+                        help="also save the Keras model to this .keras file")
+    output.add_argument("--log-dir", help="write TensorBoard logs of both phases here")
+    output.add_argument("--quiet", action="store_true",
+                        help="one line per epoch, never progress bars (by default: "
+                             "progress bars in a terminal, one line per epoch otherwise)")
+    _add_device_arguments(train)
+    train.set_defaults(data=str(DEMO_DATA))
+
+
+def _add_device_arguments(train):
+    from tftransfer.distribute import PRECISIONS, STRATEGIES
+
+    devices = train.add_argument_group(
+        "devices", "where training runs; see tftransfer.distribute. With several workers "
+                   "(TF_CONFIG), run the same command on each; the chief writes the "
+                   "export")
+    devices.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                         help="'auto': a TPU if attached, else several workers if "
+                              "TF_CONFIG names them, else all GPUs if more than one, else "
+                              "one device (default: auto)")
+    devices.add_argument("--precision", choices=PRECISIONS, default="auto",
+                         help="'auto': mixed_float16 on GPUs of compute capability 7+, "
+                              "mixed_bfloat16 on TPU, float32 otherwise (default: auto)")
+    devices.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
+                         help="XLA-compile the training step; 'auto' lets Keras choose "
+                              "(on for GPUs) (default: auto)")
+    devices.add_argument("--learning-rate-scaling", choices=["sqrt", "linear", "none"],
+                         default="sqrt",
+                         help="how the learning rates grow with the replicas in sync "
+                              "(default: sqrt, suited to Adam)")
+    devices.add_argument("--backup-dir",
+                         help="back up every epoch of both phases here; rerunning the same "
+                              "command after a crash or preemption resumes from the last "
+                              "epoch, in the right phase (shared storage with several "
+                              "workers)")
+
+
+def _add_export(commands, parents):
+    from tftransfer.export import TFLITE_QUANTIZATIONS
 
     export = commands.add_parser(
-        "export", help="export a saved Keras model as a SavedModel (and TFLite)",
-        description="Export a classifier saved as a .keras file (train "
-                    "--save-keras) as a TF Serving SavedModel version, and "
-                    "optionally as TFLite models, each reported with its size "
-                    "and its accuracy on the validation data.")
+        "export", parents=parents,
+        help="export a saved Keras model as a SavedModel (and TFLite)",
+        description="Export a classifier saved as a .keras file (train --save-keras) as a "
+                    "TF Serving SavedModel version, and optionally as TFLite models, each "
+                    "reported with its size and its accuracy on the validation data.")
     export.add_argument("--model", required=True, help="a .keras file")
     export.add_argument("--output", required=True,
                         help="SavedModel base path; a new version folder is written in it")
-    export.add_argument("--data", help="the training data (any --data of train): gives "
-                                       "the class names, the validation images for "
-                                       "accuracy, and the int8 calibration images")
-    export.add_argument("--class-names",
-                        help="comma-separated class names, in label order (instead "
-                             "of --data, or with an .npz or saved tf.data --data)")
     export.add_argument("--tflite", default="",
-                        help="TFLite variants to write into OUTPUT/tflite/: 'all' or "
-                             "a comma-separated subset of float32,float16,"
-                             "dynamic_range,int8 (needs --data)")
-    export.add_argument("--model-version", type=int, metavar="N",
-                        help="the export's version folder (default: the next integer)")
-    export.add_argument("--overwrite", action="store_true",
-                        help="with --model-version, replace an existing version")
-    export.add_argument("--validation-split", type=float, default=0.2,
-                        help="as in train, so that the same images are held out "
-                             "(default: 0.2)")
-    export.add_argument("--seed", type=int, default=1337, help="as in train (default: 1337)")
+                        help="TFLite variants to write into OUTPUT/tflite/: 'all' or a "
+                             f"comma-separated subset of {','.join(TFLITE_QUANTIZATIONS)} "
+                             "(needs --data with validation images)")
 
+
+def _add_small_commands(commands):
     predict = commands.add_parser(
         "predict", help="print the top classes of images with an exported model",
-        description="Run an exported SavedModel or TFLite model on image files "
-                    "and print the top classes of each.")
+        description="Run an exported SavedModel or TFLite model on image files and print "
+                    "the top classes of each.")
     predict.add_argument("--model", required=True,
-                         help="a SavedModel base path (its latest version is used), "
-                              "a version folder, or a .tflite file with labels.txt "
-                              "beside it")
+                         help="a SavedModel base path (its latest version is used), a "
+                              "version folder, or a .tflite file with labels.txt beside it")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     predict.add_argument("--top-k", type=int, default=3, help="(default: 3)")
 
@@ -236,21 +243,37 @@ def build_parser():
 
     check = commands.add_parser(
         "check-data", help="report every image file that training cannot use",
-        description="Check a folder of labelled images: every file that cannot be "
-                    "used (corrupt, truncated, empty, not an image, unsupported "
-                    "format, hidden, a broken or looping link) is listed with its "
-                    "reason, and the totals reconcile: found = used + skipped. "
-                    "Exits with 2 if the folder cannot be trained on.")
-    check.add_argument("folder", help="a folder of class subfolders, or of train/ "
-                                      "val/ test/ folders of class subfolders")
+        description="Check a folder of labelled images: every file that cannot be used "
+                    "(corrupt, truncated, empty, not an image, unsupported format, "
+                    "hidden, a broken or looping link) is listed with its reason, and "
+                    "the totals reconcile: found = used + skipped. Exits with 2 if the "
+                    "folder cannot be trained on.")
+    check.add_argument("folder", help="a folder of class subfolders, or of train/ val/ "
+                                      "test/ folders of class subfolders")
 
     clear = commands.add_parser(
         "clear-cache", help="delete cached features",
         description="Delete the feature cache's entries (folders named by their "
                     "fingerprint); other files in the folder are left alone.")
-    clear.add_argument("--cache-dir", help="the cache folder (default: "
-                                          "$TFTRANSFER_CACHE_DIR or "
-                                          "~/.cache/tftransfer/features)")
+    clear.add_argument("--feature-cache", metavar="DIR",
+                       help="the cache folder (default: $TFTRANSFER_CACHE_DIR or "
+                            "~/.cache/tftransfer/features)")
+
+
+def build_parser():
+    """Returns the `argparse` parser of the `tftransfer` command."""
+    from tftransfer import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tftransfer",
+        description="Transfer learning for Keras 3: a pretrained base, a new softmax "
+                    "head, two-phase fine-tuning, and a SavedModel that TF Serving loads.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data, export = _data_arguments(), _export_arguments()
+    _add_train(commands, [data, export])
+    _add_export(commands, [data, export])
+    _add_small_commands(commands)
     return parser
 
 
@@ -259,7 +282,7 @@ def train_command(args):
     import keras
 
     import tftransfer
-    from tftransfer import distribute
+    from tftransfer import Phase, distribute
 
     # Multi-worker and TPU strategies set up the runtime: before any other op.
     strategy = distribute.select_strategy(args.strategy)
@@ -270,7 +293,6 @@ def train_command(args):
         base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
     batch_size = distribute.global_batch_size(args.batch_size, strategy)
     data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
-                                validation_split=args.validation_split, seed=args.seed,
                                 **_data_options(args))
     print(f"data: {len(data.class_names)} classes from {args.data}"
           + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else ""))
@@ -279,21 +301,26 @@ def train_command(args):
                                             dropout=args.dropout,
                                             augmentation=args.augment)
     start = time.time()
+    callbacks = [keras.callbacks.TensorBoard(args.log_dir)] if args.log_dir else []
     history = tftransfer.fine_tune(
-        model, data.train, data.validation, head_epochs=args.head_epochs,
-        fine_tune_epochs=args.fine_tune_epochs, unfreeze=args.unfreeze,
-        head_learning_rate=args.learning_rate,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        patience=args.patience, label_smoothing=args.label_smoothing,
+        model, data.train, data.validation,
+        head=Phase.head(epochs=args.head_epochs, learning_rate=args.head_learning_rate,
+                        patience=args.patience),
+        fine_tune=Phase.fine_tune(epochs=args.fine_tune_epochs,
+                                  learning_rate=args.fine_tune_learning_rate,
+                                  unfreeze=args.unfreeze, warmup_epochs=args.warmup_epochs,
+                                  patience=args.patience),
         class_weight=None if args.class_weight == "none" else "auto",
-        augmented_views=args.augmented_views,
-        log_dir=args.log_dir, seed=args.seed,
-        feature_cache=False if args.no_cache else (args.cache_dir or True),
-        backup_dir=args.backup_dir,
-        learning_rate_scaling=(None if args.learning_rate_scaling == "none"
-                               else args.learning_rate_scaling),
-        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-        verbose=2 if args.quiet else "auto")
+        label_smoothing=args.label_smoothing,
+        feature_cache={"default": True, "none": False}.get(args.feature_cache,
+                                                           args.feature_cache),
+        augmented_views=args.augmented_views, callbacks=callbacks, seed=args.seed,
+        verbose=2 if args.quiet else "auto",
+        options=distribute.RunOptions(
+            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+            learning_rate_scaling=(None if args.learning_rate_scaling == "none"
+                                   else args.learning_rate_scaling),
+            backup_dir=args.backup_dir))
     print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
           f"'{history.kept_phase}'")
     metrics = {}
@@ -336,8 +363,7 @@ def export_command(args):
     data = None
     if args.data:
         data = tftransfer.load_data(args.data, model.input_shape[1:3],
-                                    validation_split=args.validation_split,
-                                    seed=args.seed, **_data_options(args))
+                                    **_data_options(args))
     class_names = (_class_names(args.class_names) if args.class_names
                    else data.class_names if data else None)
     if class_names is None:
@@ -408,9 +434,9 @@ def clear_cache_command(args):
     """Runs `tftransfer clear-cache`; returns the exit status."""
     from tftransfer.feature_cache import clear_feature_cache, default_cache_dir
 
-    count = clear_feature_cache(args.cache_dir)
+    count = clear_feature_cache(args.feature_cache)
     print(f"deleted {count} cache entr{'y' if count == 1 else 'ies'} from "
-          f"{args.cache_dir or default_cache_dir()}")
+          f"{args.feature_cache or default_cache_dir()}")
     return 0
 
 

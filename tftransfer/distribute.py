@@ -12,30 +12,57 @@ built under:
     fine_tune(model, train, val, backup_dir="backups/run1")
 
 Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy`
-(keras-team/keras#20585), so `fit` here runs its own epoch loop there: one
-training step through `strategy.run`, losses and metrics all-reduced across
-workers, and the usual Keras callbacks (progress bar, `History`, early
-stopping, TensorBoard) driven by a `CallbackList`. Every other strategy
-uses `model.fit` itself.
+(keras-team/keras#20585), so `fit` here runs `multi_worker.train_loop`
+there; every other strategy uses `model.fit` itself.
 """
 
+import dataclasses
 import glob
 import json
+import shutil
 import logging
 import math
 import os
 from pathlib import Path
+from typing import Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer import _atomic, multi_worker
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How `fine_tune` runs on its devices.
+
+    Attributes:
+        jit_compile: XLA compilation of the training step: `True`, `False`,
+            or `"auto"` (Keras' choice: on for GPUs and TPUs).
+        learning_rate_scaling: The learning rates are for one replica's
+            batch; with N replicas in sync they are multiplied by sqrt(N)
+            (`"sqrt"`, suited to Adam), N (`"linear"`), or not (`None`).
+        backup_dir: If set, each epoch of both phases is backed up there
+            (weights and optimizer state), and a call with the same folder
+            after a crash or preemption resumes where the last one stopped,
+            in the right phase. Removed once training ends. With several
+            workers it must be on storage that all of them share.
+
+    Example:
+    >>> RunOptions(backup_dir="backups/run1").learning_rate_scaling
+    'sqrt'
+    """
+
+    jit_compile: object = "auto"
+    learning_rate_scaling: Optional[str] = "sqrt"
+    backup_dir: Optional[str] = None
 
 
 def select_strategy(name="auto"):
@@ -246,10 +273,6 @@ def global_batch_size(per_replica_batch_size, strategy=None):
 
     Returns:
         `per_replica_batch_size * strategy.num_replicas_in_sync`.
-
-    Example:
-    >>> global_batch_size(16, select_strategy("mirrored"))   # 2 GPUs
-    32
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
@@ -283,57 +306,11 @@ def learning_rate_scale(replicas, rule="sqrt"):
                         f"got {rule!r}")
 
 
-def distribute_dataset(dataset, strategy):
-    """Distributes batches across the replicas with the fitting shard policy.
-
-    Datasets that read files themselves (TFRecord, text lines) are sharded
-    by file, so that each worker reads only its files. Every other source
-    (file *names* decoded by `map`, arrays in memory, cached features) is
-    sharded by element, in a deterministic order, so that the workers
-    split each batch without overlap.
-
-    Args:
-        dataset: Global batches.
-        strategy: The strategy.
-
-    Returns:
-        A `tf.distribute.DistributedDataset`, or `dataset` itself with
-        one replica.
-    """
-    if strategy.num_replicas_in_sync == 1:
-        return dataset
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = shard_policy(dataset)
-    options.deterministic = True
-    return strategy.experimental_distribute_dataset(dataset.with_options(options))
-
-
-_FILE_READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset")
-
-
-def shard_policy(dataset):
-    """Returns `AutoShardPolicy.FILE` for file-reading datasets, else `DATA`."""
-    graph = _graph_def(dataset)
-    # Readers of several files sit in the functions of a flat_map.
-    ops = {node.op for node in graph.node}
-    ops.update(node.op for function in graph.library.function for node in function.node_def)
-    if any(reader in op for op in ops for reader in _FILE_READERS):
-        return tf.data.experimental.AutoShardPolicy.FILE
-    return tf.data.experimental.AutoShardPolicy.DATA
-
-
-def _graph_def(dataset):
-    graph_def = tf.compat.v1.GraphDef()
-    # The only way to see a dataset's source ops; tf.data itself uses it.
-    graph_def.ParseFromString(dataset._as_serialized_graph().numpy())
-    return graph_def
-
-
 def fit(model, train, *, validation_data=None, epochs=1, initial_epoch=0, callbacks=None,
         class_weight=None, verbose="auto"):
     """Trains a compiled model under its strategy, as `model.fit` does.
 
-    Under `MultiWorkerMirroredStrategy` this runs `train_loop` (Keras 3's
+    Under `MultiWorkerMirroredStrategy` this runs `multi_worker.train_loop` (Keras 3's
     `fit` fails there, keras-team/keras#20585); otherwise `model.fit`.
 
     Args:
@@ -348,14 +325,12 @@ def fit(model, train, *, validation_data=None, epochs=1, initial_epoch=0, callba
 
     Returns:
         A `keras.callbacks.History`.
-
-    Example:
-    >>> history = fit(model, train, validation_data=val, epochs=5)
     """
     if is_multi_worker(model.distribute_strategy):
-        return train_loop(model, train, validation_data=validation_data, epochs=epochs,
-                          initial_epoch=initial_epoch, callbacks=callbacks,
-                          class_weight=class_weight, verbose=verbose)
+        return multi_worker.train_loop(
+            model, train, validation_data=validation_data, epochs=epochs,
+            initial_epoch=initial_epoch, callbacks=callbacks, class_weight=class_weight,
+            verbose=verbose)
     return model.fit(train, validation_data=validation_data, epochs=epochs,
                      initial_epoch=initial_epoch, callbacks=callbacks,
                      class_weight=class_weight, shuffle=False, verbose=verbose)
@@ -367,198 +342,10 @@ def evaluate(model, dataset):
     Like `model.evaluate(dataset, return_dict=True)`, which also fails
     under `MultiWorkerMirroredStrategy`; there, the replicas' sums are
     all-reduced instead.
-
-    Example:
-    >>> evaluate(model, test)["accuracy"]
-    0.93
     """
-    strategy = model.distribute_strategy
-    if not is_multi_worker(strategy):
+    if not is_multi_worker(model.distribute_strategy):
         return model.evaluate(dataset, verbose=0, return_dict=True)
-    return _run_over(_eval_step(model, strategy),
-                     distribute_dataset(dataset, strategy)).logs()
-
-
-def train_loop(model, train, *, validation_data=None, epochs=1, initial_epoch=0,
-               callbacks=None, class_weight=None, verbose="auto"):
-    """An epoch loop over `strategy.run` steps that works under any strategy.
-
-    Each replica computes its part of the batch's cross-entropy, divided
-    by the global number of examples, so that the optimizer's all-reduced
-    (summed) gradients are those of the global mean. Loss, accuracy and
-    their `val_` versions are summed across replicas and workers, so every
-    worker sees the same logs and early stopping stops them together.
-    Keras callbacks receive the usual hooks and `logs`.
-
-    Args:
-        model: A model compiled with a sparse cross-entropy loss and built
-            under the strategy's scope.
-        train, validation_data, epochs, initial_epoch, callbacks,
-        class_weight, verbose: As in `model.fit`.
-
-    Returns:
-        A `keras.callbacks.History`.
-    """
-    strategy = model.distribute_strategy
-    if model.optimizer is None or getattr(model, "loss", None) is None:
-        raise TransferError("compile the model (optimizer and loss) before training it")
-    with strategy.scope():
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-    train_step = _train_step(model, strategy, class_weight)
-    eval_step = _eval_step(model, strategy) if validation_data is not None else None
-    distributed_train = distribute_dataset(train, strategy)
-    distributed_validation = (distribute_dataset(validation_data, strategy)
-                              if validation_data is not None else None)
-    steps = int(train.cardinality())
-    callback_list = keras.callbacks.CallbackList(
-        callbacks, add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=1 if verbose == "auto" else verbose, epochs=epochs,
-        steps=steps if steps > 0 else None)
-    model.stop_training = False
-    callback_list.on_train_begin()
-    epoch_logs = {}
-    for epoch in range(initial_epoch, epochs):
-        callback_list.on_epoch_begin(epoch)
-        totals = _Totals()
-        for step, batch in enumerate(distributed_train):
-            callback_list.on_train_batch_begin(step)
-            totals.add(train_step(batch))
-            callback_list.on_train_batch_end(step, totals.logs())
-        epoch_logs = totals.logs()
-        if eval_step is not None:
-            val = _run_over(eval_step, distributed_validation).logs()
-            epoch_logs.update({f"val_{k}": v for k, v in val.items()})
-        callback_list.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
-    callback_list.on_train_end(epoch_logs)
-    return next(c for c in callback_list.callbacks
-                if isinstance(c, keras.callbacks.History))
-
-
-class _Totals:
-    """Running sums of `[weighted loss, correct, examples, regularization]`."""
-
-    def __init__(self):
-        self.sums = np.zeros(4)
-        self.steps = 0
-
-    def add(self, step_sums):
-        self.sums += step_sums.numpy()
-        self.steps += 1
-
-    def logs(self):
-        loss, correct, count, regularization = self.sums
-        count = max(count, 1.0)
-        return {"loss": float(loss / count + regularization / max(self.steps, 1)),
-                "accuracy": float(correct / count)}
-
-
-def _per_example_loss(model):
-    loss = model.loss
-    if isinstance(loss, keras.losses.Loss):
-        return loss.call  # Unreduced: one value per example.
-    return keras.losses.get(loss)
-
-
-def _step_sums(labels, probabilities, per_example, regularization):
-    """Per-replica `[weighted loss, correct, examples, regularization]`."""
-    predicted = tf.cast(tf.argmax(probabilities, axis=-1), labels.dtype)
-    correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
-    count = tf.cast(tf.size(labels), tf.float32)
-    return tf.stack([tf.reduce_sum(per_example), correct, count, regularization])
-
-
-def _regularization(model, replicas):
-    # Split across replicas, so that the summed gradients count it once.
-    if not model.losses:
-        return tf.constant(0.0)
-    return tf.cast(tf.add_n(model.losses), tf.float32) / replicas
-
-
-def _train_step(model, strategy, class_weight):
-    loss_fn = _per_example_loss(model)
-    optimizer = model.optimizer
-    replicas = strategy.num_replicas_in_sync
-    num_classes = int(model.output_shape[-1])
-    weights = None
-    if class_weight:
-        weights = tf.constant([float(class_weight.get(i, 1.0)) for i in range(num_classes)])
-
-    def replica_step(images, labels):
-        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        count = tf.cast(tf.size(labels), tf.float32)
-        # The global batch may split unevenly (the last one, or an empty
-        # share), so divide by the true global count, not a constant.
-        global_count = tf.distribute.get_replica_context().all_reduce("sum", count)
-        with tf.GradientTape() as tape:
-            probabilities = model(images, training=True)
-            per_example = tf.cast(loss_fn(labels, probabilities), tf.float32)
-            if weights is not None:
-                per_example *= tf.gather(weights, labels)
-            regularization = _regularization(model, replicas)
-            loss = tf.reduce_sum(per_example) / tf.maximum(global_count, 1.0) + regularization
-            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                loss = optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return _step_sums(labels, probabilities, per_example, regularization)
-
-    return _summed_over_replicas(replica_step, strategy)
-
-
-def _eval_step(model, strategy):
-    loss_fn = _per_example_loss(model)
-    replicas = strategy.num_replicas_in_sync
-
-    def replica_step(images, labels):
-        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        probabilities = model(images, training=False)
-        per_example = tf.cast(loss_fn(labels, probabilities), tf.float32)
-        return _step_sums(labels, probabilities, per_example,
-                          _regularization(model, replicas))
-
-    return _summed_over_replicas(replica_step, strategy)
-
-
-def _summed_over_replicas(replica_step, strategy):
-    """A compiled step: `replica_step` on each replica's share, sums all-reduced."""
-
-    @tf.function(reduce_retracing=True)  # The last batch is often smaller.
-    def step(batch):
-        sums = strategy.run(replica_step, args=tuple(batch))
-        return strategy.reduce("SUM", sums, axis=None)
-
-    return step
-
-
-def _run_over(step, distributed_dataset):
-    """Runs `step` on every batch; returns the `_Totals`."""
-    totals = _Totals()
-    for batch in distributed_dataset:
-        totals.add(step(batch))
-    return totals
-
-
-def replace_atomically(path, write):
-    """Writes a file through `write(staging_path)` and a rename into place.
-
-    A reader (or a restart after a kill) sees the old file or the new one,
-    never half of one.
-
-    Args:
-        path: The file's final `Path`.
-        write: Writes the content to the path it is given.
-
-    Example:
-    >>> replace_atomically(Path("state.json"), lambda p: p.write_text("{}"))
-    """
-    # Same folder (so the rename stays on one filesystem) and same suffix
-    # (np.savez would add ".npz" to any other name).
-    staging = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
-    write(staging)
-    os.replace(staging, path)
+    return multi_worker.evaluate_loop(model, dataset)
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -572,11 +359,6 @@ class EpochBackup(keras.callbacks.Callback):
 
     Args:
         directory: The backup folder (shared by all workers).
-
-    Example:
-    >>> backup = EpochBackup("backups/run1/head")
-    >>> start = backup.restore(model)       # 0 on a fresh run
-    >>> model.fit(train, epochs=10, initial_epoch=start, callbacks=[backup])
     """
 
     INDEX = "latest.json"
@@ -618,7 +400,70 @@ class EpochBackup(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1}.weights.h5"
         self.model.save_weights(self.directory / name, overwrite=True)
         index = json.dumps({"epoch": epoch + 1, "weights": name})
-        replace_atomically(self.directory / self.INDEX, lambda path: path.write_text(index))
+        _atomic.replace_file(self.directory / self.INDEX, lambda path: path.write_text(index))
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+
+
+class PhaseBackups:
+    """The backups of one `fine_tune` run, for resuming it in the right phase.
+
+    `DIR/head/` and `DIR/fine_tune/` hold each phase's epoch backups
+    (`EpochBackup`); once phase 1 ends, its result (the weights that it
+    kept, and its history) is saved as `DIR/head.npz` + `DIR/head.json`, so
+    that a restart goes straight to phase 2.
+    """
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def for_phase(self, phase):
+        return EpochBackup(self.directory / phase)
+
+    def finished_head(self, model):
+        """Restores a finished phase 1 into `model`.
+
+        Returns:
+            `(history, feature_cache)`: phase 1's `History` and its feature
+            cache manifest, or `None` if phase 1 did not finish.
+        """
+        try:
+            state = json.loads((self.directory / "head.json").read_text())
+            with np.load(self.directory / "head.npz") as arrays:
+                weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as error:
+            raise TransferError(f"cannot read the backup of phase 1 in {self.directory}: "
+                                f"{error}") from None
+        try:
+            model.set_weights(weights)
+        except ValueError as error:
+            raise TransferError(f"the backup in {self.directory} is from another model "
+                                f"({error}); delete it or choose another backup "
+                                "folder") from None
+        history = keras.callbacks.History()
+        history.history = state["history"]
+        history.epoch = state["epoch"]
+        logger.info("resuming: phase 1 (head) finished earlier after %d epochs; its "
+                    "weights are restored from %s", state["epochs"], self.directory)
+        return history, state.get("feature_cache")
+
+    def save_head(self, model, result):
+        if not is_chief(model.distribute_strategy):
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        _atomic.replace_file(self.directory / "head.npz",
+                           lambda path: np.savez(path, **weights))
+        state = json.dumps({"epochs": result.head_epochs, "epoch": result.head.epoch,
+                            "history": result.head.history,
+                            "feature_cache": result.feature_cache}, default=float)
+        _atomic.replace_file(self.directory / "head.json",
+                           lambda path: path.write_text(state))
+        shutil.rmtree(self.directory / "head", ignore_errors=True)
+
+    def remove(self, model):
+        if is_chief(model.distribute_strategy):
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -19,8 +19,6 @@ full-integer quantization) and `evaluate_tflite` measures their accuracy.
 
 import json
 import logging
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from tftransfer.data import decode_image
+from tftransfer import _atomic
 from tftransfer.errors import TransferError
 
 LABELS_FILE = "labels.txt"
@@ -61,10 +60,6 @@ def export_saved_model(model, directory, class_names, *, version=None, top_k=5,
 
     Returns:
         The `Path` of the written version folder.
-
-    Example:
-    >>> export_saved_model(model, "exports/flowers", class_names)
-    PosixPath('exports/flowers/1')
     """
     class_names = [str(name) for name in class_names]
     num_classes = int(model.output_shape[-1])
@@ -79,11 +74,9 @@ def export_saved_model(model, directory, class_names, *, version=None, top_k=5,
         raise TransferError(f"{target} already exists; pass overwrite=True "
                             "(--overwrite) or another version")
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=directory))
-    try:
-        _write_saved_model(model, staging / "saved_model", class_names,
-                           min(top_k, num_classes))
-        extra = staging / "saved_model" / "assets.extra"
+    def write(staging):
+        _write_saved_model(model, staging, class_names, min(top_k, num_classes))
+        extra = staging / "assets.extra"
         extra.mkdir()
         (extra / METADATA_FILE).write_text(json.dumps(
             {"class_names": class_names,
@@ -91,9 +84,11 @@ def export_saved_model(model, directory, class_names, *, version=None, top_k=5,
              "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
              **(metadata or {})}, indent=2, default=float))
         write_warmup_requests(extra / WARMUP_FILE, model.input_shape[1:3])
-        _replace(staging / "saved_model", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    # The staging folder's name is not a number, so TF Serving ignores it.
+    if not _atomic.publish_folder(target, write, replace=overwrite):
+        raise TransferError(f"{target} was written by another process meanwhile; pass "
+                            "overwrite=True (--overwrite) or another version")
     return target
 
 
@@ -215,9 +210,6 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
 
     Returns:
         The `Path` written.
-
-    Example:
-    >>> export_tflite(model, "exports/flowers_fp16.tflite", quantization="float16")
     """
     if quantization not in TFLITE_QUANTIZATIONS:
         raise TransferError(f"unknown TFLite quantization {quantization!r}; choose from "
@@ -276,10 +268,6 @@ class TFLiteClassifier:
 
     Args:
         path: A `.tflite` file from `export_tflite`.
-
-    Example:
-    >>> TFLiteClassifier("model_fp16.tflite").predict(images).shape
-    (8, 5)
     """
 
     def __init__(self, path):
@@ -363,11 +351,6 @@ def export_tflite_variants(model, directory, *, validation, representative_data,
     Returns:
         A list of dicts with `quantization`, `path`, `bytes` and `accuracy`,
         the first for the Keras model itself (`quantization="keras"`).
-
-    Example:
-    >>> for row in export_tflite_variants(model, "exports/tflite", validation=val,
-    ...                                   representative_data=train, class_names=names):
-    ...     print(row["quantization"], row["bytes"], row["accuracy"])
     """
     metrics = model.evaluate(validation, verbose=0, return_dict=True) if getattr(
         model, "compiled", False) else None
@@ -394,16 +377,6 @@ def _keras_accuracy(model, dataset):
     return correct / max(total, 1)
 
 
-def _replace(source, target):
-    if not target.exists():
-        os.rename(source, target)
-        return
-    trash = target.with_name(f".{target.name}-replaced")
-    os.rename(target, trash)
-    os.rename(source, target)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def predict_files(model_dir, paths, *, top_k=3):
     """Classifies image files with an exported SavedModel.
 
@@ -416,10 +389,6 @@ def predict_files(model_dir, paths, *, top_k=3):
 
     Returns:
         A list of `(path, [(class_name, probability), ...])`, best first.
-
-    Example:
-    >>> predict_files("exports/flowers", ["rose.jpg"])
-    [('rose.jpg', [('roses', 0.93), ('tulips', 0.05), ('daisy', 0.01)])]
     """
     from tftransfer.data import check_images
 

@@ -29,7 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.data import register_source, remove_abandoned, source_key
+from tftransfer import _atomic
+from tftransfer.data import register_source, source_key
 from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
 
@@ -61,10 +62,6 @@ def fingerprint(features, data_key, *, augmentation=None, views=1):
 
     Returns:
         A hex string.
-
-    Example:
-    >>> fingerprint(base.features, source_key(train))[:12]
-    '3f2a9c0d1e4b'
     """
     digest = hashlib.sha256()
     for model in (features, augmentation):
@@ -101,11 +98,6 @@ def cached_features(features, dataset, *, cache_dir=None, augmentation=None, vie
         `(dataset, manifest)`: `(features, labels)` batches, and the
         entry's manifest (a dict with `rows`, `feature_dim`, `shards`,
         `path` and `reused`).
-
-    Example:
-    >>> head_train, manifest = cached_features(base.features, train, shuffle=True)
-    >>> manifest["reused"]
-    False
     """
     key = source_key(dataset)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -131,8 +123,8 @@ def cached_features(features, dataset, *, cache_dir=None, augmentation=None, vie
 def extract_features(features, dataset, entry, *, augmentation=None, views=1):
     """Runs the base over a dataset and writes its features to a cache entry.
 
-    The shards go to a `.partial-*` folder beside `entry`, which is renamed
-    to `entry` after the manifest is written.
+    The shards go to a partial folder beside `entry`, which is renamed to
+    `entry` after the manifest is written (`_atomic.publish_folder`).
 
     Args:
         features: The `"features"` model.
@@ -147,30 +139,24 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
     entry = Path(entry)
     entry.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(entry)
-    staging = entry.with_name(f"{entry.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
     logger.info("feature cache: extracting features to %s", entry)
     strategy = getattr(features, "distribute_strategy", None) or tf.distribute.get_strategy()
     extract = _extractor(features, augmentation, strategy)
-    writer = _ShardWriter(staging)
-    batch_size = None
-    try:
+    manifest = {}
+
+    def write(staging):
+        writer = _ShardWriter(staging)
+        batch_size = None
         for _ in range(views):
             for batch in _distribute(dataset, strategy):
                 outputs, labels = extract(batch)
                 batch_size = batch_size or int(labels.shape[0])
                 writer.add(outputs.numpy(), labels.numpy())
-        manifest = writer.close(batch_size=batch_size or 1, views=views)
+        manifest.update(writer.close(batch_size=batch_size or 1, views=views))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        try:
-            os.rename(staging, entry)
-        except OSError:
-            if not entry.exists():
-                raise
-            shutil.rmtree(staging)  # Another process finished first; theirs is as good.
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    # Losing a race to another process is fine: its entry is as good.
+    _atomic.publish_folder(entry, write)
     return manifest
 
 
@@ -272,10 +258,6 @@ def clear_feature_cache(cache_dir=None):
     Returns:
         The number of entries deleted. Other files in `cache_dir` are left
         alone.
-
-    Example:
-    >>> clear_feature_cache("/tmp/features")
-    3
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if not root.is_dir():
@@ -333,7 +315,7 @@ def _config_text(model):
 
 def _remove_abandoned(entry):
     """Deletes abandoned `.partial-*` folders, and the entry if it is damaged."""
-    remove_abandoned(entry)
+    _atomic.remove_abandoned(entry)
     if entry.exists() and read_manifest(entry) is None:
         shutil.rmtree(entry, ignore_errors=True)  # Damaged after the rename.
 

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from tftransfer.errors import TransferError
+from tftransfer.features import Base, assemble_features
 
 # The scale and offset of a BatchNorm layer, by the names that Keras
 # (`bn_Conv1/gamma`, `block_1_expand_BN/beta`, `batch_normalization/gamma`)
@@ -189,12 +190,7 @@ def load_hub_base(handle, *, input_size=None, preprocessing=None, output_key=Non
 
     Returns:
         A `Base` whose backbone is a `HubModule`.
-
-    Example:
-    >>> base = load_hub_base(
-    ...     "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5")
     """
-    from tftransfer.bases import Base, assemble_features
 
     layer = HubModule(handle, output_key=output_key, name="hub_module")
     fixed = layer.input_size()
@@ -339,9 +335,6 @@ def save_hub_module(base, directory):
 
     Returns:
         The directory, as a `Path`.
-
-    Example:
-    >>> save_hub_module(tftransfer.load_base("fashion_mobilenet_v2"), "hub/fashion")
     """
     features = base.features
     spec = tf.TensorSpec([None, *base.input_size, 3], tf.float32)

@@ -3,28 +3,23 @@
 Phase 1 trains only the head at a normal learning rate; the base is frozen.
 Phase 2 unfreezes the top of the base and goes on at a learning rate about
 100x lower, warmed up and cosine-decayed, so that the large gradients of a
-fresh head never wreck the pretrained features. Both phases stop early and
-keep their best weights; if phase 2 never beats phase 1, phase 1's weights
-are kept.
+fresh head never wreck the pretrained features. Each phase is a `Phase`.
 """
 
 import dataclasses
-import json
 import logging
 import math
-import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 import keras
-import numpy as np
 from keras import ops
 
 from tftransfer.builder import augmentation_of, head_of, set_trainable
-from tftransfer.distribute import (EpochBackup, fit, is_chief, is_multi_worker,
-                                   learning_rate_scale, replace_atomically)
+from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worker,
+                                   learning_rate_scale)
+from tftransfer.feature_cache import cached_features
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
@@ -39,10 +34,6 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
 
     Args:
         label_smoothing: In `[0, 1)`; 0.1 is a common choice.
-
-    Example:
-    >>> loss = SparseCategoricalCrossentropy(label_smoothing=0.1)
-    >>> float(loss([0], [[0.9, 0.1]]))
     """
 
     def __init__(self, label_smoothing=0.0, name="sparse_categorical_crossentropy",
@@ -58,6 +49,56 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of `fine_tune`: how long, how fast, and what trains.
+
+    Attributes:
+        epochs: The most epochs; early stopping usually ends the phase
+            sooner. 0 skips the phase.
+        learning_rate: Adam's learning rate (the peak, with `decay`).
+        unfreeze: The backbone layers that train, as in `set_trainable`:
+            `"none"` (only the head), `"all"`, an int N (the top N), or the
+            name of the lowest layer to train.
+        warmup_epochs: With `decay`, the rate ramps up from a tenth of its
+            peak over this many epochs first.
+        decay: `"cosine"` decays the rate to 0 over the phase's epochs;
+            `None` keeps it constant.
+        patience: Epochs without improvement before the phase stops; its
+            best weights are then restored.
+
+    Example:
+    >>> Phase(epochs=10, learning_rate=1e-5, unfreeze="all").unfreeze
+    'all'
+    >>> Phase.fine_tune(unfreeze=40)
+    Phase(epochs=20, learning_rate=1e-05, unfreeze=40, warmup_epochs=1, decay='cosine', patience=5)
+    """
+
+    epochs: int
+    learning_rate: float
+    unfreeze: object = "none"
+    warmup_epochs: int = 0
+    decay: Optional[str] = None
+    patience: int = 5
+
+    @classmethod
+    def head(cls, **changes):
+        """Returns phase 1's defaults (`HEAD`) with `changes`, e.g. `epochs=10`."""
+        return dataclasses.replace(HEAD, **changes)
+
+    @classmethod
+    def fine_tune(cls, **changes):
+        """Returns phase 2's defaults (`FINE_TUNE`) with `changes`, e.g. `unfreeze=40`."""
+        return dataclasses.replace(FINE_TUNE, **changes)
+
+
+#: Phase 1: the new head alone, on the frozen base's cached features.
+HEAD = Phase(epochs=50, learning_rate=1e-3)
+#: Phase 2: the top 20 layers too, at a rate 100x lower, warmed up and decayed.
+FINE_TUNE = Phase(epochs=20, learning_rate=1e-5, unfreeze=20, warmup_epochs=1,
+                  decay="cosine")
 
 
 @dataclasses.dataclass
@@ -91,35 +132,27 @@ class FineTuneHistory:
         return self.head.epoch[-1] + 1 if self.head.epoch else 0
 
 
-def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs=20,
-              unfreeze=20, head_learning_rate=1e-3, fine_tune_learning_rate=1e-5,
-              warmup_epochs=1, patience=5, label_smoothing=0.0, class_weight="auto",
-              callbacks=None, log_dir=None, feature_cache=True, augmented_views=0,
-              seed=None, backup_dir=None, learning_rate_scaling="sqrt",
-              jit_compile="auto", verbose="auto"):
+def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_TUNE,
+              class_weight="auto", label_smoothing=0.0, feature_cache=True,
+              augmented_views=0, callbacks=None, seed=None, verbose="auto", options=None):
     """Trains a classifier in two phases: the head, then the unfrozen top.
 
+    Both phases stop early and keep their best weights; if phase 2 never
+    beats phase 1, phase 1's weights are kept.
+
     Args:
-        model: A classifier from `build_classifier`.
+        model: A classifier from `build_classifier`, built under the
+            strategy it will train under.
         train: A `tf.data.Dataset` of `(images, labels)` batches.
-        validation: Batches to monitor for early stopping (else the
+        validation_data: Batches to monitor for early stopping (else the
             training loss is monitored).
-        head_epochs: The most epochs of phase 1.
-        fine_tune_epochs: The most epochs of phase 2; 0 skips it.
-        unfreeze: The backbone layers to train in phase 2: an int N (the top
-            N), `"all"`, or the name of the lowest layer to train.
-        head_learning_rate: Adam's learning rate in phase 1.
-        fine_tune_learning_rate: The peak learning rate in phase 2.
-        warmup_epochs: Phase 2 ramps its learning rate up over this many
-            epochs, then decays it to 0 along a cosine.
-        patience: Epochs without improvement before a phase stops.
-        label_smoothing: Label smoothing of the cross-entropy.
+        head: Phase 1, a `Phase` whose `unfreeze` is `"none"`.
+        fine_tune: Phase 2, a `Phase`; `epochs=0` or `unfreeze="none"`
+            skips it.
         class_weight: `"auto"` weighs each class by `total / (classes *
             count)`, so that imbalanced classes count equally (all 1.0 on
             balanced data); a `{label: weight}` dict; or `None`.
-        callbacks: Keras callbacks, used in both phases. While phase 1 runs
-            on cached features, their `model` is the head.
-        log_dir: If set, TensorBoard logs go there.
+        label_smoothing: Label smoothing of the cross-entropy.
         feature_cache: Phase 1 trains the head on features that the frozen
             base computes once: `True` caches them in the default folder
             (see `default_cache_dir`), a path caches them there, `False`
@@ -127,121 +160,119 @@ def fine_tune(model, train, validation=None, *, head_epochs=50, fine_tune_epochs
         augmented_views: With a classifier that has random augmentation,
             cache this many augmented views of each image; 0 runs phase 1
             uncached instead.
+        callbacks: Keras callbacks, used in both phases (a
+            `keras.callbacks.TensorBoard` among them logs both). While
+            phase 1 runs on cached features, their `model` is the head.
         seed: Seeds the shuffling of cached features.
-        backup_dir: If set, each epoch of both phases is backed up there
-            (weights and optimizer state), and a call with the same folder
-            after a crash or preemption resumes where the last one stopped,
-            in the right phase. Removed once training ends. With several
-            workers it must be on storage that all of them share.
-        learning_rate_scaling: The learning rates are for one replica's
-            batch; with N replicas in sync they are multiplied by sqrt(N)
-            (`"sqrt"`, suited to Adam), N (`"linear"`), or not (`None`).
-        jit_compile: XLA compilation of the training step: `True`,
-            `False`, or `"auto"` (Keras' choice: on for GPUs and TPUs).
         verbose: `1`: Keras progress bars; `2`: one line per epoch (an
             `EpochLine`, for log files); `0`: silent; `"auto"`: 1 when
             standard output is a terminal, else 2.
+        options: A `distribute.RunOptions`: XLA, learning-rate scaling
+            with the replicas, and backups for resuming after a crash.
 
     Returns:
         A `FineTuneHistory`.
-
-    Example:
-    >>> history = fine_tune(model, train, val, head_epochs=5, fine_tune_epochs=5)
-    >>> history.history["val_accuracy"][-1]
     """
-    monitor = "val_loss" if validation is not None else "loss"
-    extra = list(callbacks or [])
-    if log_dir:
-        extra.append(keras.callbacks.TensorBoard(log_dir))
-    loss = SparseCategoricalCrossentropy(label_smoothing)
-    strategy = model.distribute_strategy
-    scale = learning_rate_scale(strategy.num_replicas_in_sync, learning_rate_scaling)
-    if scale != 1.0:
-        logger.info("learning rates x%.3g for %d replicas (%s rule): head %.3g, "
-                    "fine-tune %.3g", scale, strategy.num_replicas_in_sync,
-                    learning_rate_scaling, head_learning_rate * scale,
-                    fine_tune_learning_rate * scale)
-    backup = _PhaseBackups(backup_dir) if backup_dir else None
-
-    def early_stopping():
-        return keras.callbacks.EarlyStopping(monitor, patience=patience,
-                                             restore_best_weights=True)
-
-    def compile_for(target, learning_rate):
-        with strategy.scope():
-            target.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                           metrics=["accuracy"], jit_compile=jit_compile)
-
-    def run(phase, target, data, validation_data, epochs, learning_rate, initial_epoch=0):
-        compile_for(target, learning_rate)
-        phase_callbacks = [early_stopping(), *extra]
-        if backup is not None:
-            saver = backup.for_phase(phase)
-            restored = saver.restore(target)
-            if restored > initial_epoch:
-                logger.info("resuming phase %r after epoch %d, from %s", phase, restored,
-                            saver.directory)
-                initial_epoch = restored
-            phase_callbacks.append(saver)
-        fit_verbose = verbose
-        if verbose == "auto":
-            fit_verbose = 1 if sys.stdout.isatty() else 2
-        if fit_verbose == 2:
-            phase_callbacks.append(EpochLine(phase))
-            fit_verbose = 0
-        return fit(target, data, validation_data=validation_data, epochs=epochs,
-                   initial_epoch=initial_epoch, callbacks=phase_callbacks,
-                   class_weight=class_weight, verbose=fit_verbose)
-
+    options = options or RunOptions()
+    if head.unfreeze not in (None, "none", 0):
+        raise TransferError(f"phase 1 trains the head alone; its unfreeze must be "
+                            f"'none', got {head.unfreeze!r}")
     if isinstance(class_weight, str):
         if class_weight != "auto":
             raise TransferError(f"class_weight must be 'auto', a dict or None, got "
                                 f"{class_weight!r}")
         class_weight = balanced_class_weight(train, int(model.output_shape[-1]))
-    if fine_tune_epochs > 0:
-        set_trainable(model, unfreeze)  # Fails now, not after phase 1, if invalid.
+    runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
+                          verbose, validation_data is not None)
+    if fine_tune.epochs > 0:
+        set_trainable(model, fine_tune.unfreeze)  # Fails now, not after phase 1.
     set_trainable(model, "none")
-    result = backup.finished_head(model) if backup else None
+    finished = runner.backup.finished_head(model) if runner.backup else None
+    result = FineTuneHistory(*finished) if finished else None
     if result is None:
-        result = _train_head(model, train, validation, run=run, epochs=head_epochs,
-                             learning_rate=head_learning_rate * scale,
-                             feature_cache=feature_cache, views=augmented_views,
-                             seed=seed)
-        compile_for(model, head_learning_rate * scale)  # So that `evaluate` works.
-        if backup:
-            backup.save_head(model, result)
-    if fine_tune_epochs <= 0 or set_trainable(model, unfreeze) == 0:
-        if backup:
-            backup.remove(model)
-        return result
-    head_weights = model.get_weights()
-    schedule = _warmup_cosine(fine_tune_learning_rate * scale, warmup_epochs,
-                              fine_tune_epochs, _steps_per_epoch(train))
-    result.fine_tune = run("fine_tune", model, train, validation,
-                           result.head_epochs + fine_tune_epochs, schedule,
-                           initial_epoch=result.head_epochs)
-    result.kept_phase = "fine_tune"
-    # A phase 2 resumed after its last epoch has no history; its weights stay.
-    if result.fine_tune.epoch and _best(result.fine_tune, monitor) > _best(result.head,
-                                                                           monitor):
-        model.set_weights(head_weights)
-        result.kept_phase = "head"
-    if backup:
-        backup.remove(model)
+        result = _train_head(model, train, validation_data, runner, head,
+                             feature_cache=feature_cache, views=augmented_views, seed=seed)
+        runner.compile(model, head)  # So that `model.evaluate` works.
+        if runner.backup:
+            runner.backup.save_head(model, result)
+    if fine_tune.epochs > 0 and set_trainable(model, fine_tune.unfreeze) > 0:
+        head_weights = model.get_weights()
+        result.fine_tune = runner.run("fine_tune", model, fine_tune, train, validation_data,
+                                      initial_epoch=result.head_epochs)
+        result.kept_phase = "fine_tune"
+        # A phase 2 resumed after its last epoch has no history; its weights stay.
+        if result.fine_tune.epoch and (_best(result.fine_tune, runner.monitor)
+                                       > _best(result.head, runner.monitor)):
+            model.set_weights(head_weights)
+            result.kept_phase = "head"
+    if runner.backup:
+        runner.backup.remove(model)
     return result
 
 
-def _train_head(model, train, validation, *, run, epochs, learning_rate, feature_cache,
-                views, seed):
+class _PhaseRunner:
+    """What both phases share: the loss, the callbacks, the backups, the device options."""
+
+    def __init__(self, model, options, callbacks, class_weight, label_smoothing, verbose,
+                 validated):
+        self.strategy = model.distribute_strategy
+        self.options = options
+        self.callbacks = list(callbacks or [])
+        self.class_weight = class_weight
+        self.loss = SparseCategoricalCrossentropy(label_smoothing)
+        self.verbose = verbose
+        self.monitor = "val_loss" if validated else "loss"
+        self.scale = learning_rate_scale(self.strategy.num_replicas_in_sync,
+                                         options.learning_rate_scaling)
+        if self.scale != 1.0:
+            logger.info("learning rates x%.3g for %d replicas (%s rule)", self.scale,
+                        self.strategy.num_replicas_in_sync, options.learning_rate_scaling)
+        self.backup = PhaseBackups(options.backup_dir) if options.backup_dir else None
+
+    def compile(self, target, phase, steps_per_epoch=None):
+        rate = phase.learning_rate * self.scale
+        if phase.decay == "cosine":
+            rate = _warmup_cosine(rate, phase.warmup_epochs, phase.epochs, steps_per_epoch)
+        elif phase.decay is not None:
+            raise TransferError(f"unknown decay {phase.decay!r}; use 'cosine' or None")
+        with self.strategy.scope():
+            target.compile(optimizer=keras.optimizers.Adam(rate), loss=self.loss,
+                           metrics=["accuracy"], jit_compile=self.options.jit_compile)
+
+    def run(self, name, target, phase, data, validation_data, initial_epoch=0):
+        """Compiles `target` for `phase` and fits it; returns the `History`."""
+        self.compile(target, phase, _steps_per_epoch(data))
+        callbacks = [keras.callbacks.EarlyStopping(self.monitor, patience=phase.patience,
+                                                   restore_best_weights=True),
+                     *self.callbacks]
+        epochs = initial_epoch + phase.epochs
+        if self.backup is not None:
+            saver = self.backup.for_phase(name)
+            restored = saver.restore(target)
+            if restored > initial_epoch:
+                logger.info("resuming phase %r after epoch %d, from %s", name, restored,
+                            saver.directory)
+                initial_epoch = restored
+            callbacks.append(saver)
+        verbose = self.verbose
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        if verbose == 2:
+            callbacks.append(EpochLine(name))
+            verbose = 0
+        return fit(target, data, validation_data=validation_data, epochs=epochs,
+                   initial_epoch=initial_epoch, callbacks=callbacks,
+                   class_weight=self.class_weight, verbose=verbose)
+
+
+def _train_head(model, train, validation_data, runner, phase, *, feature_cache, views,
+                seed):
     """Phase 1: the head on cached features if possible, else the whole model."""
     why_not = _why_not_cached(model, train, feature_cache, views)
     if why_not is not None:
         if feature_cache:
             logger.info("feature cache not used: %s", why_not)
-        return FineTuneHistory(head=run("head", model, train, validation, epochs,
-                                        learning_rate))
-    from tftransfer.feature_cache import cached_features
-
+        return FineTuneHistory(head=runner.run("head", model, phase, train, validation_data))
     cache_dir = None if feature_cache is True else feature_cache
     features = model.get_layer("features")
     augmentation = augmentation_of(model) if views else None
@@ -251,10 +282,9 @@ def _train_head(model, train, validation, *, run, epochs, learning_rate, feature
         features, train, cache_dir=cache_dir, augmentation=augmentation,
         views=max(1, views), shuffle=True, seed=seed)
     head_validation = None
-    if validation is not None:
-        head_validation, _ = cached_features(features, validation, cache_dir=cache_dir)
-    history = run("head", head_of(model), head_train, head_validation, epochs,
-                  learning_rate)
+    if validation_data is not None:
+        head_validation, _ = cached_features(features, validation_data, cache_dir=cache_dir)
+    history = runner.run("head", head_of(model), phase, head_train, head_validation)
     return FineTuneHistory(head=history, feature_cache=manifest)
 
 
@@ -299,10 +329,6 @@ def balanced_class_weight(train, num_classes):
     Returns:
         A dict for `model.fit(class_weight=...)`, or `None` when the
         classes are balanced (every weight would be 1).
-
-    Example:
-    >>> balanced_class_weight(train, 3)
-    {0: 0.5, 1: 1.5, 2: 1.5}
     """
     from tftransfer.data import class_counts
 
@@ -327,64 +353,6 @@ def _why_not_cached(model, train, feature_cache, views):
         return ("random augmentation makes every epoch's images new; pass "
                 "augmented_views=K (--augmented-views K) to cache K views per image")
     return None
-
-
-class _PhaseBackups:
-    """The backups of one `fine_tune` run, for resuming it in the right phase.
-
-    `DIR/head/` and `DIR/fine_tune/` hold each phase's epoch backups
-    (`EpochBackup`); once phase 1 ends, its result (the weights that it
-    kept, and its history) is saved as `DIR/head.npz` + `DIR/head.json`, so
-    that a restart goes straight to phase 2.
-    """
-
-    def __init__(self, directory):
-        self.directory = Path(directory)
-
-    def for_phase(self, phase):
-        return EpochBackup(self.directory / phase)
-
-    def finished_head(self, model):
-        """Restores a finished phase 1 into `model`; `None` if it did not finish."""
-        try:
-            state = json.loads((self.directory / "head.json").read_text())
-            with np.load(self.directory / "head.npz") as arrays:
-                weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError) as error:
-            raise TransferError(f"cannot read the backup of phase 1 in {self.directory}: "
-                                f"{error}") from None
-        try:
-            model.set_weights(weights)
-        except ValueError as error:
-            raise TransferError(f"the backup in {self.directory} is from another model "
-                                f"({error}); delete it or choose another backup "
-                                "folder") from None
-        history = keras.callbacks.History()
-        history.history = state["history"]
-        history.epoch = state["epoch"]
-        logger.info("resuming: phase 1 (head) finished earlier after %d epochs; its "
-                    "weights are restored from %s", state["epochs"], self.directory)
-        return FineTuneHistory(head=history, feature_cache=state.get("feature_cache"))
-
-    def save_head(self, model, result):
-        if not is_chief(model.distribute_strategy):
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-        replace_atomically(self.directory / "head.npz",
-                           lambda path: np.savez(path, **weights))
-        state = json.dumps({"epochs": result.head_epochs, "epoch": result.head.epoch,
-                            "history": result.head.history,
-                            "feature_cache": result.feature_cache}, default=float)
-        replace_atomically(self.directory / "head.json",
-                           lambda path: path.write_text(state))
-        shutil.rmtree(self.directory / "head", ignore_errors=True)
-
-    def remove(self, model):
-        if is_chief(model.distribute_strategy):
-            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _best(history, monitor):

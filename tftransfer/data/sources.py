@@ -1,0 +1,316 @@
+"""Readers: labelled images from folders, CSV files and arrays; `load_data`.
+
+Every source gives the same `DataSplits`. Files are checked first (see
+`tftransfer.data.check`); arrays are resized as the first epoch reads them.
+"""
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tftransfer.data import cache as data_cache
+from tftransfer.data.check import DataReport, check_folder, decode_once, log_skipped
+from tftransfer.data.decode import check_channels, fit_pixels
+from tftransfer.data.loader import (DataSplits, batched, check_class_count, file_splits,
+                                    register_source, stratified_split)
+from tftransfer.data.tf_data import dataset_source, tfds_dataset
+from tftransfer.errors import TransferError
+
+
+def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
+                 seed=1337, image_cache=True):
+    """Reads a folder of labelled images into train and validation datasets.
+
+    Two layouts are understood: `path/<class>/<image>`, split here into
+    train and validation (stratified by class and seeded), or
+    `path/train/<class>/...` with optional `val/` and `test/` beside it.
+    Every file is checked first (see `check_data`); unusable ones are
+    skipped, counted and logged by name. The check decodes each file at
+    `image_size` once and, with a cache, keeps the pixels, so the first
+    epoch does not decode again.
+
+    Args:
+        path: The folder.
+        image_size: `(height, width)` to resize to, usually `base.input_size`.
+        batch_size: Images per batch.
+        validation_split: The fraction of each class held out for
+            validation when there is no `val/` folder; 0 for none.
+        seed: Seeds the split and the shuffling.
+        image_cache: Keep the decoded, resized images in memory (`True`; in
+            `default_image_cache_dir()` if they would take more than half
+            of the available memory); in a folder (a path), in files named
+            by the images' paths, sizes and modification times, which later
+            runs over the same files read instead of decoding; or not at
+            all (`False`: decode every epoch).
+
+    Returns:
+        `DataSplits`, which unpacks as `(train, validation, class_names)`.
+    """
+    report, decoded, paths = check_folder(path, tuple(image_size), cache=image_cache)
+    if report.problems:
+        raise TransferError("; ".join(report.problems))
+    log_skipped(report)
+    positions = {p: i for i, p in enumerate(paths)}
+    split_files = {split: {name: [positions[p] for p in files]
+                           for name, files in classes.items()}
+                   for split, classes in report.used.items()}
+    if "val" not in split_files:
+        split_files.update(stratified_split(split_files["train"], validation_split, seed))
+    return file_splits(decoded, paths, split_files, report.class_names, image_size,
+                        batch_size, seed, report.skipped)
+
+
+def csv_file(path, image_size, *, batch_size=32, validation_split=0.2, seed=1337,
+             image_cache=True):
+    """Reads labelled images listed in a CSV file of `path,label` rows.
+
+    A header row (`path,label`, or any first row whose path is not a file)
+    is skipped. Relative paths are relative to the CSV's folder. Class
+    names are the sorted distinct labels. Unusable files are skipped and
+    named as in `image_folder`.
+
+    Args:
+        path: The CSV file.
+        image_size: `(height, width)`.
+        batch_size: Images per batch.
+        validation_split: The fraction of each class held out, stratified.
+        seed: Seeds the split and the shuffling.
+        image_cache: As in `image_folder`.
+
+    Returns:
+        `DataSplits`.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise TransferError(f"CSV file not found: {path}")
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2:
+                raise TransferError(f"{path}:{number}: expected 'path,label', got {row}")
+            file = Path(row[0].strip())
+            file = file if file.is_absolute() else path.parent / file
+            if number == 1 and not file.exists() and row[1].strip().lower() == "label":
+                continue  # The header.
+            rows.append((str(file), row[1].strip()))
+    class_names = sorted({label for _, label in rows})
+    check_class_count(path, class_names)
+    paths = [file for file, _ in rows]
+    decoded = decode_once(paths, [class_names.index(label) for _, label in rows],
+                           tuple(image_size), cache=image_cache)
+    files = {name: [] for name in class_names}
+    for position, ((_, label), ok) in enumerate(zip(rows, decoded.usable)):
+        if ok:
+            files[label].append(position)
+    empty = [name for name in class_names if not files[name]]
+    if empty:
+        raise TransferError(f"no usable images for class(es) {', '.join(empty)} in {path}")
+    log_skipped(DataReport(len(rows), {"train": files}, decoded.skipped, [], class_names))
+    return file_splits(decoded, paths, stratified_split(files, validation_split, seed),
+                        class_names, image_size, batch_size, seed, decoded.skipped)
+
+
+def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
+                 validation_split=0.2, seed=1337):
+    """Makes datasets from images and labels held in memory.
+
+    The images are resized in parallel as the first epoch reads them and
+    kept in memory (unless they would take more than half of it: then they
+    are resized every epoch, with a warning).
+
+    Args:
+        images: A `(N, height, width, channels)` array (uint8 in `[0, 255]`,
+            or float in `[0, 255]`), or a list of `(h, w, c)` arrays of any
+            sizes. One or four channels become RGB.
+        labels: N ints in `[0, num_classes)`, or N class names.
+        image_size: `(height, width)` to resize to, once.
+        class_names: The names of the int labels (default: `"0"`, `"1"`,
+            ...). Ignored for string labels, whose sorted set is used.
+        batch_size: Images per batch.
+        validation_split: The fraction of each class held out, stratified.
+        seed: Seeds the split and the shuffling.
+
+    Returns:
+        `DataSplits`.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if len(images) != len(labels):
+        raise TransferError(f"{len(images)} images but {len(labels)} labels")
+    if labels.dtype.kind in "USO":
+        class_names = sorted({str(label) for label in labels})
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = np.array([index[str(label)] for label in labels], np.int32)
+    else:
+        labels = labels.astype(np.int32)
+        count = int(labels.max()) + 1 if len(labels) else 0
+        class_names = list(class_names) if class_names is not None else [
+            str(i) for i in range(count)]
+        if labels.min(initial=0) < 0 or count > len(class_names):
+            raise TransferError(f"labels must be in [0, {len(class_names)}), got "
+                                f"[{labels.min()}, {labels.max()}]")
+    check_class_count("the labels", class_names)
+    image_size = tuple(image_size)
+    batch = _image_batch(images, image_size)
+    digest = hashlib.sha256(labels.tobytes())
+    digest.update(f"{batch.shape} {batch.dtype.str} {image_size}".encode())
+    digest.update(np.ascontiguousarray(batch).data)
+    fitted = batch.shape[1:] == (*image_size, 3) and batch.dtype == np.uint8
+    by_class = {name: [i for i in np.flatnonzero(labels == label)]
+                for label, name in enumerate(class_names)}
+    splits = stratified_split(by_class, validation_split, seed)
+
+    def make(split, training):
+        indices = sorted(i for ids in splits.get(split, {}).values() for i in ids)
+        if not indices:
+            return None
+        ds = tf.data.Dataset.from_tensor_slices((batch[indices], labels[indices]))
+        if not fitted:
+            # Resized in parallel as the first epoch reads them, then kept.
+            ds = ds.map(functools.partial(_fitted_pair, image_size),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+            size_bytes = len(indices) * image_size[0] * image_size[1] * 3
+            available = data_cache.memory_short_of(size_bytes)
+            if available is None:
+                ds = ds.cache()
+            else:
+                data_cache.warn_not_in_memory(size_bytes, available, "resizing them every epoch instead")
+        key = f"numpy-{digest.hexdigest()}-{split}-{validation_split}-{seed}"
+        return register_source(batched(ds, len(indices), batch_size, seed, training), key)
+
+    return DataSplits(make("train", True), make("val", False), class_names)
+
+
+def load_data(source, image_size, **options):
+    """Loads labelled images from any supported source.
+
+    Args:
+        source: One of
+            * a folder of class subfolders (or `train/ val/ test/`);
+            * a `.csv` file of `path,label` rows;
+            * `"tfds:NAME"` or `"tfds:NAME:SPLIT"` (e.g. `"tfds:tf_flowers"`);
+            * `"imagefolder:PATH"`: a TFDS `ImageFolder`
+              (`PATH/<split>/<class>/<image>`);
+            * an `(images, labels)` tuple of arrays, or an `.npz` file of
+              them (`images` and `labels`, or `x` and `y`; optional
+              `class_names`);
+            * a `tf.data.Dataset` of `(image, label)`, or the folder of one
+              saved with `Dataset.save` (pass `class_names`).
+        image_size: `(height, width)`.
+        **options: Passed to the source's function (`image_folder`,
+            `csv_file`, `tfds_dataset`, `numpy_arrays`, `dataset_source`).
+            `image_cache` is ignored for arrays, which are in memory already
+            (their resized copy is kept in memory when it fits).
+
+    Returns:
+        `DataSplits`, which unpacks as `(train, validation, class_names)`.
+    """
+    image_size = tuple(image_size)
+    if not isinstance(source, (tuple, tf.data.Dataset)):
+        source = str(source)
+        if source.lower().endswith(".npz"):
+            source = _arrays_in(source, options)
+        elif Path(source, "dataset_spec.pb").is_file():
+            source = _saved_dataset(source)
+    if isinstance(source, tf.data.Dataset):
+        if options.get("class_names") is None:
+            raise TransferError("a tf.data.Dataset source needs class_names "
+                                "(--class-names a,b,c)")
+        return dataset_source(source, image_size, options.pop("class_names"), **options)
+    if isinstance(source, tuple) and len(source) == 2:
+        options.pop("image_cache", None)
+        return numpy_arrays(*source, image_size, **options)
+    expected = options.pop("class_names", None)
+    splits = _named_source(source, image_size, options)
+    if expected is not None and list(expected) != splits.class_names:
+        raise TransferError(f"class names {list(expected)} differ from those of "
+                            f"{source}: {splits.class_names}")
+    return splits
+
+
+def _named_source(source, image_size, options):
+    """`load_data` for the sources that name their classes themselves."""
+    if source.startswith("tfds:"):
+        name, _, split = source[len("tfds:"):].partition(":")
+        if split:
+            options.setdefault("split", split)
+        return tfds_dataset(name, image_size, **options)
+    if source.startswith("imagefolder:"):
+        import tensorflow_datasets as tfds
+
+        root = source[len("imagefolder:"):]
+        if not Path(root).is_dir():
+            raise TransferError(f"ImageFolder root not found: {root}")
+        builder = tfds.folder_dataset.ImageFolder(root)
+        if "val" in builder.info.splits and options.get("validation") is None:
+            options["validation"] = "val"
+        return tfds_dataset(builder, image_size, download=False, **options)
+    if source.lower().endswith(".csv"):
+        return csv_file(source, image_size, **options)
+    return image_folder(source, image_size, **options)
+
+
+def _arrays_in(path, options):
+    """`(images, labels)` from an `.npz` file; its `class_names` go to `options`."""
+    if not Path(path).is_file():
+        raise TransferError(f"npz file not found: {path}")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise TransferError(f"cannot read {path}: {error}") from None
+    with arrays:
+        keys = set(arrays.files)
+        for images, labels in (("images", "labels"), ("x", "y")):
+            if {images, labels} <= keys:
+                if "class_names" in keys and options.get("class_names") is None:
+                    options["class_names"] = [str(n) for n in arrays["class_names"]]
+                return arrays[images], arrays[labels]
+    raise TransferError(f"{path} holds {', '.join(sorted(keys)) or 'no arrays'}; "
+                        "expected 'images' and 'labels' (or 'x' and 'y')")
+
+
+def _saved_dataset(path):
+    try:
+        return tf.data.Dataset.load(path)
+    except (tf.errors.OpError, ValueError) as error:
+        raise TransferError(f"cannot load the tf.data.Dataset saved in {path}: "
+                            f"{error}") from None
+
+
+def _image_batch(images, image_size):
+    """`images` as one `(N, height, width, channels)` array.
+
+    Images of different sizes cannot share an array: those are fitted to
+    `image_size` here, one by one.
+    """
+    if isinstance(images, np.ndarray) and images.dtype != object:
+        batch = images[..., None] if images.ndim == 3 else images
+        if batch.ndim != 4:
+            raise TransferError(f"images must be (N, height, width[, channels]); got "
+                                f"shape {images.shape}")
+        check_channels(batch.shape[-1])
+        return batch
+    shapes = {np.shape(image) for image in images}
+    if len(shapes) == 1 and len(next(iter(shapes))) in (2, 3):
+        return _image_batch(np.stack(images), image_size)
+    return np.stack([resize_array(image, image_size) for image in images])
+
+
+def _fitted_pair(image_size, image, label):
+    return fit_pixels(image, image_size), label
+
+
+def resize_array(image, image_size):
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise TransferError(f"each image must be (height, width, channels); got "
+                            f"shape {image.shape}")
+    return fit_pixels(tf.convert_to_tensor(image), image_size).numpy()
