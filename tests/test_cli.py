@@ -205,7 +205,7 @@ def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, t
     assert seen["options"].jit_compile is False
     assert seen["options"].learning_rate_scaling == "linear"
     out = "\n".join(record.getMessage() for record in caplog.records)
-    assert "strategy: one device with 1 replica(s)" in out and "global batch 32" in out
+    assert "strategy: one device with 1 replica(s)" in out and "global batch 16" in out
     assert not (tmp_path / "backup").exists()  # Removed once training ended.
     with pytest.raises(SystemExit):  # argparse rejects an unknown strategy.
         cli.main(["train", "--strategy", "gpus"])

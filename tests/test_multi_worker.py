@@ -41,8 +41,8 @@ def test_train_loop_matches_model_fit():
 
 
 def test_train_loop_writes_tensorboard_logs(tmp_path):
-    multi_worker.train_loop(tiny_dense_model(), tiny_dense_dataset(), validation_data=tiny_dense_dataset(),
-                            epochs=2, verbose=0,
+    multi_worker.train_loop(tiny_dense_model(), tiny_dense_dataset(),
+                            validation_data=tiny_dense_dataset(), epochs=2, verbose=0,
                             callbacks=[keras.callbacks.TensorBoard(str(tmp_path))])
     for split in ("train", "validation"):
         assert list((tmp_path / split).glob("events.out.tfevents.*")), split

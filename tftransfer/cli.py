@@ -108,6 +108,7 @@ def _export_arguments():
 
 def _add_train(commands, parents):
     from tftransfer.bases import BUNDLED_BASE
+    from tftransfer.data.loader import DEFAULT_BATCH_SIZE
     from tftransfer.training import FINE_TUNE, HEAD
 
     train = commands.add_parser(
@@ -153,9 +154,10 @@ def _add_train(commands, parents):
     phases.add_argument("--patience", type=int, default=HEAD.patience,
                         help="epochs without improvement before a phase stops "
                              f"(default: {HEAD.patience})")
-    phases.add_argument("--batch-size", type=int, default=32,
+    phases.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="images per replica per step; the global batch is this "
-                             "times the replicas, as the log states (default: 32)")
+                             "times the replicas, as the log states (default: "
+                             f"{DEFAULT_BATCH_SIZE})")
     phases.add_argument("--class-weight", choices=["auto", "none"], default="auto",
                         help="'auto' weighs classes by inverse frequency on imbalanced "
                              "data (default: auto)")

@@ -124,9 +124,10 @@ def decode_once(paths, labels, image_size, *, cache, workers=None):
         decoded = decoded.cache()
         passed = data_cache.indices_in(decoded)
     else:
-        decoded, passed, reused = data_cache.cache_decoded_in_folder(decoded, Path(cache), files_key(
-            [paths[i] for i in candidates], labels[candidates], tuple(image_size),
-            DECODER_VERSION), size_bytes)
+        key = files_key([paths[i] for i in candidates], labels[candidates],
+                        tuple(image_size), DECODER_VERSION)
+        decoded, passed, reused = data_cache.cache_decoded_in_folder(
+            decoded, Path(cache), key, size_bytes)
         if reused:
             done = f"reused {len(candidates)} file(s) decoded by an earlier run,"
     for index in sorted(set(candidates) - set(passed.tolist())):

@@ -18,6 +18,10 @@ import tensorflow as tf
 
 from tftransfer.errors import TransferError
 
+#: Images per batch (per replica, under a strategy), in the loaders and the CLI.
+#: Small, because a few hundred images give few steps per epoch.
+DEFAULT_BATCH_SIZE = 16
+
 
 # Dataset -> a string naming its content, for the feature cache's key.
 _SOURCE_KEYS = weakref.WeakKeyDictionary()

@@ -14,13 +14,14 @@ import tensorflow as tf
 from tftransfer.data import cache as data_cache
 from tftransfer.data.check import DataReport, check_folder, decode_once, log_skipped
 from tftransfer.data.decode import check_channels, fit_pixels
-from tftransfer.data.loader import (DataSplits, batched, check_class_count, file_splits,
-                                    register_source, stratified_split)
+from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched,
+                                    check_class_count, file_splits, register_source,
+                                    stratified_split)
 from tftransfer.data.tf_data import dataset_source, tfds_dataset
 from tftransfer.errors import TransferError
 
 
-def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
+def image_folder(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_split=0.2,
                  seed=1337, image_cache=True):
     """Reads a folder of labelled images into train and validation datasets.
 
@@ -63,7 +64,7 @@ def image_folder(path, image_size, *, batch_size=32, validation_split=0.2,
                         batch_size, seed, report.skipped)
 
 
-def csv_file(path, image_size, *, batch_size=32, validation_split=0.2, seed=1337,
+def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_split=0.2, seed=1337,
              image_cache=True):
     """Reads labelled images listed in a CSV file of `path,label` rows.
 
@@ -117,7 +118,7 @@ def csv_file(path, image_size, *, batch_size=32, validation_split=0.2, seed=1337
                         class_names, image_size, batch_size, seed, decoded.skipped)
 
 
-def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
+def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=DEFAULT_BATCH_SIZE,
                  validation_split=0.2, seed=1337):
     """Makes datasets from images and labels held in memory.
 
@@ -180,7 +181,8 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=32,
             if available is None:
                 ds = ds.cache()
             else:
-                data_cache.warn_not_in_memory(size_bytes, available, "resizing them every epoch instead")
+                data_cache.warn_not_in_memory(size_bytes, available,
+                                              "resizing them every epoch instead")
         key = f"numpy-{digest.hexdigest()}-{split}-{validation_split}-{seed}"
         return register_source(batched(ds, len(indices), batch_size, seed, training), key)
 

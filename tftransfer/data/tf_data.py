@@ -12,13 +12,14 @@ import tensorflow as tf
 
 from tftransfer.data import cache as data_cache
 from tftransfer.data.decode import check_channels, decode_image, fit_pixels
-from tftransfer.data.loader import (DataSplits, batched, check_class_count,
+from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched, check_class_count,
                                     register_source, stratified_split)
 from tftransfer.errors import TransferError
 
 
-def dataset_source(dataset, image_size, class_names, *, validation=None, batch_size=32,
-                   validation_split=0.0, seed=1337, image_cache=True):
+def dataset_source(dataset, image_size, class_names, *, validation=None,
+                   batch_size=DEFAULT_BATCH_SIZE, validation_split=0.0, seed=1337,
+                   image_cache=True):
     """Adapts an existing `tf.data.Dataset` of `(image, label)` pairs.
 
     Images of any size (batched or not, uint8 or float in `[0, 255]`, one,
@@ -95,7 +96,7 @@ def _without_index(index, pair):
 
 
 def tfds_dataset(name, image_size, *, split="train", validation=None, data_dir=None,
-                 batch_size=32, validation_split=0.2, seed=1337, download=True,
+                 batch_size=DEFAULT_BATCH_SIZE, validation_split=0.2, seed=1337, download=True,
                  image_cache=True):
     """Loads an image classification dataset from TensorFlow Datasets.
 
