@@ -182,3 +182,63 @@ def test_batch_norm_scales_train_only_when_training_reaches_the_module():
     assert {"bn_Conv1_gamma_0", "block_1_expand_BN_beta_0"} <= names
     assert not any("moving" in n for n in names)
     assert len(model.trainable_weights) == len(base.backbone.trainable_weights) + 2
+
+
+def write_two_conv_module(path, size=32):
+    """A TF2 module whose trainable variables are listed in creation order:
+    conv1/kernel, conv1/bias, conv2/kernel, conv2/bias (the top)."""
+    rng = np.random.default_rng(0)
+    obj = tf.train.Checkpoint()
+    names = ["conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias"]
+    shapes = [(3, 3, 3, 8), (8,), (3, 3, 8, 8), (8,)]
+    variables = [tf.Variable(rng.normal(0, 0.3, shape).astype("float32"), name=name)
+                 for name, shape in zip(names, shapes)]
+    obj.v = variables
+
+    def forward(images, training):
+        x = tf.nn.relu(tf.nn.conv2d(images, variables[0], 2, "SAME") + variables[1])
+        x = tf.nn.relu(tf.nn.conv2d(x, variables[2], 1, "SAME") + variables[3])
+        return tf.reduce_mean(x, axis=[1, 2])
+
+    call = tf.function(forward)
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+    call.get_concrete_function(spec, True)
+    call.get_concrete_function(spec, False)
+    obj.__call__ = call
+    obj.variables = list(variables)
+    obj.trainable_variables = list(variables)
+    obj.regularization_losses = []
+    tf.saved_model.save(obj, str(path))
+    return path
+
+
+@pytest.mark.parametrize("unfreeze, changed", [
+    (2, {"conv2_kernel_0", "conv2_bias_0"}),
+    (1, {"conv2_bias_0"}),
+    ("all", {"conv1_kernel_0", "conv1_bias_0", "conv2_kernel_0", "conv2_bias_0"}),
+])
+def test_unfreeze_n_trains_only_the_top_n_variables_of_a_hub_module(colors, tmp_path,
+                                                                    unfreeze, changed):
+    base = tftransfer.load_base(str(write_two_conv_module(tmp_path / "module")))
+    module = base.backbone
+    assert [v.name for v in module.fine_tunable_variables] == [
+        "conv1_kernel_0", "conv1_bias_0", "conv2_kernel_0", "conv2_bias_0"]
+    before = {v.name: v.numpy().copy() for v in module.weights}
+    model = tftransfer.build_classifier(base, 3)
+    tftransfer.fine_tune(
+        model, colors.train, None, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=2, learning_rate=1e-2, unfreeze=unfreeze,
+                                             warmup_epochs=0), verbose=0)
+    moved = {v.name for v in module.weights if not np.array_equal(v.numpy(), before[v.name])}
+    assert moved == changed
+
+
+def test_hub_unfreeze_errors_name_the_problem(tmp_path):
+    base = tftransfer.load_base(str(write_two_conv_module(tmp_path / "module")))
+    model = tftransfer.build_classifier(base, 3)
+    with pytest.raises(tftransfer.TransferError, match="cannot unfreeze 5 variables"):
+        tftransfer.set_trainable(model, 5)
+    with pytest.raises(tftransfer.TransferError, match="has no layer names"):
+        tftransfer.set_trainable(model, "block_3")
+    assert tftransfer.set_trainable(model, 3) == 3
+    assert [v.trainable for v in base.backbone.weights] == [False, True, True, True]

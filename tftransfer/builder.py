@@ -157,17 +157,17 @@ def set_trainable(model, unfreeze):
         model: A classifier from `build_classifier`.
         unfreeze: `"none"`, `None` or `0` (freeze all), `"all"`, an int N
             (the top N layers), or the name of the lowest layer to train.
-            A TF Hub module is one opaque layer: anything but "none"
-            unfreezes it whole.
+            For a TF Hub module, which is one layer, N counts its
+            variables: the last N of `HubModule.fine_tunable_variables`.
 
     Returns:
-        The number of backbone layers set trainable.
+        The number of backbone layers (for a TF Hub module, variables) set
+        trainable.
     """
     layers = backbone_layers(model)
     backbone = find_backbone(model)
-    if not isinstance(backbone, keras.Model) and unfreeze not in (None, "none", 0):
-        # An opaque module (a TF Hub SavedModel) trains whole or not at all.
-        unfreeze = "all"
+    if not isinstance(backbone, keras.Model):
+        return _set_module_trainable(model, backbone, unfreeze)
     count = _count_trainable(unfreeze, layers, backbone.name)
     set_trainable_flag(model.get_layer("features"), count > 0)
     for index, layer in enumerate(layers):
@@ -177,6 +177,19 @@ def set_trainable(model, unfreeze):
             set_trainable_flag(layer, False)
     set_trainable_flag(head_of(model), True)
     return count
+
+
+def _set_module_trainable(model, module, unfreeze):
+    """`set_trainable` for a TF Hub module: none of it, all of it, or its top N variables."""
+    if isinstance(unfreeze, str) and unfreeze not in ("none", "all") and not unfreeze.isdigit():
+        raise TransferError(f"the TF Hub module {module.name!r} has no layer names; "
+                            "unfreeze 'none', 'all' or a number of its variables")
+    count = 0 if unfreeze in (None, "none", 0) else None if unfreeze == "all" else int(unfreeze)
+    set_trainable_flag(model.get_layer("features"), count != 0)
+    if count != 0:
+        module.unfrozen_variables = count
+    set_trainable_flag(head_of(model), True)
+    return len(module.fine_tunable_variables) if count is None else count
 
 
 def set_trainable_flag(layer, value):

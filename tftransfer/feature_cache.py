@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from tftransfer import _atomic
 from tftransfer.data import register_source, source_key
+from tftransfer.data.cache import memory_short_of
 from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
 
@@ -38,6 +39,8 @@ logger = logging.getLogger("tftransfer")
 
 
 MANIFEST = "manifest.json"
+# Part of every fingerprint: bumped when the entries' layout changes.
+_FORMAT = 2
 _UNKNOWN = "unknown-source-"
 _ENTRY_NAME = re.compile(r"[0-9a-f]{64}(\.partial-.*)?")
 # Rows per shard are chosen so that a shard holds about this many bytes.
@@ -71,7 +74,7 @@ def fingerprint(features, data_key, *, augmentation=None, views=1):
         for weight in model.weights:
             digest.update(weight.path.encode())
             digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)))
-    digest.update(f"{data_key}|views={views}".encode())
+    digest.update(f"{data_key}|views={views}|format={_FORMAT}".encode())
     return digest.hexdigest()
 
 
@@ -80,7 +83,9 @@ def cached_features(features, dataset, *, cache_dir=None, augmentation=None, vie
     """Returns a dataset of the base's features, extracting them only once.
 
     Args:
-        features: The frozen `"features"` model of a classifier.
+        features: The frozen model to run: a classifier's `"features"`
+            model, or the frozen bottom of its base (`boundary.split_at`),
+            whose outputs may be several tensors.
         dataset: `(images, labels)` batches.
         cache_dir: The cache's root folder (default: `default_cache_dir()`).
             A dataset whose source is unknown (not made by a tftransfer
@@ -96,8 +101,8 @@ def cached_features(features, dataset, *, cache_dir=None, augmentation=None, vie
 
     Returns:
         `(dataset, manifest)`: `(features, labels)` batches, and the
-        entry's manifest (a dict with `rows`, `feature_dim`, `shards`,
-        `path` and `reused`).
+        entry's manifest (a dict with `rows`, `shapes` (of each output's
+        rows), `shards`, `path` and `reused`).
     """
     key = source_key(dataset)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -151,7 +156,7 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
             for batch in _distribute(dataset, strategy):
                 outputs, labels = extract(batch)
                 batch_size = batch_size or int(labels.shape[0])
-                writer.add(outputs.numpy(), labels.numpy())
+                writer.add([o.numpy() for o in tf.nest.flatten(outputs)], labels.numpy())
         manifest.update(writer.close(batch_size=batch_size or 1, views=views))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
@@ -186,7 +191,7 @@ def _compile_extractor(features, augmentation, strategy):
     @tf.function
     def distributed(batch):
         outputs = strategy.run(step, args=batch)
-        return tuple(strategy.gather(t, axis=0) for t in outputs)
+        return tf.nest.map_structure(lambda t: strategy.gather(t, axis=0), outputs)
 
     return distributed
 
@@ -222,31 +227,44 @@ def read_manifest(entry):
 def load_features(entry, manifest, batch_size, *, shuffle=False, seed=None):
     """Reads a cache entry as a dataset of `(features, labels)` batches.
 
-    Shards are read one at a time (memory-mapped), so an entry larger than
-    memory streams.
+    `features` is one tensor, or a tuple of them for an entry of several
+    outputs (the activations that cross a cut through the base). Entries
+    that take less than half of the available memory are read into memory
+    once, so that an epoch costs what the layers that train cost; larger
+    ones stream from their shards (memory-mapped), one shard at a time.
     """
     entry = Path(entry)
-    shards = [(str(entry / f), str(entry / y)) for f, y in manifest["shards"]]
-    order = np.random.default_rng(seed)
+    shards = [[str(entry / name) for name in names] for names in manifest["shards"]]
+    shapes = [tuple(shape) for shape in manifest["shapes"]]
+    row_bytes = 4 * sum(int(np.prod(shape)) for shape in shapes)
+    if memory_short_of(manifest["rows"] * row_bytes) is None:
+        arrays = [np.concatenate([np.load(shard[part]) for shard in shards])
+                  for part in range(len(shapes) + 1)]
+        ds = tf.data.Dataset.from_tensor_slices((_packed(arrays[:-1]), arrays[-1]))
+        buffer = manifest["rows"]
+    else:
+        order = np.random.default_rng(seed)
 
-    def generate():
-        indices = order.permutation(len(shards)) if shuffle else range(len(shards))
-        for index in indices:
-            features_path, labels_path = shards[index]
-            yield np.load(features_path, mmap_mode="r")[:], np.load(labels_path)
+        def generate():
+            indices = order.permutation(len(shards)) if shuffle else range(len(shards))
+            for index in indices:
+                *parts, labels = shards[index]
+                yield (_packed([np.load(part, mmap_mode="r")[:] for part in parts]),
+                       np.load(labels))
 
-    dim = manifest["feature_dim"]
-    ds = tf.data.Dataset.from_generator(generate, output_signature=(
-        tf.TensorSpec((None, dim), tf.float32),
-        tf.TensorSpec((None,), manifest["label_dtype"])))
-    ds = ds.unbatch()
+        ds = tf.data.Dataset.from_generator(generate, output_signature=(
+            _packed([tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]),
+            tf.TensorSpec((None,), manifest["label_dtype"]))).unbatch()
+        buffer = min(manifest["rows"], 50_000)
     if shuffle:
-        ds = ds.shuffle(min(manifest["rows"], 50_000), seed=seed,
-                        reshuffle_each_iteration=True)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    rows_per_epoch = manifest["rows"]
-    batches = -(-rows_per_epoch // batch_size)
+    batches = -(-manifest["rows"] // batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def _packed(parts):
+    return parts[0] if len(parts) == 1 else tuple(parts)
 
 
 def clear_feature_cache(cache_dir=None):
@@ -270,19 +288,19 @@ def clear_feature_cache(cache_dir=None):
 
 
 class _ShardWriter:
+    """Writes rows of one or more arrays, and their labels, in `.npy` shards."""
+
     def __init__(self, folder):
         self.folder = folder
         self.pending, self.shards, self.rows = [], [], 0
-        self.pending_bytes, self.feature_dim, self.label_dtype = 0, None, None
+        self.pending_bytes, self.shapes, self.label_dtype = 0, None, None
 
-    def add(self, features, labels):
-        if features.ndim != 2:
-            raise TransferError(f"the base outputs shape {features.shape}; the feature "
-                                "cache needs one vector per image")
-        self.feature_dim = features.shape[1]
+    def add(self, outputs, labels):
+        outputs = [np.asarray(o, "float32") for o in outputs]
+        self.shapes = [list(o.shape[1:]) for o in outputs]
         self.label_dtype = labels.dtype.name
-        self.pending.append((features.astype("float32"), labels))
-        self.pending_bytes += features.nbytes
+        self.pending.append((outputs, labels))
+        self.pending_bytes += sum(o.nbytes for o in outputs)
         if self.pending_bytes >= _SHARD_BYTES:
             self._flush()
 
@@ -290,9 +308,11 @@ class _ShardWriter:
         if not self.pending:
             return
         index = len(self.shards)
-        names = (f"features-{index:05d}.npy", f"labels-{index:05d}.npy")
-        np.save(self.folder / names[0], np.concatenate([f for f, _ in self.pending]))
-        np.save(self.folder / names[1], np.concatenate([y for _, y in self.pending]))
+        names = [f"features{part}-{index:05d}.npy" for part in range(len(self.shapes))]
+        for part, name in enumerate(names):
+            np.save(self.folder / name, np.concatenate([o[part] for o, _ in self.pending]))
+        names.append(f"labels-{index:05d}.npy")
+        np.save(self.folder / names[-1], np.concatenate([y for _, y in self.pending]))
         self.rows += sum(len(y) for _, y in self.pending)
         self.shards.append(names)
         self.pending, self.pending_bytes = [], 0
@@ -301,8 +321,8 @@ class _ShardWriter:
         self._flush()
         if not self.rows:
             raise TransferError("the dataset is empty; no features to cache")
-        return {"rows": self.rows, "feature_dim": int(self.feature_dim),
-                "label_dtype": self.label_dtype, "shards": self.shards, **extra}
+        return {"rows": self.rows, "shapes": self.shapes, "label_dtype": self.label_dtype,
+                "shards": self.shards, **extra}
 
 
 def _config_text(model):

@@ -57,6 +57,9 @@ class HubModule(keras.layers.Layer):
             the BatchNorm scales and offsets (variables named like
             `..._bn/gamma`, `BatchNorm/beta`) stay frozen too, as whole
             BatchNorm layers do in Keras bases.
+        unfrozen_variables: Train only the last N of
+            `fine_tunable_variables` (the top of the network, for modules
+            that list their variables in creation order); `None` trains all.
 
     Example:
     >>> layer = HubModule("saved_models/fashion_mobilenet_v2_hub")
@@ -65,7 +68,7 @@ class HubModule(keras.layers.Layer):
     """
 
     def __init__(self, handle, output_key=None, signature=None, trainable=False,
-                 module_training=False, **kwargs):
+                 module_training=False, unfrozen_variables=None, **kwargs):
         # The module's signature is float32; under a mixed policy Keras would
         # cast the images to float16 before `call` sees them (hub#748).
         kwargs.setdefault("dtype", "float32")
@@ -91,12 +94,15 @@ class HubModule(keras.layers.Layer):
         # Keras names may not hold "/" or ":" (the ":0" of TF names).
         variables = _module_variables(self._module, self._function)
         self._trainable_in_module = [v.trainable for v in variables]
+        self._unfrozen_variables = None
         self._batch_norm = [bool(_BATCH_NORM_PARAMETER.search(v.name)) for v in variables]
         self._module_variables = [
             keras.Variable(v, trainable=v.trainable, name=re.sub(r"[/:]", "_", v.name))
             for v in variables
         ]
         type(self).trainable.fset(self, trainable)  # `self.trainable = ` may be skipped.
+        if unfrozen_variables is not None:
+            self.unfrozen_variables = unfrozen_variables
         self.built = True
 
     @property
@@ -127,15 +133,44 @@ class HubModule(keras.layers.Layer):
         self._module_training = bool(value)
         self._update_variable_flags()
 
+    @property
+    def fine_tunable_variables(self):
+        """The variables that fine-tuning may train, in the module's order.
+
+        That order is the module's own (`trainable_variables`, else
+        `variables`): creation order for modules exported from Keras or
+        TF-Slim, so the last ones are the top of the network. The module's
+        non-trainable state (BatchNorm statistics) is left out, and so are
+        BatchNorm scales and offsets while the module runs in inference mode.
+        """
+        return [v for v, own, batch_norm in zip(self._module_variables,
+                                                self._trainable_in_module, self._batch_norm)
+                if own and (self._module_training or not batch_norm)]
+
+    @property
+    def unfrozen_variables(self):
+        """How many of `fine_tunable_variables`, the last ones, train; `None`: all."""
+        return self._unfrozen_variables
+
+    @unfrozen_variables.setter
+    def unfrozen_variables(self, count):
+        candidates = len(self.fine_tunable_variables)
+        if count is not None and not 0 < int(count) <= candidates:
+            raise TransferError(f"cannot unfreeze {count} variables: the TF Hub module "
+                                f"{self.handle} has {candidates} that can train")
+        self._unfrozen_variables = None if count is None else int(count)
+        self._update_variable_flags()
+
     def _update_variable_flags(self):
         # Models collect weights by each variable's own flag, so keep the
-        # flags in step; the module's non-trainable state (BatchNorm
-        # statistics) never trains.
-        for variable, own, batch_norm in zip(getattr(self, "_module_variables", []),
-                                             getattr(self, "_trainable_in_module", []),
-                                             getattr(self, "_batch_norm", [])):
-            variable.trainable = (self._trainable and own
-                                  and (self._module_training or not batch_norm))
+        # flags in step.
+        if not hasattr(self, "_module_variables"):
+            return
+        candidates = self.fine_tunable_variables
+        top = candidates[len(candidates) - (self._unfrozen_variables or len(candidates)):]
+        chosen = {id(v) for v in top}
+        for variable in self._module_variables:
+            variable.trainable = self._trainable and id(variable) in chosen
 
     def input_size(self):
         """Returns the fixed `(height, width)` of the module's input, or `None`."""
@@ -173,7 +208,8 @@ class HubModule(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "handle": self.handle,
                 "output_key": self.output_key, "signature": self.signature,
-                "module_training": self.module_training}
+                "module_training": self.module_training,
+                "unfrozen_variables": self.unfrozen_variables}
 
 
 def load_hub_base(handle, *, input_size=None, preprocessing=None, output_key=None):
@@ -309,7 +345,9 @@ def _input_specs(function):
 
 
 def _module_variables(module, function):
-    variables = list(getattr(module, "variables", []) or [])
+    # The trainable ones first, in the order the module lists them.
+    variables = [*(getattr(module, "trainable_variables", []) or []),
+                 *(getattr(module, "variables", []) or [])]
     if not variables:
         variables = list(getattr(function, "variables", []) or [])
     seen, unique = set(), []

@@ -14,12 +14,16 @@ import time
 from typing import Optional
 
 import keras
+import numpy as np
 from keras import ops
 
 from tftransfer.builder import augmentation_of, head_of, set_trainable
+from tftransfer.boundary import split_at
+from tftransfer.data.cache import free_space
+from tftransfer.data.loader import known_size
 from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worker,
                                    learning_rate_scale)
-from tftransfer.feature_cache import cached_features
+from tftransfer.feature_cache import cached_features, default_cache_dir
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
@@ -112,12 +116,15 @@ class FineTuneHistory:
             weights were restored, else `"fine_tune"`.
         feature_cache: The manifest of the cached training features used
             by phase 1 (see `cached_features`), or `None`.
+        fine_tune_cache: The manifest of the cached activations at the
+            unfreeze boundary used by phase 2, or `None`.
     """
 
     head: keras.callbacks.History
     fine_tune: Optional[keras.callbacks.History] = None
     kept_phase: str = "head"
     feature_cache: Optional[dict] = None
+    fine_tune_cache: Optional[dict] = None
 
     @property
     def history(self):
@@ -154,9 +161,11 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
             balanced data); a `{label: weight}` dict; or `None`.
         label_smoothing: Label smoothing of the cross-entropy.
         feature_cache: Phase 1 trains the head on features that the frozen
-            base computes once: `True` caches them in the default folder
+            base computes once, and phase 2 trains the unfrozen top on the
+            activations that the frozen layers below it compute once (see
+            `tftransfer.boundary`): `True` caches them in the default folder
             (see `default_cache_dir`), a path caches them there, `False`
-            runs the base every epoch.
+            runs the whole model every epoch of both phases.
         augmented_views: With a classifier that has random augmentation,
             cache this many augmented views of each image; 0 runs phase 1
             uncached instead.
@@ -195,10 +204,13 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
         runner.compile(model, head)  # So that `model.evaluate` works.
         if runner.backup:
             runner.backup.save_head(model, result)
-    if fine_tune.epochs > 0 and set_trainable(model, fine_tune.unfreeze) > 0:
+    unfrozen = set_trainable(model, fine_tune.unfreeze) if fine_tune.epochs > 0 else 0
+    if unfrozen > 0:
         head_weights = model.get_weights()
-        result.fine_tune = runner.run("fine_tune", model, fine_tune, train, validation_data,
-                                      initial_epoch=result.head_epochs)
+        result.fine_tune, result.fine_tune_cache = _train_top(
+            model, train, validation_data, runner, fine_tune, unfrozen,
+            feature_cache=feature_cache, views=augmented_views, seed=seed,
+            initial_epoch=result.head_epochs)
         result.kept_phase = "fine_tune"
         # A phase 2 resumed after its last epoch has no history; its weights stay.
         if result.fine_tune.epoch and (_best(result.fine_tune, runner.monitor)
@@ -317,6 +329,56 @@ class EpochLine(keras.callbacks.Callback):
         print(f"{self.phase} epoch {epoch + 1}/{epochs} - "
               f"{time.perf_counter() - self._started:.1f}s - {metrics}",
               file=self.stream or sys.stdout, flush=True)
+
+
+def _train_top(model, train, validation_data, runner, phase, unfrozen, *, feature_cache,
+               views, seed, initial_epoch):
+    """Phase 2: the unfrozen top on cached boundary activations if possible."""
+    why_not = _why_not_cached(model, train, feature_cache, views)
+    split = None
+    if why_not is None:
+        with model.distribute_strategy.scope():  # The trainer trains under it too.
+            split, why_not = split_at(model, unfrozen)
+    if split is not None:
+        why_not = _short_of_disk(split, train, feature_cache, views)
+    if why_not is not None:
+        if feature_cache:
+            logger.info("phase 2 cache not used: %s", why_not)
+        return runner.run("fine_tune", model, phase, train, validation_data,
+                          initial_epoch=initial_epoch), None
+    logger.info("phase 2 cache: %d tensor(s) cross the cut below the top %d layer(s)",
+                split.crossing, unfrozen)
+    cache_dir = None if feature_cache is True else feature_cache
+    augmentation = augmentation_of(model) if views else None
+    if seed is None and is_multi_worker(model.distribute_strategy):
+        seed = 0  # Every worker must shuffle alike, or their shares would overlap.
+    top_train, manifest = cached_features(
+        split.bottom, train, cache_dir=cache_dir, augmentation=augmentation,
+        views=max(1, views), shuffle=True, seed=seed)
+    top_validation = None
+    if validation_data is not None:
+        top_validation, _ = cached_features(split.bottom, validation_data,
+                                            cache_dir=cache_dir)
+    history = runner.run("fine_tune", split.trainer, phase, top_train, top_validation,
+                         initial_epoch=initial_epoch)
+    return history, manifest
+
+
+def _short_of_disk(split, train, feature_cache, views):
+    """Why the boundary activations cannot be cached on disk, or `None` if they can."""
+    folder = default_cache_dir() if feature_cache is True else feature_cache
+    rows = known_size(train)
+    if rows is None:
+        return None  # Counted while they are written; a full disk then fails there.
+    rows *= max(1, views)
+    row_bytes = 4 * sum(int(np.prod(t.shape[1:])) for t in split.bottom.outputs)
+    free = free_space(folder)
+    if rows * row_bytes > free:
+        logger.warning("phase 2 cache: the activations (%.1f GB) would not fit in %s "
+                       "(%.1f GB free); phase 2 runs uncached", rows * row_bytes / 1e9,
+                       folder, free / 1e9)
+        return "not enough disk space"
+    return None
 
 
 def balanced_class_weight(train, num_classes):

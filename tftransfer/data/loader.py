@@ -91,6 +91,15 @@ def files_key(paths, labels, *extra):
     return "files-" + digest.hexdigest()
 
 
+def known_size(dataset):
+    """The number of examples its loader registered for `dataset`, or `None`."""
+    try:
+        counts = _SOURCE_COUNTS.get(dataset)
+    except TypeError:
+        return None
+    return None if counts is None else int(counts.sum())
+
+
 def class_counts(dataset, num_classes):
     """Counts the labels of a dataset of `(images, labels)` batches.
 
