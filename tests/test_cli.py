@@ -13,8 +13,17 @@ def run_cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+def run_here(capsys, caplog, *args):
+    """`cli.main` in this process: `(status, stdout, log)`, without a TensorFlow start-up."""
+    caplog.clear()
+    with caplog.at_level("INFO", logger="tftransfer"):
+        status = cli.main([str(arg) for arg in args])
+    return status, capsys.readouterr().out, caplog.text
+
+
 @pytest.mark.slow
-def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_path):
+def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_path, capsys,
+                                       caplog):
     export = tmp_path / "export"
     result = run_cli("train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
                      "--export", str(export), "--head-epochs", "2", "--fine-tune-epochs", "1",
@@ -26,42 +35,48 @@ def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_pa
     assert (export / "1" / "saved_model.pb").is_file()
     assert (tmp_path / "model.keras").is_file()
 
+    # The console script ran above; the other commands run in this process.
     image = next((split_folder_path / "test" / "red").iterdir())
-    result = run_cli("predict", "--model", str(export), str(image), "--top-k", "2")
-    assert result.returncode == 0, result.stderr
-    line = result.stdout.strip().splitlines()[-1]
+    status, out, _ = run_here(capsys, caplog, "predict", "--model", export, image,
+                              "--top-k", "2")
+    assert status == 0
+    line = out.strip().splitlines()[-1]
     assert line.startswith(f"{image}: ")
     assert len(line.split(",")) == 2
 
-    result = run_cli("export", "--model", str(tmp_path / "model.keras"), "--output",
-                     str(export), "--data", str(split_folder_path), "--tflite",
-                     "float16,dynamic_range")
-    assert result.returncode == 0, result.stderr
-    assert f"exported to {export / '2'}" in result.stdout
-    assert "float16" in result.stdout and "dynamic_range" in result.stdout
+    status, out, _ = run_here(capsys, caplog, "export", "--model", tmp_path / "model.keras",
+                              "--output", export, "--data", split_folder_path, "--tflite",
+                              "float16,dynamic_range")
+    assert status == 0
+    assert f"exported to {export / '2'}" in out
+    assert "float16" in out and "dynamic_range" in out
     tflite = export / "tflite" / "model_float16.tflite"
-    served = run_cli("predict", "--model", str(tflite), str(image), "--top-k", "2")
-    assert served.returncode == 0, served.stderr
+    status, served, _ = run_here(capsys, caplog, "predict", "--model", tflite, image,
+                                 "--top-k", "2")
+    assert status == 0
     # The TFLite model ranks the classes as the SavedModel does.
-    assert served.stdout.strip().splitlines()[-1].split(" ")[1] == line.split(" ")[1]
+    assert served.strip().splitlines()[-1].split(" ")[1] == line.split(" ")[1]
 
 
 @pytest.mark.slow
 def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
-        tiny_base_file, split_folder_path, tmp_path):
+        tiny_base_file, split_folder_path, tmp_path, capsys, caplog):
     cache = tmp_path / "cache"
     args = ["train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
             "--export", str(tmp_path / "export"), "--head-epochs", "1",
             "--fine-tune-epochs", "0", "--quiet", "--feature-cache", str(cache)]
-    first, second = run_cli(*args), run_cli(*args)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    first = run_cli(*args)  # Another process: what it left on disk is reused.
+    assert first.returncode == 0, first.stderr
     assert f"feature cache: extracting features to {cache}" in first.stderr
-    assert f"feature cache: reusing {cache}" in second.stderr
-    assert "feature cache" not in run_cli(*args, "--feature-cache", "none").stderr
+    status, _, log = run_here(capsys, caplog, *args)
+    assert status == 0 and f"feature cache: reusing {cache}" in log
+    assert "extracting" not in log
+    status, _, log = run_here(capsys, caplog, *args, "--feature-cache", "none")
+    assert status == 0 and "feature cache" not in log
 
-    result = run_cli("clear-cache", "--feature-cache", str(cache))
-    assert result.returncode == 0
-    assert "deleted 2 cache entries" in result.stdout  # train and val
+    status, out, _ = run_here(capsys, caplog, "clear-cache", "--feature-cache", cache)
+    assert status == 0
+    assert "deleted 2 cache entries" in out  # train and val
     assert list(cache.iterdir()) == []
 
 
