@@ -54,7 +54,9 @@ def generated_images(count, size, batch_size, classes=5, seed=0):
     labels = rng.integers(0, classes, count).astype("int32")
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
-    return register_source(ds, f"bench-generated-{count}-{size}-{seed}"), classes
+    # Registered with its class counts, as tftransfer's own loaders register theirs.
+    return register_source(ds, f"bench-generated-{count}-{size}-{seed}",
+                           class_counts=np.bincount(labels, minlength=classes)), classes
 
 
 def head_phase(base, train, classes, epochs, cache):

@@ -167,11 +167,12 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
             (see `default_cache_dir`), a path caches them there, `False`
             runs the whole model every epoch of both phases.
         augmented_views: With a classifier that has random augmentation,
-            cache this many augmented views of each image; 0 runs phase 1
-            uncached instead.
+            cache this many augmented views of each image; 0 runs both
+            phases uncached instead.
         callbacks: Keras callbacks, used in both phases (a
-            `keras.callbacks.TensorBoard` among them logs both). While
-            phase 1 runs on cached features, their `model` is the head.
+            `keras.callbacks.TensorBoard` among them logs both). While a
+            phase runs on cached inputs, their `model` is the part that
+            trains: the head in phase 1, `boundary.Split.trainer` in phase 2.
         seed: Seeds the shuffling of cached features.
         verbose: `1`: Keras progress bars; `2`: one line per epoch (an
             `EpochLine`, for log files); `0`: silent; `"auto"`: 1 when
