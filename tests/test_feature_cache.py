@@ -132,7 +132,7 @@ def test_an_extraction_killed_half_way_is_rebuilt(tiny_base, tiny_base_file, fol
     writer = subprocess.Popen([sys.executable, str(script), str(tiny_base_file),
                                str(folder), str(cache)])
     deadline = time.time() + 120
-    while not list(cache.glob("*.partial-*/features-00001.npy")):
+    while not list(cache.glob("*.partial-*/labels-00001.npy")):  # A shard's last file.
         assert writer.poll() is None, "the writer ended before it was killed"
         assert time.time() < deadline
         time.sleep(0.1)
