@@ -172,7 +172,7 @@ def with_known_length(dataset, split):
     """`dataset` with its length asserted, counted in one pass if unknown.
 
     On a dataset of unknown length (`filter`, `unbatch`, TFRecords,
-    generators), Keras 3.15 counts one optimizer step more per epoch than it
+    generators), Keras counts one optimizer step more per epoch than it
     runs, and learning-rate schedules cannot be sized. A cached dataset is
     filled by the pass, so the first epoch reads the pixels it kept.
 

@@ -200,9 +200,8 @@ def batched(ds, shuffle_buffer, batch_size, seed, training):
     ds = ds.prefetch(tf.data.AUTOTUNE)
     if training:
         # The order is shuffled anyway, so let fast images overtake slow
-        # ones (a deterministic decode measured up to 2x slower on epoch 1).
-        # `distribute.distribute_dataset` sets it back to a fixed order, so
-        # that workers split the same sequence.
+        # ones. `multi_worker.distribute_dataset` sets it back to a fixed
+        # order, so that workers split the same sequence.
         options = tf.data.Options()
         options.deterministic = False
         ds = ds.with_options(options)
