@@ -5,19 +5,19 @@
     base = tftransfer.load_base("efficientnet_v2_b0")
     train, val, class_names = tftransfer.image_folder("photos/", base.input_size)
     model = tftransfer.build_classifier(base, len(class_names))
-    tftransfer.fine_tune(model, train, val, fine_tune=tftransfer.Phase(
-        epochs=20, learning_rate=1e-5, unfreeze=30, warmup_epochs=1, decay="cosine"))
+    tftransfer.fine_tune(model, train, val,
+                         fine_tune=tftransfer.Phase.fine_tune(unfreeze=30))
     tftransfer.export_saved_model(model, "exports/photos", class_names)
 """
 
 from tftransfer import distribute
 from tftransfer.bases import list_bases, load_base, register_base
-from tftransfer.features import Base
 from tftransfer.builder import build_augmentation, build_classifier, set_trainable
 from tftransfer.data import image_folder, load_data
 from tftransfer.errors import TransferError
 from tftransfer.export import export_saved_model, predict_files
 from tftransfer.feature_cache import clear_feature_cache
+from tftransfer.features import Base
 from tftransfer.training import Phase, fine_tune
 
 __version__ = "0.1.0"
