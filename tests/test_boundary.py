@@ -126,3 +126,17 @@ def _save(backbone, tmp_path):
     path = tmp_path / f"{backbone.name}.keras"
     backbone.save(path)
     return str(path)
+
+
+def test_a_sequential_base_trains_phase_two_uncached_and_says_why(folder, tmp_path, caplog):
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((32, 32, 3)),
+                                 keras.layers.Conv2D(4, 3, name="a"),
+                                 keras.layers.Conv2D(4, 3, name="b")], name="plain")
+    base_file = _save(backbone, tmp_path)
+    data = tftransfer.image_folder(folder, (32, 32), validation_split=0)
+    with caplog.at_level("INFO", logger="tftransfer"):
+        _, history = train_phase_two(base_file, data, tmp_path / "cache", unfreeze=1)
+    assert history.fine_tune_cache is None
+    assert "phase 2 cache not used: the base 'plain' is not a functional" in caplog.text
+    assert len(history.fine_tune.epoch) == 3

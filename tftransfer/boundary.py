@@ -79,8 +79,8 @@ def split_at(model, unfreeze_count):
 
 def _crossing_tensors(backbone, top_layers):
     """The tensors made below the cut (or the input) that the top layers read."""
-    if len(backbone.inputs) != 1:
-        return None
+    if getattr(backbone, "_nodes_by_depth", None) is None or len(backbone.inputs) != 1:
+        return None  # Not a functional graph (a Sequential model, a subclass).
     top = {id(layer) for layer in top_layers}
     crossing, seen = [], set()
     for layer in top_layers:
