@@ -286,18 +286,9 @@ def _train_head(model, train, validation_data, runner, phase, *, feature_cache, 
         if feature_cache:
             logger.info("feature cache not used: %s", why_not)
         return FineTuneHistory(head=runner.run("head", model, phase, train, validation_data))
-    cache_dir = None if feature_cache is True else feature_cache
-    features = model.get_layer("features")
-    augmentation = augmentation_of(model) if views else None
-    if seed is None and is_multi_worker(model.distribute_strategy):
-        seed = 0  # Every worker must shuffle alike, or their shares would overlap.
-    head_train, manifest = cached_features(
-        features, train, cache_dir=cache_dir, augmentation=augmentation,
-        views=max(1, views), shuffle=True, seed=seed)
-    head_validation = None
-    if validation_data is not None:
-        head_validation, _ = cached_features(features, validation_data, cache_dir=cache_dir)
-    history = runner.run("head", head_of(model), phase, head_train, head_validation)
+    history, manifest = _run_cached(
+        runner, "head", phase, model, model.get_layer("features"), head_of(model), train,
+        validation_data, feature_cache=feature_cache, views=views, seed=seed)
     return FineTuneHistory(head=history, feature_cache=manifest)
 
 
@@ -349,18 +340,30 @@ def _train_top(model, train, validation_data, runner, phase, unfrozen, *, featur
                           initial_epoch=initial_epoch), None
     logger.info("phase 2 cache: %d tensor(s) cross the cut below the top %d layer(s)",
                 split.crossing, unfrozen)
+    return _run_cached(runner, "fine_tune", phase, model, split.bottom, split.trainer,
+                       train, validation_data, feature_cache=feature_cache, views=views,
+                       seed=seed, initial_epoch=initial_epoch)
+
+
+def _run_cached(runner, name, phase, model, frozen, target, train, validation_data, *,
+                feature_cache, views, seed, initial_epoch=0):
+    """Runs a phase of `target` on what `frozen` computes, cached once.
+
+    Returns:
+        `(history, manifest)`: the phase's `History` and the training entry's
+        manifest.
+    """
     cache_dir = None if feature_cache is True else feature_cache
     augmentation = augmentation_of(model) if views else None
     if seed is None and is_multi_worker(model.distribute_strategy):
         seed = 0  # Every worker must shuffle alike, or their shares would overlap.
-    top_train, manifest = cached_features(
-        split.bottom, train, cache_dir=cache_dir, augmentation=augmentation,
+    cached_train, manifest = cached_features(
+        frozen, train, cache_dir=cache_dir, augmentation=augmentation,
         views=max(1, views), shuffle=True, seed=seed)
-    top_validation = None
+    cached_validation = None
     if validation_data is not None:
-        top_validation, _ = cached_features(split.bottom, validation_data,
-                                            cache_dir=cache_dir)
-    history = runner.run("fine_tune", split.trainer, phase, top_train, top_validation,
+        cached_validation, _ = cached_features(frozen, validation_data, cache_dir=cache_dir)
+    history = runner.run(name, target, phase, cached_train, cached_validation,
                          initial_epoch=initial_epoch)
     return history, manifest
 
