@@ -81,11 +81,13 @@ def _crossing_tensors(backbone, top_layers):
     """The tensors made below the cut (or the input) that the top layers read."""
     if getattr(backbone, "_nodes_by_depth", None) is None or len(backbone.inputs) != 1:
         return None  # Not a functional graph (a Sequential model, a subclass).
+    # A layer shared with another model has nodes there too; keep this model's.
+    in_graph = {id(node) for nodes in backbone._nodes_by_depth.values() for node in nodes}
     top = {id(layer) for layer in top_layers}
     crossing, seen = [], set()
     for layer in top_layers:
         for node in layer._inbound_nodes:
-            if not _in_graph(node, backbone):
+            if id(node) not in in_graph:
                 continue
             for tensor in node.input_tensors:
                 producer = tensor._keras_history.operation
@@ -93,11 +95,6 @@ def _crossing_tensors(backbone, top_layers):
                     seen.add(id(tensor))
                     crossing.append(tensor)
     return crossing
-
-
-def _in_graph(node, model):
-    # A layer shared with another model has nodes there too; keep this model's.
-    return any(node in nodes for nodes in model._nodes_by_depth.values())
 
 
 def _pooling_of(features):
