@@ -93,11 +93,15 @@ def files_key(paths, labels, *extra):
 
 def known_size(dataset):
     """The number of examples its loader registered for `dataset`, or `None`."""
-    try:
-        counts = _SOURCE_COUNTS.get(dataset)
-    except TypeError:
-        return None
+    counts = _registered_counts(dataset)
     return None if counts is None else int(counts.sum())
+
+
+def _registered_counts(dataset):
+    try:
+        return _SOURCE_COUNTS.get(dataset)
+    except TypeError:  # Not hashable by reference: nothing was registered.
+        return None
 
 
 def class_counts(dataset, num_classes):
@@ -112,10 +116,7 @@ def class_counts(dataset, num_classes):
     Returns:
         An int numpy array of `num_classes` counts.
     """
-    try:
-        known = _SOURCE_COUNTS.get(dataset)
-    except TypeError:
-        known = None
+    known = _registered_counts(dataset)
     if known is not None and len(known) == num_classes:
         return known.copy()
     counts = np.zeros(num_classes, np.int64)
