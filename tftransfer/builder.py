@@ -11,6 +11,8 @@ features and still be the head of the full classifier, and a base can be
 swapped without touching the head code.
 """
 
+import math
+
 import keras
 
 from tftransfer.features import find_backbone
@@ -177,6 +179,34 @@ def set_trainable(model, unfreeze):
             set_trainable_flag(layer, False)
     set_trainable_flag(head_of(model), True)
     return count
+
+
+#: `unfreeze="auto"`: the fraction of the backbone that phase 2 trains, by the
+#: number of training images in the smallest class. More data supports more
+#: trainable layers without overfitting (Yosinski et al., 2014); below 15
+#: images per class, fine-tuning is skipped. Chosen with `bench/quality.py`.
+AUTO_UNFREEZE = ((15, 0.0), (50, 0.10), (200, 0.20), (1000, 0.40), (math.inf, 1.0))
+
+
+def auto_unfreeze(model, images_per_class):
+    """Returns the `unfreeze` depth that `"auto"` picks for this much data.
+
+    Args:
+        model: A classifier from `build_classifier`.
+        images_per_class: The training images in the smallest class.
+
+    Returns:
+        An int: that many of the backbone's top layers (for a TF Hub module,
+        of its variables) train in phase 2, by `AUTO_UNFREEZE`; 0 skips
+        phase 2.
+    """
+    fraction = next(f for limit, f in AUTO_UNFREEZE if images_per_class < limit)
+    backbone = find_backbone(model)
+    if isinstance(backbone, keras.Model):
+        total = len(backbone_layers(model))
+    else:
+        total = len(backbone.fine_tunable_variables)
+    return int(round(fraction * total))
 
 
 def _set_module_trainable(model, module, unfreeze):

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tftransfer.builder import augmentation_of, head_of, set_trainable
+from tftransfer.builder import augmentation_of, auto_unfreeze, head_of, set_trainable
 from tftransfer.boundary import split_at
 from tftransfer.data.cache import free_space
 from tftransfer.data.loader import known_size
@@ -25,6 +25,7 @@ from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worke
                                    learning_rate_scale)
 from tftransfer.feature_cache import cached_features, default_cache_dir
 from tftransfer.errors import TransferError
+from tftransfer.lr_finder import RateSearch, find_learning_rate
 
 logger = logging.getLogger("tftransfer")
 
@@ -62,10 +63,14 @@ class Phase:
     Attributes:
         epochs: The most epochs; early stopping usually ends the phase
             sooner. 0 skips the phase.
-        learning_rate: Adam's learning rate (the peak, with `decay`).
+        learning_rate: Adam's learning rate (the peak, with `decay`). For
+            the head, `"auto"` picks it with a learning-rate range test on
+            the cached features (see `tftransfer.lr_finder`).
         unfreeze: The backbone layers that train, as in `set_trainable`:
-            `"none"` (only the head), `"all"`, an int N (the top N), or the
-            name of the lowest layer to train.
+            `"none"` (only the head), `"all"`, an int N (the top N), the
+            name of the lowest layer to train, or `"auto"`: a fraction of
+            the backbone that grows with the images per class (see
+            `builder.AUTO_UNFREEZE`).
         warmup_epochs: With `decay`, the rate ramps up from a tenth of its
             peak over this many epochs first.
         decay: `"cosine"` decays the rate to 0 over the phase's epochs;
@@ -98,6 +103,8 @@ class Phase:
         return dataclasses.replace(FINE_TUNE, **changes)
 
 
+#: The head's rate when `"auto"` cannot run its range test (no cached features).
+FALLBACK_HEAD_RATE = 1e-3
 #: Phase 1: the new head alone, on the frozen base's cached features.
 HEAD = Phase(epochs=50, learning_rate=1e-3)
 #: Phase 2: the top 20 layers too, at a rate 100x lower, warmed up and decayed.
@@ -118,6 +125,12 @@ class FineTuneHistory:
             by phase 1 (see `cached_features`), or `None`.
         fine_tune_cache: The manifest of the cached activations at the
             unfreeze boundary used by phase 2, or `None`.
+        head_learning_rate: Phase 1's learning rate (the one picked, with
+            `"auto"`).
+        rate_search: With a head rate of `"auto"`, the range test's
+            `lr_finder.RateSearch`.
+        unfrozen: The backbone layers (or a hub module's variables) that
+            phase 2 trained; 0 if it did not run.
     """
 
     head: keras.callbacks.History
@@ -125,6 +138,9 @@ class FineTuneHistory:
     kept_phase: str = "head"
     feature_cache: Optional[dict] = None
     fine_tune_cache: Optional[dict] = None
+    head_learning_rate: Optional[float] = None
+    rate_search: Optional[RateSearch] = None
+    unfrozen: int = 0
 
     @property
     def history(self):
@@ -187,11 +203,14 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
     if head.unfreeze not in (None, "none", 0):
         raise TransferError(f"phase 1 trains the head alone; its unfreeze must be "
                             f"'none', got {head.unfreeze!r}")
+    num_classes = int(model.output_shape[-1])
     if isinstance(class_weight, str):
         if class_weight != "auto":
             raise TransferError(f"class_weight must be 'auto', a dict or None, got "
                                 f"{class_weight!r}")
-        class_weight = balanced_class_weight(train, int(model.output_shape[-1]))
+        class_weight = balanced_class_weight(train, num_classes)
+    if fine_tune.unfreeze == "auto" and fine_tune.epochs > 0:
+        fine_tune = _auto_unfreeze(model, train, fine_tune, num_classes)
     runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
                           verbose, validation_data is not None)
     if fine_tune.epochs > 0:
@@ -202,7 +221,8 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
     if result is None:
         result = _train_head(model, train, validation_data, runner, head,
                              feature_cache=feature_cache, views=augmented_views, seed=seed)
-        runner.compile(model, head)  # So that `model.evaluate` works.
+        # So that `model.evaluate` works.
+        runner.compile(model, dataclasses.replace(head, learning_rate=result.head_learning_rate))
         if runner.backup:
             runner.backup.save_head(model, result)
     unfrozen = set_trainable(model, fine_tune.unfreeze) if fine_tune.epochs > 0 else 0
@@ -213,6 +233,7 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
             feature_cache=feature_cache, views=augmented_views, seed=seed,
             initial_epoch=result.head_epochs)
         result.kept_phase = "fine_tune"
+        result.unfrozen = unfrozen
         # A phase 2 resumed after its last epoch has no history; its weights stay.
         if result.fine_tune.epoch and (_best(result.fine_tune, runner.monitor)
                                        > _best(result.head, runner.monitor)):
@@ -285,11 +306,17 @@ def _train_head(model, train, validation_data, runner, phase, *, feature_cache, 
     if why_not is not None:
         if feature_cache:
             logger.info("feature cache not used: %s", why_not)
-        return FineTuneHistory(head=runner.run("head", model, phase, train, validation_data))
-    history, manifest = _run_cached(
+        if phase.learning_rate == "auto":
+            logger.info("head learning rate 'auto' needs cached features; using %g",
+                        FALLBACK_HEAD_RATE)
+            phase = dataclasses.replace(phase, learning_rate=FALLBACK_HEAD_RATE)
+        return FineTuneHistory(head=runner.run("head", model, phase, train, validation_data),
+                               head_learning_rate=phase.learning_rate)
+    history, manifest, search = _run_cached(
         runner, "head", phase, model, model.get_layer("features"), head_of(model), train,
         validation_data, feature_cache=feature_cache, views=views, seed=seed)
-    return FineTuneHistory(head=history, feature_cache=manifest)
+    return FineTuneHistory(head=history, feature_cache=manifest, rate_search=search,
+                           head_learning_rate=search.rate if search else phase.learning_rate)
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -340,9 +367,11 @@ def _train_top(model, train, validation_data, runner, phase, unfrozen, *, featur
                           initial_epoch=initial_epoch), None
     logger.info("phase 2 cache: %d tensor(s) cross the cut below the top %d layer(s)",
                 split.crossing, unfrozen)
-    return _run_cached(runner, "fine_tune", phase, model, split.bottom, split.trainer,
-                       train, validation_data, feature_cache=feature_cache, views=views,
-                       seed=seed, initial_epoch=initial_epoch)
+    history, manifest, _ = _run_cached(
+        runner, "fine_tune", phase, model, split.bottom, split.trainer, train,
+        validation_data, feature_cache=feature_cache, views=views, seed=seed,
+        initial_epoch=initial_epoch)
+    return history, manifest
 
 
 def _run_cached(runner, name, phase, model, frozen, target, train, validation_data, *,
@@ -350,8 +379,8 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
     """Runs a phase of `target` on what `frozen` computes, cached once.
 
     Returns:
-        `(history, manifest)`: the phase's `History` and the training entry's
-        manifest.
+        `(history, manifest, search)`: the phase's `History`, the training
+        entry's manifest, and the `RateSearch` if the rate was `"auto"`.
     """
     cache_dir = None if feature_cache is True else feature_cache
     augmentation = augmentation_of(model) if views else None
@@ -363,9 +392,27 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
     cached_validation = None
     if validation_data is not None:
         cached_validation, _ = cached_features(frozen, validation_data, cache_dir=cache_dir)
+    search = None
+    if phase.learning_rate == "auto":
+        search = find_learning_rate(target, cached_train, loss=runner.loss)
+        logger.info("%s learning rate: %.3g, from a range test (lowest loss at %.3g)",
+                    name, search.rate, search.lowest)
+        phase = dataclasses.replace(phase, learning_rate=search.rate)
     history = runner.run(name, target, phase, cached_train, cached_validation,
                          initial_epoch=initial_epoch)
-    return history, manifest
+    return history, manifest, search
+
+
+def _auto_unfreeze(model, train, phase, num_classes):
+    """Resolves `unfreeze="auto"` from the smallest class's training images."""
+    from tftransfer.data import class_counts
+
+    smallest = int(class_counts(train, num_classes).min())
+    depth = auto_unfreeze(model, smallest)
+    logger.info("unfreeze 'auto': the top %d backbone layer(s) for %d training images "
+                "in the smallest class%s", depth, smallest,
+                "; phase 2 skipped" if depth == 0 else "")
+    return dataclasses.replace(phase, unfreeze=depth or "none")
 
 
 def _short_of_disk(split, train, feature_cache, views):

@@ -29,6 +29,7 @@ _SOURCE_KEYS = weakref.WeakKeyDictionary()
 
 # Dataset -> its label counts, where the loader knows them.
 _SOURCE_COUNTS = weakref.WeakKeyDictionary()
+_SOURCE_FILES = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
@@ -55,7 +56,7 @@ class DataSplits:
         return iter((self.train, self.validation, self.class_names))
 
 
-def register_source(dataset, key, *, class_counts=None):
+def register_source(dataset, key, *, class_counts=None, files=None):
     """Records what a dataset holds, so that cached features can be reused.
 
     Args:
@@ -64,6 +65,8 @@ def register_source(dataset, key, *, class_counts=None):
             their paths, sizes and modification times).
         class_counts: The number of examples of each label, if known;
             `class_counts()` then needs no pass over the data.
+        files: The file of each example, in the order of an unshuffled
+            dataset, if known (see `source_files`).
 
     Returns:
         `dataset`.
@@ -71,7 +74,20 @@ def register_source(dataset, key, *, class_counts=None):
     _SOURCE_KEYS[dataset] = str(key)
     if class_counts is not None:
         _SOURCE_COUNTS[dataset] = np.asarray(class_counts, np.int64)
+    if files is not None:
+        _SOURCE_FILES[dataset] = [str(f) for f in files]
     return dataset
+
+
+def source_files(dataset):
+    """Returns the file of each example that `register_source` recorded, or `None`.
+
+    Evaluation reports name the images they show by these paths.
+    """
+    try:
+        return _SOURCE_FILES.get(dataset)
+    except TypeError:
+        return None
 
 
 def source_key(dataset):
@@ -177,7 +193,9 @@ def file_splits(decoded, paths, split_files, class_names, image_size, batch_size
         ds = batched(ds, len(indices), batch_size, seed, training)
         return register_source(
             ds, files_key([paths[i] for i in indices], labels, tuple(image_size)),
-            class_counts=np.bincount(labels, minlength=len(class_names)))
+            class_counts=np.bincount(labels, minlength=len(class_names)),
+            # The filter keeps the source's order; only the training split is shuffled.
+            files=None if training else [paths[i] for i in sorted(indices)])
 
     return DataSplits(make("train", True), make("val", False), class_names,
                       test=make("test", False), skipped=skipped)

@@ -64,6 +64,34 @@ def image_folder(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_
                         batch_size, seed, report.skipped)
 
 
+def evaluation_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_cache=True):
+    """Reads a folder's labelled images, unshuffled, to evaluate a model on.
+
+    Args:
+        path: A folder as `image_folder` reads it.
+        image_size: `(height, width)`, the model's input size.
+        batch_size: Images per batch.
+        image_cache: As in `image_folder`.
+
+    Returns:
+        `(dataset, class_names)`: the `test/` split if the folder has one,
+        else every image in it; `data.loader.source_files` names the file
+        of each example.
+    """
+    report, decoded, paths = check_folder(path, tuple(image_size), cache=image_cache)
+    if report.problems:
+        raise TransferError("; ".join(report.problems))
+    log_skipped(report)
+    positions = {p: i for i, p in enumerate(paths)}
+    chosen = (["test"] if "test" in report.used else list(report.used))
+    split_files = {"test": {name: [positions[p] for split in chosen
+                                   for p in report.used[split].get(name, [])]
+                            for name in report.class_names}}
+    splits = file_splits(decoded, paths, split_files, report.class_names, image_size,
+                         batch_size, 0, report.skipped)
+    return splits.test, report.class_names
+
+
 def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_split=0.2, seed=1337,
              image_cache=True):
     """Reads labelled images listed in a CSV file of `path,label` rows.

@@ -1,28 +1,29 @@
-"""The `tftransfer` command line.
-
-    tftransfer train                 # the bundled demo, no download needed
-    tftransfer train --data photos/ --base efficientnet_v2_b0 --export exports/photos
-    tftransfer export --model photos.keras --output exports/photos --data photos/ --tflite all
-    tftransfer predict --model exports/photos cat.jpg dog.png
-    tftransfer check-data photos/
-    tftransfer bases
-    tftransfer clear-cache
-"""
+"""The `tftransfer` command's arguments: one parser per command, shared groups."""
 
 import argparse
-import logging
-import os
-import sys
-import time
 from pathlib import Path
 
-DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 #: Where `tftransfer train` exports by default, under the current folder.
 DEFAULT_EXPORT = Path("saved_models") / "demo_classifier"
 
 
 def _unfreeze(value):
     return int(value) if value.isdigit() else value
+
+
+def _rate(value):
+    """A learning rate: a positive number, or `auto`."""
+    if value == "auto":
+        return value
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"a learning rate is a positive number or "
+                                         f"'auto', not {value!r}")
+    return rate
 
 
 def _augmentation(value):
@@ -45,23 +46,23 @@ def _augmentation(value):
     return options
 
 
-def _class_names(value):
+def class_names_option(value):
     return [name.strip() for name in value.split(",")]
 
 
-def _data_options(args):
+def data_options(args):
     """`load_data` options from the data arguments of `train` and `export`."""
     options = {"validation_split": args.validation_split, "seed": args.seed}
     if args.tfds_data_dir and args.data.startswith("tfds:"):
         options["data_dir"] = args.tfds_data_dir
     if args.class_names:
-        options["class_names"] = _class_names(args.class_names)
+        options["class_names"] = class_names_option(args.class_names)
     options["image_cache"] = {"memory": True, "none": False}.get(args.image_cache,
                                                                   args.image_cache)
     return options
 
 
-def _data_arguments():
+def data_arguments():
     """The arguments that name and split the data, shared by `train` and `export`."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("data")
@@ -94,7 +95,7 @@ def _data_arguments():
     return parent
 
 
-def _export_arguments():
+def export_arguments():
     """The arguments of a SavedModel version, shared by `train` and `export`."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("export")
@@ -106,9 +107,34 @@ def _export_arguments():
     return parent
 
 
-def _add_train(commands, parents):
+def base_arguments():
+    """The arguments that choose the pretrained base, shared by `train`, `lr-find`, `compare`."""
     from tftransfer.bases import BUNDLED_BASE
     from tftransfer.data.loader import DEFAULT_BATCH_SIZE
+
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("base")
+    group.add_argument("--base", default=BUNDLED_BASE,
+                       help="a registry name (see `tftransfer bases`), a .keras file, or a "
+                            f"SavedModel / TF Hub directory or URL (default: {BUNDLED_BASE})")
+    group.add_argument("--weights", default="default",
+                       help="'imagenet', 'none', a local weights file, or 'default' for "
+                            "the base's own (default: default)")
+    group.add_argument("--image-size", type=int,
+                       help="square input size in pixels (default: the base's own)")
+    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                       help="images per replica per step; the global batch is this "
+                            "times the replicas, as the log states (default: "
+                            f"{DEFAULT_BATCH_SIZE})")
+    group.add_argument("--feature-cache", default="default", metavar="default|none|DIR",
+                       help="where the frozen base's features (and, in phase 2, the "
+                            "frozen layers' activations) are cached: "
+                            "$TFTRANSFER_CACHE_DIR or ~/.cache/tftransfer/features "
+                            "(default), DIR, or none to run the base every epoch")
+    return parent
+
+
+def add_train(commands, parents):
     from tftransfer.training import FINE_TUNE, HEAD
 
     train = commands.add_parser(
@@ -117,15 +143,7 @@ def _add_train(commands, parents):
                     "then the top layers at a low learning rate) and export it as a "
                     "versioned SavedModel. With no arguments, trains the bundled demo: "
                     "Fashion-MNIST classes 5-9 on the bundled base.")
-    model = train.add_argument_group("model")
-    model.add_argument("--base", default=BUNDLED_BASE,
-                       help="a registry name (see `tftransfer bases`), a .keras file, or a "
-                            f"SavedModel / TF Hub directory or URL (default: {BUNDLED_BASE})")
-    model.add_argument("--weights", default="default",
-                       help="'imagenet', 'none', a local weights file, or 'default' for "
-                            "the base's own (default: default)")
-    model.add_argument("--image-size", type=int,
-                       help="square input size in pixels (default: the base's own)")
+    model = train.add_argument_group("head")
     model.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
     model.add_argument("--augment", type=_augmentation, metavar="SPEC",
                        help="random augmentation in training, e.g. "
@@ -135,8 +153,10 @@ def _add_train(commands, parents):
     phases.add_argument("--head-epochs", type=int, default=HEAD.epochs,
                         help="most epochs of phase 1, the head alone; early stopping "
                              f"usually ends it sooner (default: {HEAD.epochs})")
-    phases.add_argument("--head-learning-rate", type=float, default=HEAD.learning_rate,
-                        help=f"learning rate of phase 1 (default: {HEAD.learning_rate})")
+    phases.add_argument("--head-learning-rate", type=_rate, default=HEAD.learning_rate,
+                        help="learning rate of phase 1, or 'auto' to pick it with a "
+                             "learning-rate range test on the cached features (see "
+                             f"`tftransfer lr-find`) (default: {HEAD.learning_rate})")
     phases.add_argument("--fine-tune-epochs", type=int, default=FINE_TUNE.epochs,
                         help="most epochs of phase 2, the unfrozen top; 0 skips it "
                              f"(default: {FINE_TUNE.epochs})")
@@ -145,27 +165,20 @@ def _add_train(commands, parents):
                         help="peak learning rate of phase 2 (default: "
                              f"{FINE_TUNE.learning_rate})")
     phases.add_argument("--unfreeze", type=_unfreeze, default=FINE_TUNE.unfreeze,
-                        help="layers trained in phase 2: a number N (the top N), 'all', "
-                             f"or a layer name (it and all above) (default: "
-                             f"{FINE_TUNE.unfreeze})")
+                        help="layers trained in phase 2: 'auto' (a share of the base "
+                             "that grows with the images per class; see docs/training.md), "
+                             "a number N (the top N), 'all', or a layer name (it and all "
+                             f"above) (default: {FINE_TUNE.unfreeze})")
     phases.add_argument("--warmup-epochs", type=int, default=FINE_TUNE.warmup_epochs,
                         help="phase 2's rate ramps up over these epochs, then decays "
                              f"along a cosine (default: {FINE_TUNE.warmup_epochs})")
     phases.add_argument("--patience", type=int, default=HEAD.patience,
                         help="epochs without improvement before a phase stops "
                              f"(default: {HEAD.patience})")
-    phases.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="images per replica per step; the global batch is this "
-                             "times the replicas, as the log states (default: "
-                             f"{DEFAULT_BATCH_SIZE})")
     phases.add_argument("--class-weight", choices=["auto", "none"], default="auto",
                         help="'auto' weighs classes by inverse frequency on imbalanced "
                              "data (default: auto)")
     phases.add_argument("--label-smoothing", type=float, default=0.0, help="(default: 0)")
-    phases.add_argument("--feature-cache", default="default", metavar="default|none|DIR",
-                        help="where phase 1 caches the frozen base's features: "
-                             "$TFTRANSFER_CACHE_DIR or ~/.cache/tftransfer/features "
-                             "(default), DIR, or none to run the base every epoch")
     phases.add_argument("--augmented-views", type=int, default=0, metavar="K",
                         help="with --augment, cache K augmented views per image for "
                              "phase 1; 0 runs phase 1 uncached (default: 0)")
@@ -179,11 +192,11 @@ def _add_train(commands, parents):
     output.add_argument("--quiet", action="store_true",
                         help="one line per epoch, never progress bars (by default: "
                              "progress bars in a terminal, one line per epoch otherwise)")
-    _add_device_arguments(train)
+    add_device_arguments(train)
     train.set_defaults(data=str(DEMO_DATA))
 
 
-def _add_device_arguments(train):
+def add_device_arguments(train):
     from tftransfer.distribute import PRECISIONS, STRATEGIES
 
     devices = train.add_argument_group(
@@ -211,7 +224,7 @@ def _add_device_arguments(train):
                               "workers)")
 
 
-def _add_export(commands, parents):
+def add_export(commands, parents):
     from tftransfer.export import TFLITE_QUANTIZATIONS
 
     export = commands.add_parser(
@@ -229,7 +242,20 @@ def _add_export(commands, parents):
                              "(needs --data with validation images)")
 
 
-def _add_small_commands(commands):
+def add_lr_find(commands, parents):
+    lr_find = commands.add_parser(
+        "lr-find", parents=parents, help="pick the head's learning rate from the data",
+        description="Run a learning-rate range test (Smith, 2015) for the new head on the "
+                    "frozen base's cached features: the rate grows step by step from 1e-6 "
+                    "to 1 while the loss is recorded. Prints the rate picked (a tenth of "
+                    "the rate at the lowest loss), which `train --head-learning-rate "
+                    "auto` uses, and saves the loss-versus-rate plot.")
+    lr_find.add_argument("--plot", default="lr_find.png",
+                         help="where the plot goes (default: lr_find.png)")
+    lr_find.set_defaults(data=str(DEMO_DATA))
+
+
+def add_small_commands(commands):
     predict = commands.add_parser(
         "predict", help="print the top classes of images with an exported model",
         description="Run an exported SavedModel or TFLite model on image files and print "
@@ -260,208 +286,3 @@ def _add_small_commands(commands):
     clear.add_argument("--feature-cache", metavar="DIR",
                        help="the cache folder (default: $TFTRANSFER_CACHE_DIR or "
                             "~/.cache/tftransfer/features)")
-
-
-def build_parser():
-    """Returns the `argparse` parser of the `tftransfer` command."""
-    from tftransfer import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="tftransfer",
-        description="Transfer learning for Keras 3: a pretrained base, a new softmax "
-                    "head, two-phase fine-tuning, and a SavedModel that TF Serving loads.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data, export = _data_arguments(), _export_arguments()
-    _add_train(commands, [data, export])
-    _add_export(commands, [data, export])
-    _add_small_commands(commands)
-    return parser
-
-
-def train_command(args):
-    """Runs `tftransfer train`; returns the exit status."""
-    import keras
-
-    import tftransfer
-    from tftransfer import Phase, distribute
-
-    # Multi-worker and TPU strategies set up the runtime: before any other op.
-    strategy = distribute.select_strategy(args.strategy)
-    distribute.select_precision(args.precision, strategy)
-    keras.utils.set_random_seed(args.seed)
-    weights = None if args.weights.lower() == "none" else args.weights
-    with strategy.scope():
-        base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
-    batch_size = distribute.global_batch_size(args.batch_size, strategy)
-    data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
-                                **_data_options(args))
-    print(f"data: {len(data.class_names)} classes from {args.data}"
-          + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else ""))
-    with strategy.scope():
-        model = tftransfer.build_classifier(base, len(data.class_names),
-                                            dropout=args.dropout,
-                                            augmentation=args.augment)
-    start = time.time()
-    callbacks = [keras.callbacks.TensorBoard(args.log_dir)] if args.log_dir else []
-    history = tftransfer.fine_tune(
-        model, data.train, data.validation,
-        head=Phase.head(epochs=args.head_epochs, learning_rate=args.head_learning_rate,
-                        patience=args.patience),
-        fine_tune=Phase.fine_tune(epochs=args.fine_tune_epochs,
-                                  learning_rate=args.fine_tune_learning_rate,
-                                  unfreeze=args.unfreeze, warmup_epochs=args.warmup_epochs,
-                                  patience=args.patience),
-        class_weight=None if args.class_weight == "none" else "auto",
-        label_smoothing=args.label_smoothing,
-        feature_cache={"default": True, "none": False}.get(args.feature_cache,
-                                                           args.feature_cache),
-        augmented_views=args.augmented_views, callbacks=callbacks, seed=args.seed,
-        verbose=2 if args.quiet else "auto",
-        options=distribute.RunOptions(
-            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-            learning_rate_scaling=(None if args.learning_rate_scaling == "none"
-                                   else args.learning_rate_scaling),
-            backup_dir=args.backup_dir))
-    print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
-          f"'{history.kept_phase}'")
-    metrics = {}
-    if data.test is not None:
-        metrics = distribute.evaluate(model, data.test)
-        print(f"test accuracy: {metrics['accuracy']:.4f} "
-              f"(loss {metrics['loss']:.4f})")
-    if args.save_keras:
-        save_as = Path(args.save_keras)
-        if not distribute.is_chief(strategy):
-            # So that workers sharing a disk do not overwrite the chief's file.
-            task = strategy.cluster_resolver.task_id
-            save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
-        model.save(save_as)
-        print(f"saved the Keras model to {save_as}")
-    if not distribute.is_chief(strategy):
-        print("export: left to the chief")
-        return 0
-    path = tftransfer.export_saved_model(
-        model, args.export, data.class_names, version=args.model_version,
-        overwrite=args.overwrite,
-        metadata={"base": base.name, "preprocessing": base.preprocessing,
-                  "test_metrics": metrics})
-    print(f"exported to {os.path.abspath(path)}")
-    return 0
-
-
-def export_command(args):
-    """Runs `tftransfer export`; returns the exit status."""
-    import keras
-
-    import tftransfer
-    from tftransfer.errors import TransferError
-    from tftransfer.export import TFLITE_QUANTIZATIONS, export_tflite_variants
-
-    path = Path(args.model)
-    if not path.is_file() or path.suffix != ".keras":
-        raise TransferError(f"--model must be a .keras file; {path} is not one")
-    model = keras.saving.load_model(path)
-    data = None
-    if args.data:
-        data = tftransfer.load_data(args.data, model.input_shape[1:3],
-                                    **_data_options(args))
-    class_names = (_class_names(args.class_names) if args.class_names
-                   else data.class_names if data else None)
-    if class_names is None:
-        raise TransferError("pass --data or --class-names so the export knows the "
-                            "class names")
-    version = tftransfer.export_saved_model(model, args.output, class_names,
-                                            version=args.model_version,
-                                            overwrite=args.overwrite,
-                                            metadata={"source": str(path)})
-    print(f"exported to {version}")
-    if not args.tflite:
-        return 0
-    variants = (TFLITE_QUANTIZATIONS if args.tflite == "all"
-                else tuple(v.strip() for v in args.tflite.split(",")))
-    if data is None or data.validation is None:
-        raise TransferError("--tflite needs --data with validation images, for the "
-                            "accuracy report and int8 calibration")
-    report = export_tflite_variants(model, Path(args.output) / "tflite",
-                                    validation=data.validation,
-                                    representative_data=data.train,
-                                    class_names=class_names, quantizations=variants)
-    print(f"{'variant':14s} {'size':>10s} {'val accuracy':>13s}")
-    for row in report:
-        size = f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-"
-        print(f"{row['quantization']:14s} {size:>10s} {row['accuracy']:13.4f}  "
-              f"{row['path'] or '(the Keras model)'}")
-    return 0
-
-
-def predict_command(args):
-    """Runs `tftransfer predict`; returns the exit status."""
-    from tftransfer.export import predict_files
-
-    for path, result in predict_files(args.model, args.images, top_k=args.top_k):
-        ranked = ", ".join(f"{name} {score:.3f}" for name, score in result)
-        print(f"{path}: {ranked}")
-    return 0
-
-
-def bases_command(args):
-    """Runs `tftransfer bases`; returns the exit status."""
-    from tftransfer.bases import list_bases
-
-    for spec in list_bases():
-        print(f"{spec.name:22s} {spec.input_size:>4d}px  {spec.preprocessing:6s} "
-              f"{spec.description}")
-    return 0
-
-
-def check_data_command(args):
-    """Runs `tftransfer check-data`; returns the exit status."""
-    from tftransfer.data import check_data
-    from tftransfer.errors import TransferError
-
-    report = check_data(args.folder)
-    for path, reason in sorted(report.skipped.items()):
-        print(f"skipped {path}: {reason}")
-    for split, classes in report.used.items():
-        counts = ", ".join(f"{name} {len(paths)}" for name, paths in classes.items())
-        print(f"{split}: {counts}")
-    print(report.summary())
-    if report.problems:
-        raise TransferError("; ".join(report.problems))
-    return 0
-
-
-def clear_cache_command(args):
-    """Runs `tftransfer clear-cache`; returns the exit status."""
-    from tftransfer.feature_cache import clear_feature_cache, default_cache_dir
-
-    count = clear_feature_cache(args.feature_cache)
-    print(f"deleted {count} cache entr{'y' if count == 1 else 'ies'} from "
-          f"{args.feature_cache or default_cache_dir()}")
-    return 0
-
-
-def main(argv=None):
-    """The entry point of the `tftransfer` console script."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(format="tftransfer: %(message)s", level=logging.INFO)
-    # TensorFlow's logger prints its own records; through ours they would show twice.
-    logging.getLogger("tensorflow").propagate = False
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..."
-    from tftransfer.errors import TransferError
-
-    command = {"train": train_command, "predict": predict_command,
-               "export": export_command,
-               "bases": bases_command, "check-data": check_data_command,
-               "clear-cache": clear_cache_command}[args.command]
-    try:
-        return command(args)
-    except TransferError as error:
-        print(f"tftransfer: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The `tftransfer` command line.
+
+    tftransfer train                 # the bundled demo, no download needed
+    tftransfer train --data photos/ --base efficientnet_v2_b0 --export exports/photos
+    tftransfer export --model photos.keras --output exports/photos --data photos/ --tflite all
+    tftransfer predict --model exports/photos cat.jpg dog.png
+    tftransfer check-data photos/
+    tftransfer bases
+    tftransfer clear-cache
+    tftransfer lr-find --data photos/
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from tftransfer.cli import arguments, commands
+from tftransfer.cli.arguments import DEFAULT_EXPORT, DEMO_DATA
+
+__all__ = ["DEFAULT_EXPORT", "DEMO_DATA", "build_parser", "main"]
+
+
+def build_parser():
+    """Returns the `argparse` parser of the `tftransfer` command."""
+    from tftransfer import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tftransfer",
+        description="Transfer learning for Keras 3: a pretrained base, a new softmax "
+                    "head, two-phase fine-tuning, and a SavedModel that TF Serving loads.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data, export = arguments.data_arguments(), arguments.export_arguments()
+    base = arguments.base_arguments()
+    arguments.add_train(subparsers, [data, base, export])
+    arguments.add_export(subparsers, [data, export])
+    arguments.add_lr_find(subparsers, [data, base])
+    arguments.add_small_commands(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """The entry point of the `tftransfer` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="tftransfer: %(message)s", level=logging.INFO)
+    # TensorFlow's logger prints its own records; through ours they would show twice.
+    logging.getLogger("tensorflow").propagate = False
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..."
+    from tftransfer.errors import TransferError
+
+    command = {"train": commands.train_command, "predict": commands.predict_command,
+               "export": commands.export_command, "bases": commands.bases_command,
+               "check-data": commands.check_data_command,
+               "clear-cache": commands.clear_cache_command,
+               "lr-find": commands.lr_find_command}[args.command]
+    try:
+        return command(args)
+    except TransferError as error:
+        print(f"tftransfer: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

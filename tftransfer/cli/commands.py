@@ -1,0 +1,207 @@
+"""The `tftransfer` commands: each takes the parsed arguments and returns an exit status."""
+
+import os
+import time
+from pathlib import Path
+
+from tftransfer.cli.arguments import class_names_option, data_options
+from tftransfer.errors import TransferError
+
+
+def _base_and_data(args, strategy):
+    """Loads `--base` and `--data` (seeded by `--seed`) for `train` and `lr-find`."""
+    import keras
+
+    import tftransfer
+    from tftransfer import distribute
+
+    keras.utils.set_random_seed(args.seed)
+    weights = None if args.weights.lower() == "none" else args.weights
+    with strategy.scope():
+        base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
+    batch_size = distribute.global_batch_size(args.batch_size, strategy)
+    data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
+                                **data_options(args))
+    print(f"data: {len(data.class_names)} classes from {args.data}"
+          + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else ""))
+    return base, data
+
+
+def _feature_cache(args):
+    return {"default": True, "none": False}.get(args.feature_cache, args.feature_cache)
+
+
+def train_command(args):
+    """Runs `tftransfer train`; returns the exit status."""
+    import keras
+
+    import tftransfer
+    from tftransfer import Phase, distribute
+
+    # Multi-worker and TPU strategies set up the runtime: before any other op.
+    strategy = distribute.select_strategy(args.strategy)
+    distribute.select_precision(args.precision, strategy)
+    base, data = _base_and_data(args, strategy)
+    with strategy.scope():
+        model = tftransfer.build_classifier(base, len(data.class_names),
+                                            dropout=args.dropout,
+                                            augmentation=args.augment)
+    start = time.time()
+    callbacks = [keras.callbacks.TensorBoard(args.log_dir)] if args.log_dir else []
+    history = tftransfer.fine_tune(
+        model, data.train, data.validation,
+        head=Phase.head(epochs=args.head_epochs, learning_rate=args.head_learning_rate,
+                        patience=args.patience),
+        fine_tune=Phase.fine_tune(epochs=args.fine_tune_epochs,
+                                  learning_rate=args.fine_tune_learning_rate,
+                                  unfreeze=args.unfreeze, warmup_epochs=args.warmup_epochs,
+                                  patience=args.patience),
+        class_weight=None if args.class_weight == "none" else "auto",
+        label_smoothing=args.label_smoothing,
+        feature_cache=_feature_cache(args),
+        augmented_views=args.augmented_views, callbacks=callbacks, seed=args.seed,
+        verbose=2 if args.quiet else "auto",
+        options=distribute.RunOptions(
+            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+            learning_rate_scaling=(None if args.learning_rate_scaling == "none"
+                                   else args.learning_rate_scaling),
+            backup_dir=args.backup_dir))
+    print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
+          f"'{history.kept_phase}'")
+    metrics = {}
+    if data.test is not None:
+        metrics = distribute.evaluate(model, data.test)
+        print(f"test accuracy: {metrics['accuracy']:.4f} "
+              f"(loss {metrics['loss']:.4f})")
+    if args.save_keras:
+        save_as = Path(args.save_keras)
+        if not distribute.is_chief(strategy):
+            # So that workers sharing a disk do not overwrite the chief's file.
+            task = strategy.cluster_resolver.task_id
+            save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
+        model.save(save_as)
+        print(f"saved the Keras model to {save_as}")
+    if not distribute.is_chief(strategy):
+        print("export: left to the chief")
+        return 0
+    path = tftransfer.export_saved_model(
+        model, args.export, data.class_names, version=args.model_version,
+        overwrite=args.overwrite,
+        metadata={"base": base.name, "preprocessing": base.preprocessing,
+                  "test_metrics": metrics})
+    print(f"exported to {os.path.abspath(path)}")
+    return 0
+
+
+def export_command(args):
+    """Runs `tftransfer export`; returns the exit status."""
+    import keras
+
+    import tftransfer
+    from tftransfer.export import TFLITE_QUANTIZATIONS, export_tflite_variants
+
+    path = Path(args.model)
+    if not path.is_file() or path.suffix != ".keras":
+        raise TransferError(f"--model must be a .keras file; {path} is not one")
+    model = keras.saving.load_model(path)
+    data = None
+    if args.data:
+        data = tftransfer.load_data(args.data, model.input_shape[1:3],
+                                    **data_options(args))
+    class_names = (class_names_option(args.class_names) if args.class_names
+                   else data.class_names if data else None)
+    if class_names is None:
+        raise TransferError("pass --data or --class-names so the export knows the "
+                            "class names")
+    version = tftransfer.export_saved_model(model, args.output, class_names,
+                                            version=args.model_version,
+                                            overwrite=args.overwrite,
+                                            metadata={"source": str(path)})
+    print(f"exported to {version}")
+    if not args.tflite:
+        return 0
+    variants = (TFLITE_QUANTIZATIONS if args.tflite == "all"
+                else tuple(v.strip() for v in args.tflite.split(",")))
+    if data is None or data.validation is None:
+        raise TransferError("--tflite needs --data with validation images, for the "
+                            "accuracy report and int8 calibration")
+    report = export_tflite_variants(model, Path(args.output) / "tflite",
+                                    validation=data.validation,
+                                    representative_data=data.train,
+                                    class_names=class_names, quantizations=variants)
+    print(f"{'variant':14s} {'size':>10s} {'val accuracy':>13s}")
+    for row in report:
+        size = f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-"
+        print(f"{row['quantization']:14s} {size:>10s} {row['accuracy']:13.4f}  "
+              f"{row['path'] or '(the Keras model)'}")
+    return 0
+
+
+def predict_command(args):
+    """Runs `tftransfer predict`; returns the exit status."""
+    from tftransfer.export import predict_files
+
+    for path, result in predict_files(args.model, args.images, top_k=args.top_k):
+        ranked = ", ".join(f"{name} {score:.3f}" for name, score in result)
+        print(f"{path}: {ranked}")
+    return 0
+
+
+def bases_command(args):
+    """Runs `tftransfer bases`; returns the exit status."""
+    from tftransfer.bases import list_bases
+
+    for spec in list_bases():
+        print(f"{spec.name:22s} {spec.input_size:>4d}px  {spec.preprocessing:6s} "
+              f"{spec.description}")
+    return 0
+
+
+def check_data_command(args):
+    """Runs `tftransfer check-data`; returns the exit status."""
+    from tftransfer.data import check_data
+
+    report = check_data(args.folder)
+    for path, reason in sorted(report.skipped.items()):
+        print(f"skipped {path}: {reason}")
+    for split, classes in report.used.items():
+        counts = ", ".join(f"{name} {len(paths)}" for name, paths in classes.items())
+        print(f"{split}: {counts}")
+    print(report.summary())
+    if report.problems:
+        raise TransferError("; ".join(report.problems))
+    return 0
+
+
+def clear_cache_command(args):
+    """Runs `tftransfer clear-cache`; returns the exit status."""
+    from tftransfer.feature_cache import clear_feature_cache, default_cache_dir
+
+    count = clear_feature_cache(args.feature_cache)
+    print(f"deleted {count} cache entr{'y' if count == 1 else 'ies'} from "
+          f"{args.feature_cache or default_cache_dir()}")
+    return 0
+
+
+def lr_find_command(args):
+    """Runs `tftransfer lr-find`; returns the exit status."""
+    import tensorflow as tf
+
+    import tftransfer
+    from tftransfer.builder import head_of
+    from tftransfer.feature_cache import cached_features
+    from tftransfer.lr_finder import find_learning_rate
+
+    base, data = _base_and_data(args, tf.distribute.get_strategy())
+    model = tftransfer.build_classifier(base, len(data.class_names))
+    cache = _feature_cache(args)
+    if cache is False:
+        raise TransferError("lr-find runs on cached features; drop --feature-cache none")
+    features, _ = cached_features(model.get_layer("features"), data.train,
+                                  cache_dir=None if cache is True else cache,
+                                  shuffle=True, seed=args.seed)
+    search = find_learning_rate(head_of(model), features)
+    print(f"learning rate: {search.rate:.3g} (a tenth of {search.lowest:.3g}, where the "
+          f"loss was lowest); train with --head-learning-rate {search.rate:.3g} or auto")
+    print(f"plot: {os.path.abspath(search.plot(args.plot))}")
+    return 0

@@ -1,0 +1,243 @@
+"""`report.html`: one self-contained page of what a classifier learned.
+
+The page opens in a browser with no server: its plots and thumbnails are
+inline (data URIs), and each plot is also kept as a PNG beside the page.
+It shows the confusion matrix as a heat map, the per-class table, the top
+losses as thumbnails with captions, a reliability diagram and, after
+training, both phases' loss and accuracy curves with the boundary marked.
+"""
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+THUMBNAIL = 128
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # No display: CI, servers, notebooks' kernels.
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
+    """Saves a confusion matrix as a heat map (rows: true class) to a PNG.
+
+    Args:
+        matrix: Counts, `[classes, classes]`.
+        class_names: The class names.
+        path: The PNG's path.
+        title: The plot's title.
+
+    Returns:
+        `path`.
+    """
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    size = max(4.0, 0.35 * len(class_names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    # Row-normalised colours, so that small classes show their errors too.
+    rows = matrix.sum(axis=1, keepdims=True)
+    image = ax.imshow(matrix / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, class_names, fontsize=7)
+    if len(class_names) <= 25:
+        for (i, j), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
+                        color="white" if count > 0.5 * max(rows[i, 0], 1) else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    return _save(fig, path)
+
+
+def plot_reliability(reliability, path):
+    """Saves a reliability diagram (accuracy against confidence per bin) to a PNG.
+
+    Args:
+        reliability: `Report.reliability`.
+        path: The PNG's path.
+
+    Returns:
+        `path`.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
+    for b in reliability:
+        ax.bar(b["low"], b["accuracy"], width=b["high"] - b["low"], align="edge",
+               edgecolor="C0", color="C0", alpha=0.6)
+    ax.plot([b["confidence"] for b in reliability], [b["accuracy"] for b in reliability],
+            "o", color="C1", label="mean confidence of the bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability diagram")
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_history(history, path):
+    """Saves both phases' loss and accuracy curves, the boundary marked, to a PNG.
+
+    Args:
+        history: A `FineTuneHistory`.
+        path: The PNG's path.
+
+    Returns:
+        `path`.
+    """
+    plt = _pyplot()
+    logs = history.history
+    epochs = np.arange(1, len(logs.get("loss", [])) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if logs.get(key):
+                ax.plot(epochs[:len(logs[key])], logs[key], style, label=key)
+        if history.fine_tune is not None and history.fine_tune.epoch:
+            ax.axvline(history.head_epochs + 0.5, color="gray", linestyle=":")
+            ax.text(history.head_epochs + 0.5, ax.get_ylim()[1], " fine-tuning",
+                    va="top", fontsize=7, color="gray")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _data_uri(path):
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _thumbnail_uri(image=None, file=None):
+    """A JPEG data URI of an image array or file, at most THUMBNAIL px, or `None`."""
+    from PIL import Image
+
+    try:
+        if image is None:
+            picture = Image.open(file)
+            picture.load()
+        else:
+            picture = Image.fromarray(np.asarray(image, np.uint8))
+    except (OSError, ValueError, TypeError):
+        return None
+    picture = picture.convert("RGB")
+    picture.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _per_class_table(report):
+    rows = []
+    for name, row in report.per_class.items():
+        average = name.endswith(" avg")
+        cells = "".join(f"<td>{row[k]:.3f}</td>" for k in ("precision", "recall", "f1"))
+        note = html.escape(row.get("note", ""))
+        rows.append(f"<tr{' class=avg' if average else ''}><th>{html.escape(name)}</th>"
+                    f"{cells}<td>{row['support']}</td><td class=note>{note}</td></tr>")
+    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+            "<th>support</th><th></th></tr>" + "".join(rows) + "</table>")
+
+
+def _top_losses_grid(report, images):
+    cells = []
+    for loss in report.top_losses:
+        uri = _thumbnail_uri(image=images.get(loss["index"])) if loss["index"] in images \
+            else _thumbnail_uri(file=loss["file"]) if loss["file"] else None
+        picture = (f'<img src="{uri}" alt="example {loss["index"]}">' if uri
+                   else '<div class=missing>no image</div>')
+        name = Path(loss["file"]).name if loss["file"] else f"example {loss['index']}"
+        cells.append(
+            f"<figure>{picture}<figcaption>{html.escape(name)}<br>true: "
+            f"<b>{html.escape(loss['true'])}</b><br>predicted: "
+            f"<b>{html.escape(loss['predicted'])}</b> ({loss['confidence']:.0%})"
+            "</figcaption></figure>")
+    if not cells:
+        return "<p>No image was misclassified.</p>"
+    return "<div class=grid>" + "".join(cells) + "</div>"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+td, th { border-bottom: 1px solid #ddd; padding: 3px 10px; text-align: right; }
+th:first-child { text-align: left; } tr.avg { background: #f3f3f3; }
+td.note { color: #a33; text-align: left; font-size: 0.9em; }
+.grid { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; width: 140px; font-size: 0.75em; }
+figure img { max-width: 128px; max-height: 128px; display: block; }
+.missing { width: 128px; height: 96px; background: #eee; }
+.summary { font-size: 1.1em; }
+"""
+
+
+def write_report_page(report, folder, *, history=None, images=None,
+                      title="Evaluation report"):
+    """Writes `report.html` and its PNGs for a `Report` into `folder`.
+
+    Args:
+        report: An `evaluation.Report`.
+        folder: The output folder; created if missing.
+        history: A `FineTuneHistory` whose curves to plot, or `None`.
+        images: `{index: uint8 array}` thumbnails of the top losses, for
+            examples without files.
+        title: The page's title.
+
+    Returns:
+        The path of `report.html`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = [("Confusion matrix", plot_confusion_matrix(
+        report.confusion_matrix, report.class_names, folder / "confusion_matrix.png"))]
+    plots.append(("Reliability diagram", plot_reliability(
+        report.reliability, folder / "reliability.png")))
+    if history is not None:
+        plots.append(("Training curves", plot_history(history, folder / "history.png")))
+    figures = {name: f'<img src="{_data_uri(path)}" alt="{name}">' for name, path in plots}
+    top = report.top_k_accuracy
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=summary>Accuracy <b>{report.accuracy:.2%}</b> on "
+        f"{report.num_examples} images of {len(report.class_names)} classes; top-{top['k']} "
+        f"accuracy {top['accuracy']:.2%}; macro F1 "
+        f"{report.per_class['macro avg']['f1']:.3f}; expected calibration error "
+        f"{report.expected_calibration_error:.3f}.</p>",
+    ]
+    if history is not None:
+        sections += ["<h2>Training curves</h2>", figures["Training curves"]]
+    sections += ["<h2>Confusion matrix</h2><p>Rows are the true class; the colour is "
+                 "the share of that class.</p>", figures["Confusion matrix"],
+                 "<h2>Per class</h2>", _per_class_table(report),
+                 "<h2>Top losses</h2><p>The most confidently wrong images, worst first: "
+                 "often mislabelled or unusual data.</p>",
+                 _top_losses_grid(report, images or {}),
+                 "<h2>Calibration</h2><p>Bars near the diagonal mean the confidence can "
+                 "be read as a probability.</p>", figures["Reliability diagram"]]
+    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+            + "\n".join(sections) + "</body></html>")
+    path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
