@@ -11,6 +11,9 @@ Methods:
   Adam 1e-3, early stopping on a 20% validation split);
 * `features`: tftransfer feature extraction only (phase 1, no phase 2);
 * `defaults`: `tftransfer train`'s defaults, through the Python API;
+* `unfreeze20`: the defaults before this benchmark: `unfreeze=20` at 1e-5,
+  no augmentation (to show that `unfreeze="auto"` is at least as good);
+* `auto_lr`: the defaults with `head_learning_rate="auto"` (the range test);
 * `tf_tutorial`: TensorFlow's "Transfer learning and fine-tuning" tutorial
   as published (flip + rotation 0.2; Adam 1e-4 for 10 frozen epochs;
   unfreeze from layer 100; RMSprop 1e-5 for 10 more epochs);
@@ -54,7 +57,7 @@ FLOWERS = SHARED / "datasets" / "oxford17_flowers"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_160_stanford_dogs.weights.h5"
 SIZE = 160
 TEST_PER_CLASS = 20
-TFTRANSFER_METHODS = ("scratch", "features", "defaults")
+TFTRANSFER_METHODS = ("scratch", "features", "defaults", "unfreeze20", "auto_lr")
 RECIPES = ("tf_tutorial", "keras_guide")
 
 
@@ -78,15 +81,23 @@ def run_tftransfer(method, folder, seed):
     keras.utils.set_random_seed(seed)
     base = tftransfer.load_base("mobilenet_v2", weights=str(WEIGHTS), input_size=SIZE)
     data = tftransfer.load_data(str(folder), base.input_size, seed=seed)
-    model = tftransfer.build_classifier(base, len(data.class_names))
-    fine_tune = tftransfer.Phase.fine_tune(epochs=0) if method == "features" else (
-        tftransfer.Phase.fine_tune())
+    Phase = tftransfer.Phase
+    head, fine_tune, augmentation = Phase.head(), Phase.fine_tune(), "auto"
+    if method == "features":
+        fine_tune = Phase.fine_tune(epochs=0)
+    elif method == "unfreeze20":
+        fine_tune, augmentation = Phase.fine_tune(unfreeze=20, learning_rate=1e-5), None
+    elif method == "auto_lr":
+        head = Phase.head(learning_rate="auto")
+    model = tftransfer.build_classifier(base, len(data.class_names),
+                                        augmentation=augmentation)
     with tempfile.TemporaryDirectory() as cache:
-        history = tftransfer.fine_tune(model, data.train, data.validation,
+        history = tftransfer.fine_tune(model, data.train, data.validation, head=head,
                                        fine_tune=fine_tune, feature_cache=cache,
                                        seed=seed, verbose=0)
     accuracy = model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]
     return {"accuracy": accuracy, "kept_phase": history.kept_phase,
+            "unfrozen": history.unfrozen, "head_learning_rate": history.head_learning_rate,
             "head_epochs": history.head_epochs,
             "fine_tune_epochs": len(history.fine_tune.epoch) if history.fine_tune else 0}
 
@@ -223,7 +234,7 @@ def plot(runs, methods, sizes, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    markers = "osD^v"
+    markers = "osD^vPX"
     for marker, method in zip(markers, methods):
         for size, fill in zip(sizes, ("none", "full")):
             chosen = [r for r in runs if r["method"] == method and r["size"] == size]

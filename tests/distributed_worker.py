@@ -40,7 +40,7 @@ def main():
         base = tftransfer.load_base("fashion_mobilenet_v2")
         data = tftransfer.load_data(str(DEMO_DATA), base.input_size,
                                     batch_size=distribute.global_batch_size(8, strategy))
-        model = tftransfer.build_classifier(base, len(data.class_names))
+        model = tftransfer.build_classifier(base, len(data.class_names), augmentation=None)
 
     def maybe_die(epoch, logs=None):
         if epoch == args.die_at_epoch:
@@ -49,7 +49,8 @@ def main():
     history = tftransfer.fine_tune(
         model, data.train, data.validation,
         head=tftransfer.Phase.head(epochs=3, patience=100),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=4, patience=100),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=4, patience=100, unfreeze=20,
+                                             learning_rate=1e-5),
         options=tftransfer.distribute.RunOptions(backup_dir=args.backup_dir), seed=0,
         verbose=2, callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=maybe_die)])
     np.savez(os.path.join(args.out_dir, f"worker-{task}.npz"), *model.get_weights())

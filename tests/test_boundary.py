@@ -33,7 +33,7 @@ def train_phase_two(base_file, data, cache, unfreeze, seed=3):
     # A fresh base each time: classifiers built on one base share its layers.
     base = tftransfer.load_base(str(base_file), preprocessing="unit")
     keras.utils.set_random_seed(seed)
-    model = tftransfer.build_classifier(base, 3, dropout=0.0)
+    model = tftransfer.build_classifier(base, 3, dropout=0.0, augmentation=None)
     history = tftransfer.fine_tune(
         model, data.train, None, head=tftransfer.Phase.head(epochs=0),
         fine_tune=tftransfer.Phase.fine_tune(epochs=3, learning_rate=1e-2,
@@ -68,7 +68,7 @@ def test_a_cut_inside_a_residual_block_is_crossed_by_two_tensors(folder, tmp_pat
     base_file = _save(residual_backbone(), tmp_path)
     base = tftransfer.load_base(base_file, preprocessing="unit")
     data = tftransfer.image_folder(folder, (32, 32), batch_size=64, validation_split=0)
-    model = tftransfer.build_classifier(base, 3)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
     split, why_not = split_at(model, set_trainable(model, "conv3"))
     assert why_not is None and split.crossing == 2
     images = next(iter(data.train))[0]
@@ -81,7 +81,7 @@ def test_a_cut_inside_a_residual_block_is_crossed_by_two_tensors(folder, tmp_pat
 def test_a_changed_image_base_or_depth_makes_a_new_entry(tiny_base, tiny_base_file,
                                                          folder):
     def key(base, data, unfreeze):
-        model = tftransfer.build_classifier(base, 3)
+        model = tftransfer.build_classifier(base, 3, augmentation=None)
         split, _ = split_at(model, set_trainable(model, unfreeze))
         return feature_cache.fingerprint(split.bottom, source_key(data.train))
 
@@ -102,7 +102,7 @@ def test_a_changed_image_base_or_depth_makes_a_new_entry(tiny_base, tiny_base_fi
 def test_an_abandoned_extraction_is_removed_and_the_entry_written(tiny_base, tiny_base_file,
                                                                   folder, tmp_path):
     data = tftransfer.image_folder(folder, (32, 32), validation_split=0)
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     split, _ = split_at(model, set_trainable(model, 3))
     entry = tmp_path / "cache" / feature_cache.fingerprint(split.bottom,
                                                            source_key(data.train))

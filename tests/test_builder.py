@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.builder import backbone_layers, head_of
+from tftransfer.builder import augmentation_of, auto_unfreeze, backbone_layers, head_of
+from tftransfer.errors import TransferError
 
 
 def trainable_names(model):
@@ -66,3 +67,23 @@ def test_set_trainable_returns_count_and_rejects_bad_values(tiny_base):
 def test_fewer_than_two_classes_is_an_error(tiny_base):
     with pytest.raises(tftransfer.TransferError, match="at least 2 classes"):
         tftransfer.build_classifier(tiny_base, 1)
+
+
+@pytest.mark.parametrize("per_class, fraction", [(8, 0.0), (14, 0.0), (15, 0.25),
+                                                 (99, 0.25), (100, 0.5), (5000, 1.0)])
+def test_auto_unfreeze_follows_the_table(tiny_base, per_class, fraction):
+    model = tftransfer.build_classifier(tiny_base, 3)
+    layers = len(backbone_layers(model))
+    assert auto_unfreeze(model, per_class) == round(fraction * layers)
+
+
+def test_default_augmentation_is_in_the_model_and_inactive_at_inference(tiny_base):
+    model = tftransfer.build_classifier(tiny_base, 3)
+    assert [l.name for l in augmentation_of(model).layers] == ["flip", "rotation", "zoom"]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert np.array_equal(model(images, training=False),
+                          model.get_layer("head")(model.get_layer("features")(images)))
+    assert augmentation_of(tftransfer.build_classifier(tiny_base, 3,
+                                                       augmentation=None)) is None
+    with pytest.raises(TransferError, match="augmentation must be"):
+        tftransfer.build_classifier(tiny_base, 3, augmentation="lots")

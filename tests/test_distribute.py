@@ -88,7 +88,7 @@ def test_mixed_precision_classifier_keeps_float32_probabilities(tiny_base_file,
         assert distribute.select_precision("mixed_float16") == "mixed_float16"
         for base in (tftransfer.load_base(str(tiny_base_file), preprocessing="unit"),
                      tftransfer.load_base(str(hub_bn_module))):
-            model = tftransfer.build_classifier(base, 3)
+            model = tftransfer.build_classifier(base, 3, augmentation=None)
             assert model.get_layer("head").layers[-1].compute_dtype == "float32"
             model.compile(keras.optimizers.Adam(1e-3), SparseCategoricalCrossentropy())
             assert type(model.optimizer).__name__ == "LossScaleOptimizer"
@@ -155,7 +155,7 @@ def test_fine_tune_resumes_in_the_right_phase(tiny_base, image_folder_path, tmp_
                    options=tftransfer.distribute.RunOptions(backup_dir=backup_dir), verbose=0)
 
     keras.utils.set_random_seed(0)
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     with pytest.raises(KeyboardInterrupt):
         tftransfer.fine_tune(model, data.train, data.validation,
                              callbacks=[Crash(crash_at)], **options)
@@ -163,7 +163,7 @@ def test_fine_tune_resumes_in_the_right_phase(tiny_base, image_folder_path, tmp_
     assert (backup_dir / "head.json").is_file() == (resumed_phase == "fine_tune")
 
     keras.utils.set_random_seed(0)
-    restarted = tftransfer.build_classifier(tiny_base, 3)
+    restarted = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     with caplog.at_level("INFO", logger="tftransfer"):
         history = tftransfer.fine_tune(restarted, data.train, data.validation, **options)
     assert f"resuming phase '{resumed_phase}' after epoch {crash_at}" in caplog.text

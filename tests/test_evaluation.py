@@ -89,7 +89,7 @@ def test_bad_inputs_name_the_problem():
 def trained(tiny_base_file, split_folder_path):
     base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
     data = tftransfer.load_data(str(split_folder_path), base.input_size, batch_size=4)
-    model = tftransfer.build_classifier(base, len(data.class_names))
+    model = tftransfer.build_classifier(base, len(data.class_names), augmentation=None)
     tftransfer.fine_tune(model, data.train, data.validation,
                          head=tftransfer.Phase.head(epochs=3),
                          fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)

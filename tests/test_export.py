@@ -19,7 +19,7 @@ def trained(tiny_base_file, image_folder_path):
     """A classifier trained briefly; shared by the tests, which only read it."""
     tiny_base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
     data = tftransfer.image_folder(image_folder_path, tiny_base.input_size, batch_size=8)
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     tftransfer.fine_tune(
         model, data.train, data.validation, head=tftransfer.Phase.head(epochs=2),
         fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze=3), verbose=0)

@@ -1,3 +1,4 @@
+import functools
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 import tftransfer
-from tftransfer import feature_cache
+from tftransfer import feature_cache, training
 from tftransfer.features import assemble_features
 from tftransfer.builder import head_of
 from tftransfer.feature_cache import cached_features, clear_feature_cache, read_manifest
@@ -32,7 +33,7 @@ def load(folder, size=(32, 32), batch_size=8):
 
 def head_predictions(tiny_base, data, feature_cache_dir, seed=3):
     keras.utils.set_random_seed(seed)
-    model = tftransfer.build_classifier(tiny_base, 3, dropout=0.0)
+    model = tftransfer.build_classifier(tiny_base, 3, dropout=0.0, augmentation=None)
     history = tftransfer.fine_tune(
         model, data.train, None, head=tftransfer.Phase.head(epochs=4, learning_rate=0.05),
         fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=feature_cache_dir,
@@ -110,7 +111,7 @@ KILLED_WRITER = """
 import sys, time
 import tensorflow as tf
 import tftransfer
-from tftransfer import feature_cache
+from tftransfer import feature_cache, training
 from tftransfer.features import assemble_features
 
 feature_cache._SHARD_BYTES = 1  # A shard per batch, so there is a partial state.
@@ -157,7 +158,7 @@ def test_augmentation_falls_back_with_a_note_or_caches_views(tiny_base, folder, 
         history = tftransfer.fine_tune(
             model, data.train, None, head=tftransfer.Phase.head(epochs=1),
             fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path,
-            verbose=0)
+            augmented_views=0, verbose=0)
     assert history.feature_cache is None
     assert "random augmentation" in caplog.text and "augmented_views" in caplog.text
 
@@ -169,9 +170,30 @@ def test_augmentation_falls_back_with_a_note_or_caches_views(tiny_base, folder, 
     assert history.head_epochs == 1
 
 
+def test_auto_views_augment_small_classes_and_leave_larger_ones_plain(
+        tiny_base, folder, tmp_path, caplog, monkeypatch):
+    data = load(folder)  # 6 training images per class.
+    model = tftransfer.build_classifier(tiny_base, 3)  # The default augmentation.
+    run = functools.partial(
+        tftransfer.fine_tune, model, data.train, None, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0)
+    assert run().feature_cache["rows"] == training.AUTO_VIEWS * 18
+    monkeypatch.setattr(training, "AUGMENT_BELOW", 6)
+    with caplog.at_level(logging.INFO, logger="tftransfer"):
+        plain = run().feature_cache
+    assert plain["rows"] == 18 and "unaugmented" in caplog.text
+    # The same entry as a model without augmentation: the images, not views.
+    unaugmented = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    unaugmented.get_layer("features").set_weights(model.get_layer("features").get_weights())
+    assert tftransfer.fine_tune(
+        unaugmented, data.train, None, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path,
+        verbose=0).feature_cache["reused"]
+
+
 def test_the_trained_head_is_the_classifier_head(tiny_base, folder, tmp_path):
     data = load(folder)
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     before = [w.numpy().copy() for w in head_of(model).weights]
     tftransfer.fine_tune(
         model, data.train, None, head=tftransfer.Phase.head(epochs=2),

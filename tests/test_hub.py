@@ -32,14 +32,14 @@ def test_hub_module_is_a_keras3_layer_with_the_module_variables(hub_bn_module):
     assert isinstance(layer, keras.layers.Layer) and isinstance(layer, HubModule)
     assert {v.name for v in layer.weights} == {
         "conv_kernel_0", "conv_bias_0", "bn_moving_mean_0", "bn_moving_variance_0"}
-    model = tftransfer.build_classifier(base, 3)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
     assert isinstance(model, keras.Model)
 
 
 def test_frozen_training_leaves_module_unchanged_and_fine_tuning_changes_it(
         hub_bn_module, colors):
     base = tftransfer.load_base(str(hub_bn_module))
-    model = tftransfer.build_classifier(base, 3)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
     before = module_weights(model)
     tftransfer.fine_tune(
         model, colors.train, None, head=tftransfer.Phase.head(epochs=2),
@@ -66,7 +66,7 @@ def test_frozen_training_leaves_module_unchanged_and_fine_tuning_changes_it(
 
 def test_regularization_loss_counts_only_while_training(hub_l2_module):
     base = tftransfer.load_base(str(hub_l2_module))
-    model = tftransfer.build_classifier(base, 3, unfreeze="all")
+    model = tftransfer.build_classifier(base, 3, unfreeze="all", augmentation=None)
     images = np.zeros((2, 32, 32, 3), "float32")
     model(images, training=True)
     kernel = base.backbone.weights[0].numpy()
@@ -78,7 +78,7 @@ def test_regularization_loss_counts_only_while_training(hub_l2_module):
 
 def test_keras_and_saved_model_round_trips(hub_bn_module, colors, tmp_path):
     base = tftransfer.load_base(str(hub_bn_module))
-    model = tftransfer.build_classifier(base, 3)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
     tftransfer.fine_tune(
         model, colors.train, colors.validation, head=tftransfer.Phase.head(epochs=2),
         fine_tune=tftransfer.Phase.fine_tune(epochs=1, learning_rate=1e-2, unfreeze="all"),
@@ -101,7 +101,7 @@ def test_signature_only_module_is_frozen(tmp_path):
     path = write_hub_module(tmp_path / "sig", signature_only=True)
     base = tftransfer.load_base(str(path))
     assert base.feature_dim == 8
-    model = tftransfer.build_classifier(base, 3)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
     with pytest.raises(tftransfer.TransferError, match="only signatures"):
         tftransfer.set_trainable(model, "all")
 
@@ -173,7 +173,7 @@ def test_batch_norm_scales_train_only_when_training_reaches_the_module():
     from tftransfer.bases import SAVED_MODELS_DIR
 
     base = tftransfer.load_base(str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub"))
-    model = tftransfer.build_classifier(base, 3, unfreeze="all")
+    model = tftransfer.build_classifier(base, 3, unfreeze="all", augmentation=None)
     names = {w.name for w in base.backbone.trainable_weights}
     assert "Conv1_kernel_0" in names and "block_1_expand_kernel_0" in names
     assert not any("gamma" in n or "beta" in n for n in names)  # As in Keras bases.
@@ -225,7 +225,7 @@ def test_unfreeze_n_trains_only_the_top_n_variables_of_a_hub_module(colors, tmp_
         "conv1_kernel_0", "conv1_bias_0", "conv2_kernel_0", "conv2_bias_0"]
     before = {v.name: v.numpy().copy() for v in module.weights}
     keras.utils.set_random_seed(0)
-    model = tftransfer.build_classifier(base, 3)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
     # No phase 1, so that phase 2's weights are kept whatever its loss.
     history = tftransfer.fine_tune(
         model, colors.train, None, head=tftransfer.Phase.head(epochs=0),
@@ -238,7 +238,7 @@ def test_unfreeze_n_trains_only_the_top_n_variables_of_a_hub_module(colors, tmp_
 
 def test_hub_unfreeze_errors_name_the_problem(tmp_path):
     base = tftransfer.load_base(str(write_two_conv_module(tmp_path / "module")))
-    model = tftransfer.build_classifier(base, 3)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
     with pytest.raises(tftransfer.TransferError, match="cannot unfreeze 5 variables"):
         tftransfer.set_trainable(model, 5)
     with pytest.raises(tftransfer.TransferError, match="has no layer names"):

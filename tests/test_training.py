@@ -42,7 +42,7 @@ def datasets(image_folder_path):
 
 def test_phase_one_changes_only_the_head_and_phase_two_only_the_top(tiny_base, datasets):
     train, validation = datasets
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     initial = snapshot(model)
     recorder = RecordWeights(model)
     history = tftransfer.fine_tune(
@@ -67,7 +67,7 @@ def test_phase_one_changes_only_the_head_and_phase_two_only_the_top(tiny_base, d
 
 def test_history_joins_both_phases(tiny_base, datasets):
     train, validation = datasets
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     history = tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=2),
         fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze="all"), verbose=0)
@@ -79,7 +79,7 @@ def test_history_joins_both_phases(tiny_base, datasets):
 
 def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
     train, validation = datasets
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     history = tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=1),
         fine_tune=tftransfer.Phase.fine_tune(unfreeze=0), verbose=0)
@@ -88,7 +88,7 @@ def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
 
 def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_base, datasets):
     train, validation = datasets
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     recorder = RecordWeights(model)
     # A huge phase-2 learning rate ruins the top layers.
     history = tftransfer.fine_tune(
@@ -103,7 +103,7 @@ def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_bas
 
 def test_invalid_unfreeze_fails_before_training(tiny_base, datasets):
     train, validation = datasets
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     before = snapshot(model)
     with pytest.raises(tftransfer.TransferError, match="cannot unfreeze 99 layers"):
         tftransfer.fine_tune(
@@ -141,7 +141,7 @@ def test_auto_class_weight_balances_imbalanced_data(tiny_base, tmp_path, caplog)
     balanced = tftransfer.image_folder(write_image_folder(tmp_path / "even", 2), (32, 32),
                                        validation_split=0)
     assert balanced_class_weight(balanced.train, 3) is None
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     with caplog.at_level(logging.INFO, logger="tftransfer"):
         tftransfer.fine_tune(
             model, data.train, head=tftransfer.Phase.head(epochs=1),
@@ -154,7 +154,7 @@ def test_log_dir_gets_tensorboard_logs_of_both_phases(tiny_base, datasets, tmp_p
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train, validation = datasets
-    model = tftransfer.build_classifier(tiny_base, 3)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=2),
         fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze=3),
@@ -165,3 +165,18 @@ def test_log_dir_gets_tensorboard_logs_of_both_phases(tiny_base, datasets, tmp_p
         if "epoch_loss" in accumulator.Tags()["tensors"]:
             epochs += [event.step for event in accumulator.Tensors("epoch_loss")]
     assert sorted(epochs) == [0, 1, 2]  # Phase 1's epochs 0-1, then phase 2's epoch 2.
+
+
+def test_auto_unfreeze_skips_phase_two_on_few_images_and_trains_the_top_on_more(
+        tiny_base, datasets, monkeypatch):
+    train, validation = datasets  # 6 or 7 training images per class.
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    run = lambda: tftransfer.fine_tune(  # noqa: E731
+        model, train, validation, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=1), verbose=0)
+    history = run()
+    assert history.fine_tune is None and history.unfrozen == 0
+    monkeypatch.setattr("tftransfer.builder.AUTO_UNFREEZE", ((5, 0.0), (1e9, 0.5)))
+    history = run()
+    assert history.unfrozen == round(0.5 * len(backbone_layers(model))) > 0
+    assert history.fine_tune is not None

@@ -12,6 +12,15 @@ def _unfreeze(value):
     return int(value) if value.isdigit() else value
 
 
+def _views(value):
+    if value == "auto":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"augmented views are a count or 'auto', not "
+                                         f"{value!r}")
+    return int(value)
+
+
 def _rate(value):
     """A learning rate: a positive number, or `auto`."""
     if value == "auto":
@@ -27,7 +36,9 @@ def _rate(value):
 
 
 def _augmentation(value):
-    """Parses `flip,rotation=0.1,...` into `build_augmentation` arguments."""
+    """Parses `auto`, `none` or `flip,rotation=0.1,...` for `build_classifier`."""
+    if value in ("auto", "none"):
+        return None if value == "none" else value
     options = {"flip": None}
     for item in filter(None, (part.strip() for part in value.split(","))):
         name, _, number = item.partition("=")
@@ -145,10 +156,11 @@ def add_train(commands, parents):
                     "Fashion-MNIST classes 5-9 on the bundled base.")
     model = train.add_argument_group("head")
     model.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
-    model.add_argument("--augment", type=_augmentation, metavar="SPEC",
-                       help="random augmentation in training, e.g. "
+    model.add_argument("--augment", type=_augmentation, metavar="SPEC", default="auto",
+                       help="random augmentation in training: 'auto' (flip, rotation "
+                            "0.1, zoom in up to 0.2), 'none', or e.g. "
                             "'flip,rotation=0.1,zoom=0.1,translation=0.1,contrast=0.2' "
-                            "(fractions; flip may be flip=vertical)")
+                            "(fractions; flip may be flip=vertical) (default: auto)")
     phases = train.add_argument_group("phases")
     phases.add_argument("--head-epochs", type=int, default=HEAD.epochs,
                         help="most epochs of phase 1, the head alone; early stopping "
@@ -179,9 +191,11 @@ def add_train(commands, parents):
                         help="'auto' weighs classes by inverse frequency on imbalanced "
                              "data (default: auto)")
     phases.add_argument("--label-smoothing", type=float, default=0.0, help="(default: 0)")
-    phases.add_argument("--augmented-views", type=int, default=0, metavar="K",
-                        help="with --augment, cache K augmented views per image for "
-                             "phase 1; 0 runs phase 1 uncached (default: 0)")
+    phases.add_argument("--augmented-views", type=_views, default="auto", metavar="K",
+                        help="cache K augmented views of each image for both phases; 0 "
+                             "runs them uncached with fresh augmentation every epoch; "
+                             "'auto': 4 views below 30 images per class, else the images "
+                             "unaugmented (default: auto)")
     output = train.add_argument_group("output")
     output.add_argument("--export", default=str(DEFAULT_EXPORT),
                         help="SavedModel base path; a new version folder is written in "
