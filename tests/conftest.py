@@ -6,6 +6,8 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Feature caches written by tests stay out of the user's home.
 os.environ["TFTRANSFER_CACHE_DIR"] = tempfile.mkdtemp(prefix="tftransfer-test-cache-")
+# And the run records of `tftransfer train` stay out of the checkout.
+os.environ["TFTRANSFER_RUNS_DIR"] = tempfile.mkdtemp(prefix="tftransfer-test-runs-")
 
 import keras
 import numpy as np

@@ -224,3 +224,47 @@ def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, t
     assert not (tmp_path / "backup").exists()  # Removed once training ended.
     with pytest.raises(SystemExit):  # argparse rejects an unknown strategy.
         cli.main(["train", "--strategy", "gpus"])
+
+
+def test_train_writes_a_run_record_that_reruns_to_the_same_options(tmp_path, capsys,
+                                                                    caplog):
+    import csv
+    import json
+
+    from tftransfer.runs import NOT_REPLAYED
+
+    run_dir = tmp_path / "run"
+    options = ["--head-epochs", "2", "--fine-tune-epochs", "1", "--unfreeze", "4",
+               "--head-learning-rate", "0.002", "--augment", "flip", "--seed", "5",
+               "--export", str(tmp_path / "export"), "--quiet"]
+    status, out, _ = run_here(capsys, caplog, "train", *options, "--run-dir", run_dir)
+    assert status == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["options"]["head_learning_rate"] == 0.002
+    assert config["options"]["augment"] == {"flip": "horizontal"}
+    assert config["seed"] == 5 and len(config["data_digest"]) == 64
+    assert set(config["versions"]) >= {"tensorflow", "keras", "tftransfer", "python"}
+    assert config["outputs"]["export"] == str(tmp_path / "export" / "1")
+    page = run_dir / "report" / "report.html"
+    assert config["outputs"]["report"] == str(page)
+    assert out.strip().splitlines()[-1] == f"report: {page}"
+    assert json.loads((run_dir / "report" / "report.json").read_text())["num_examples"] > 0
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [r["phase"] for r in rows] == ["head", "head", "fine_tune"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert float(rows[0]["loss"]) > 0 and "val_accuracy" in rows[0]
+    assert any((run_dir / "logs").rglob("events.out.tfevents.*"))
+
+    # The same options again, from the file alone; a flag still overrides.
+    parser = cli.build_parser()
+    original = vars(parser.parse_args(["train", *options, "--run-dir", str(run_dir)]))
+    again = cli._with_config(parser, ["train", "--config", str(run_dir / "config.json")],
+                             run_dir / "config.json")
+    replayed = {k: v for k, v in vars(again).items() if k not in NOT_REPLAYED}
+    assert replayed == {k: v for k, v in original.items() if k not in NOT_REPLAYED}
+    changed = cli._with_config(parser, ["train", "--config", str(run_dir), "--seed", "9"],
+                               run_dir)
+    assert changed.seed == 9 and changed.head_learning_rate == 0.002
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert cli.main(["train", "--config", str(bad)]) == 2

@@ -17,6 +17,7 @@ import sys
 
 from tftransfer.cli import arguments, commands
 from tftransfer.cli.arguments import DEFAULT_EXPORT, DEMO_DATA
+from tftransfer.errors import TransferError
 
 __all__ = ["DEFAULT_EXPORT", "DEMO_DATA", "build_parser", "main"]
 
@@ -33,7 +34,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data, export = arguments.data_arguments(), arguments.export_arguments()
     base = arguments.base_arguments()
-    arguments.add_train(subparsers, [data, base, export])
+    parser.train_parser = arguments.add_train(subparsers, [data, base, export])
     arguments.add_export(subparsers, [data, export])
     arguments.add_lr_find(subparsers, [data, base])
     arguments.add_small_commands(subparsers)
@@ -43,12 +44,12 @@ def build_parser():
 def main(argv=None):
     """The entry point of the `tftransfer` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(format="tftransfer: %(message)s", level=logging.INFO)
     # TensorFlow's logger prints its own records; through ours they would show twice.
     logging.getLogger("tensorflow").propagate = False
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..."
-    from tftransfer.errors import TransferError
 
     command = {"train": commands.train_command, "predict": commands.predict_command,
                "export": commands.export_command, "bases": commands.bases_command,
@@ -56,10 +57,28 @@ def main(argv=None):
                "clear-cache": commands.clear_cache_command,
                "lr-find": commands.lr_find_command}[args.command]
     try:
+        if getattr(args, "config", None):
+            args = _with_config(parser, argv, args.config)
         return command(args)
     except TransferError as error:
         print(f"tftransfer: error: {error}", file=sys.stderr)
         return 2
+
+
+def _with_config(parser, argv, config):
+    """Parses `argv` again over the options of a run's `config.json`."""
+    from tftransfer.runs import load_config
+
+    options = load_config(config)
+    known = {action.dest for action in parser.train_parser._actions}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TransferError(f"--config {config} has options this version does not know: "
+                            f"{', '.join(unknown)}")
+    parser.train_parser.set_defaults(**options)
+    args = parser.parse_args(argv)
+    print(f"options from {config}")
+    return args
 
 
 if __name__ == "__main__":

@@ -202,12 +202,22 @@ def add_train(commands, parents):
                              f"it (default: {DEFAULT_EXPORT}, under the current folder)")
     output.add_argument("--save-keras", metavar="PATH",
                         help="also save the Keras model to this .keras file")
-    output.add_argument("--log-dir", help="write TensorBoard logs of both phases here")
+    output.add_argument("--run-dir", metavar="DIR",
+                        help="the run's record: config.json (every option, versions, the "
+                             "data's digest, the seed), history.csv, TensorBoard logs/, "
+                             "and report/ on the test split (default: "
+                             "runs/<date-time>-<data name>)")
+    output.add_argument("--config", metavar="CONFIG_JSON",
+                        help="run again with the options of a run's config.json; flags "
+                             "given here override them")
+    output.add_argument("--log-dir", help="write TensorBoard logs of both phases here "
+                                          "(default: the run folder's logs/)")
     output.add_argument("--quiet", action="store_true",
                         help="one line per epoch, never progress bars (by default: "
                              "progress bars in a terminal, one line per epoch otherwise)")
     add_device_arguments(train)
     train.set_defaults(data=str(DEMO_DATA))
+    return train
 
 
 def add_device_arguments(train):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tftransfer.cli.arguments import class_names_option, data_options
 from tftransfer.errors import TransferError
+from tftransfer.runs import RunRecord, data_digest, default_run_dir
 
 
 def _base_and_data(args, strategy):
@@ -42,12 +43,18 @@ def train_command(args):
     strategy = distribute.select_strategy(args.strategy)
     distribute.select_precision(args.precision, strategy)
     base, data = _base_and_data(args, strategy)
+    record = None
+    if distribute.is_chief(strategy):  # Workers sharing a disk leave it to the chief.
+        record = RunRecord(args.run_dir or default_run_dir(args.data))
+        record.write_config(vars(args), seed=args.seed, digest=data_digest(data))
+        print(f"run: {os.path.abspath(record.folder)}")
     with strategy.scope():
         model = tftransfer.build_classifier(base, len(data.class_names),
                                             dropout=args.dropout,
                                             augmentation=args.augment)
     start = time.time()
-    callbacks = [keras.callbacks.TensorBoard(args.log_dir)] if args.log_dir else []
+    log_dir = args.log_dir or (record.log_dir if record else None)
+    callbacks = [keras.callbacks.TensorBoard(str(log_dir))] if log_dir else []
     history = tftransfer.fine_tune(
         model, data.train, data.validation,
         head=Phase.head(epochs=args.head_epochs, learning_rate=args.head_learning_rate,
@@ -69,10 +76,9 @@ def train_command(args):
     print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
           f"'{history.kept_phase}'")
     metrics = {}
-    if data.test is not None:
+    if data.test is not None:  # Every worker: under several, evaluation is collective.
         metrics = distribute.evaluate(model, data.test)
-        print(f"test accuracy: {metrics['accuracy']:.4f} "
-              f"(loss {metrics['loss']:.4f})")
+        print(f"test accuracy: {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})")
     if args.save_keras:
         save_as = Path(args.save_keras)
         if not distribute.is_chief(strategy):
@@ -81,16 +87,37 @@ def train_command(args):
             save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
         model.save(save_as)
         print(f"saved the Keras model to {save_as}")
-    if not distribute.is_chief(strategy):
+    if record is None:
         print("export: left to the chief")
         return 0
+    record.write_history(history)
     path = tftransfer.export_saved_model(
         model, args.export, data.class_names, version=args.model_version,
         overwrite=args.overwrite,
         metadata={"base": base.name, "preprocessing": base.preprocessing,
                   "test_metrics": metrics})
     print(f"exported to {os.path.abspath(path)}")
+    record.add_outputs(export=os.path.abspath(path))
+    page = _report_after_training(model, data, record, history)
+    if page is not None:
+        record.add_outputs(report=os.path.abspath(page))
+        print(f"report: {os.path.abspath(page)}")
     return 0
+
+
+def _report_after_training(model, data, record, history):
+    """Writes the report on the test split (else validation); returns its page or `None`."""
+    from tftransfer.evaluation import evaluate
+
+    split, dataset = ("test", data.test) if data.test is not None else (
+        "validation", data.validation)
+    if dataset is None:
+        print("report: none, as there is no test or validation split to evaluate on")
+        return None
+    report = evaluate(model, dataset, data.class_names)
+    print(f"{split}: {report.summary()}")
+    return report.save(record.report_dir, history=history,
+                       title=f"{record.folder.name}: the {split} split")
 
 
 def export_command(args):
