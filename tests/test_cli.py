@@ -268,3 +268,44 @@ def test_train_writes_a_run_record_that_reruns_to_the_same_options(tmp_path, cap
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert cli.main(["train", "--config", str(bad)]) == 2
+
+
+@pytest.fixture(scope="module")
+def trained_export(tiny_base_file, split_folder_path, tmp_path_factory):
+    import tftransfer
+
+    base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
+    data = tftransfer.load_data(str(split_folder_path), base.input_size, batch_size=8)
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
+    tftransfer.fine_tune(model, data.train, data.validation,
+                         head=tftransfer.Phase.head(epochs=2),
+                         fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
+    return tftransfer.export_saved_model(model, tmp_path_factory.mktemp("export") / "m",
+                                         data.class_names)
+
+
+def test_evaluate_command_writes_the_report(trained_export, split_folder_path, tmp_path,
+                                            capsys, caplog):
+    output = tmp_path / "report"
+    status, out, _ = run_here(capsys, caplog, "evaluate", "--model", trained_export,
+                              "--data", split_folder_path, "--output", output)
+    assert status == 0
+    assert "macro avg" in out and "accuracy" in out
+    assert out.strip().splitlines()[-1] == f"report: {output / 'report.html'}"
+    assert (output / "report.json").is_file()
+    status, _, _ = run_here(capsys, caplog, "evaluate", "--model", tmp_path / "nothing",
+                            "--data", split_folder_path)
+    assert status == 2
+
+
+@pytest.mark.slow
+def test_compare_on_the_demo_prints_three_rows(tmp_path, capsys, caplog):
+    status, out, _ = run_here(capsys, caplog, "compare", "--scratch-epochs", "1",
+                              "--output", tmp_path / "compare")
+    assert status == 0
+    lines = out.strip().splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("method")))
+    rows = lines[header + 1:header + 4]
+    assert [row.split()[0] for row in rows] == ["scratch", "features", "fine_tune"]
+    assert all(0.0 <= float(row.split()[1]) <= 1.0 for row in rows)
+    assert lines[-1] == f"report: {tmp_path / 'compare' / 'compare.html'}"

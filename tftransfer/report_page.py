@@ -188,6 +188,7 @@ td.note { color: #a33; text-align: left; font-size: 0.9em; }
 figure { margin: 0; width: 140px; font-size: 0.75em; }
 figure img { max-width: 128px; max-height: 128px; display: block; }
 .missing { width: 128px; height: 96px; background: #eee; }
+.grid > img { max-width: 360px; }
 .summary { font-size: 1.1em; }
 """
 
@@ -239,5 +240,76 @@ def write_report_page(report, folder, *, history=None, images=None,
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
             + "\n".join(sections) + "</body></html>")
     path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def plot_comparison(comparison, path):
+    """Saves a bar chart of each method's accuracy and macro F1 to a PNG.
+
+    Args:
+        comparison: A `compare.Comparison`.
+        path: The PNG's path.
+
+    Returns:
+        `path`.
+    """
+    plt = _pyplot()
+    names = [r.method for r in comparison.results]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for offset, (label, values) in zip((-0.2, 0.2), (
+            ("accuracy", [r.report.accuracy for r in comparison.results]),
+            ("macro F1", [r.report.per_class["macro avg"]["f1"] for r in comparison.results]))):
+        bars = ax.bar(x + offset, values, width=0.4, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"The same {comparison.split} images, three ways to a classifier")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def write_comparison_page(comparison, folder):
+    """Writes `compare.html` (bar chart, table, confusion matrices) and `compare.json`.
+
+    Args:
+        comparison: A `compare.Comparison`.
+        folder: The output folder; created if missing.
+
+    Returns:
+        The path of `compare.html`.
+    """
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"method": r.method, "accuracy": r.report.accuracy,
+             "macro_f1": r.report.per_class["macro avg"]["f1"], "seconds": r.seconds,
+             "report": r.report.to_dict()} for r in comparison.results]
+    (folder / "compare.json").write_text(json.dumps({"split": comparison.split,
+                                                     "methods": rows}, indent=1))
+    chart = plot_comparison(comparison, folder / "comparison.png")
+    table = "".join(f"<tr><th>{html.escape(r['method'])}</th><td>{r['accuracy']:.3f}</td>"
+                    f"<td>{r['macro_f1']:.3f}</td><td>{r['seconds']:.1f}</td></tr>"
+                    for r in rows)
+    matrices = []
+    for r in comparison.results:
+        png = plot_confusion_matrix(r.report.confusion_matrix, r.report.class_names,
+                                    folder / f"confusion_{r.method}.png", title=r.method)
+        matrices.append(f'<img src="{_data_uri(png)}" alt="confusion matrix, {r.method}">')
+    first = comparison.results[0].report
+    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>Transfer compared with training from scratch</title>"
+            f"<style>{_STYLE}</style></head><body>"
+            f"<h1>Transfer compared with training from scratch</h1>"
+            f"<p class=summary>{first.num_examples} {comparison.split} images of "
+            f"{len(first.class_names)} classes, scored alike.</p>"
+            f'<img src="{_data_uri(chart)}" alt="accuracy and macro F1 by method">'
+            "<table><tr><th>method</th><th>accuracy</th><th>macro F1</th>"
+            f"<th>seconds</th></tr>{table}</table>"
+            "<h2>Confusion matrices</h2><div class=grid>" + "".join(matrices) + "</div>"
+            "</body></html>")
+    path = folder / "compare.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -8,6 +8,8 @@
     tftransfer bases
     tftransfer clear-cache
     tftransfer lr-find --data photos/
+    tftransfer evaluate --model exports/photos --data photos/
+    tftransfer compare --data photos/ --base efficientnet_v2_b0
 """
 
 import argparse
@@ -37,6 +39,8 @@ def build_parser():
     parser.train_parser = arguments.add_train(subparsers, [data, base, export])
     arguments.add_export(subparsers, [data, export])
     arguments.add_lr_find(subparsers, [data, base])
+    arguments.add_evaluate(subparsers)
+    arguments.add_compare(subparsers, [data, base])
     arguments.add_small_commands(subparsers)
     return parser
 
@@ -55,7 +59,9 @@ def main(argv=None):
                "export": commands.export_command, "bases": commands.bases_command,
                "check-data": commands.check_data_command,
                "clear-cache": commands.clear_cache_command,
-               "lr-find": commands.lr_find_command}[args.command]
+               "lr-find": commands.lr_find_command,
+               "evaluate": commands.evaluate_command,
+               "compare": commands.compare_command}[args.command]
     try:
         if getattr(args, "config", None):
             args = _with_config(parser, argv, args.config)

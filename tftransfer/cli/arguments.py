@@ -279,6 +279,46 @@ def add_lr_find(commands, parents):
     lr_find.set_defaults(data=str(DEMO_DATA))
 
 
+def add_compare(commands, parents):
+    compare = commands.add_parser(
+        "compare", parents=parents,
+        help="compare transfer with training from scratch on the same test images",
+        description="Train three classifiers on one seeded split (the base's architecture "
+                    "from scratch, feature extraction, fine-tuning) and score them on the "
+                    "same test images (the validation images when there is no test/ "
+                    "split). Prints a table (accuracy, macro F1, wall time) and writes a "
+                    "page with a bar chart and the three confusion matrices. With no "
+                    "--data, uses the bundled demo.")
+    compare.add_argument("--methods", default="scratch,features,fine_tune",
+                         help="which to run (default: scratch,features,fine_tune)")
+    compare.add_argument("--scratch-epochs", type=int, default=30,
+                         help="most epochs from scratch; early stopping usually ends it "
+                              "sooner (default: 30)")
+    compare.add_argument("--output", default="compare",
+                         help="the page's folder (default: compare)")
+    compare.set_defaults(data=str(DEMO_DATA))
+
+
+def add_evaluate(commands):
+    evaluate = commands.add_parser(
+        "evaluate", help="score a model on labelled images and write a report page",
+        description="Score a classifier (an exported SavedModel, a .keras file or a "
+                    ".tflite file) on a folder of labelled images (its test/ split if it "
+                    "has one, else every image) and write report.json and a "
+                    "self-contained report.html: per-class precision, recall and F1, the "
+                    "confusion matrix, the most confidently wrong images, and a "
+                    "reliability diagram.")
+    evaluate.add_argument("--model", required=True,
+                          help="a SavedModel base path or version folder, a .keras file, "
+                               "or a .tflite file (with labels.txt beside it)")
+    evaluate.add_argument("--data", required=True,
+                          help="a folder of class subfolders, or of train/ val/ test/")
+    evaluate.add_argument("--output", default="report",
+                          help="the report's folder (default: report)")
+    evaluate.add_argument("--top-k", type=int, default=5,
+                          help="the k of top-k accuracy (default: 5)")
+
+
 def add_small_commands(commands):
     predict = commands.add_parser(
         "predict", help="print the top classes of images with an exported model",

@@ -232,3 +232,33 @@ def lr_find_command(args):
           f"loss was lowest); train with --head-learning-rate {search.rate:.3g} or auto")
     print(f"plot: {os.path.abspath(search.plot(args.plot))}")
     return 0
+
+
+def evaluate_command(args):
+    """Runs `tftransfer evaluate`; returns the exit status."""
+    from tftransfer.evaluation import evaluate
+
+    report = evaluate(args.model, args.data, top_k=args.top_k)
+    print(f"{'class':24s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'support':>8s}")
+    for name, row in report.per_class.items():
+        print(f"{name[:24]:24s} {row['precision']:9.3f} {row['recall']:7.3f} "
+              f"{row['f1']:6.3f} {row['support']:8d}  {row.get('note', '')}".rstrip())
+    print(report.summary())
+    page = report.save(args.output, title=f"{Path(args.model).name} on {args.data}")
+    print(f"report: {os.path.abspath(page)}")
+    return 0
+
+
+def compare_command(args):
+    """Runs `tftransfer compare`; returns the exit status."""
+    import tensorflow as tf
+
+    from tftransfer.compare import compare
+
+    base, data = _base_and_data(args, tf.distribute.get_strategy())
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    comparison = compare(base, data, methods=methods, scratch_epochs=args.scratch_epochs,
+                         seed=args.seed, feature_cache=_feature_cache(args), verbose=0)
+    print(comparison.table())
+    print(f"report: {os.path.abspath(comparison.save(args.output))}")
+    return 0

@@ -1,0 +1,130 @@
+"""Transfer learning compared with training from scratch, on the same test images.
+
+The classic transfer-learning experiment, for your own data: one seeded
+split, three classifiers, scored on the same held-out images.
+
+* `scratch`: the base's architecture with fresh random weights, every
+  layer trained (BatchNorm included), the same head;
+* `features`: the pretrained base frozen, only the new head trained
+  (feature extraction, phase 1 of `fine_tune`);
+* `fine_tune`: both phases of `fine_tune` with its defaults.
+"""
+
+import dataclasses
+import time
+
+import keras
+
+from tftransfer.builder import build_classifier, set_trainable_flag
+from tftransfer.errors import TransferError
+from tftransfer.evaluation import evaluate
+from tftransfer.training import Phase, SparseCategoricalCrossentropy, fine_tune
+
+METHODS = ("scratch", "features", "fine_tune")
+
+
+@dataclasses.dataclass
+class MethodResult:
+    """One classifier of a comparison.
+
+    Attributes:
+        method: `"scratch"`, `"features"` or `"fine_tune"`.
+        report: Its `evaluation.Report` on the test images.
+        seconds: Wall time of its training.
+    """
+
+    method: str
+    report: object
+    seconds: float
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The result of `compare`: one `MethodResult` per method, in order."""
+
+    results: list
+    split: str
+
+    def table(self):
+        """The results as a text table: accuracy, macro F1, wall time."""
+        lines = [f"{'method':12s} {'accuracy':>9s} {'macro F1':>9s} {'seconds':>8s}"]
+        for r in self.results:
+            lines.append(f"{r.method:12s} {r.report.accuracy:9.4f} "
+                         f"{r.report.per_class['macro avg']['f1']:9.4f} {r.seconds:8.1f}")
+        return "\n".join(lines)
+
+    def save(self, folder):
+        """Writes `compare.html` (a bar chart, the confusion matrices) and `compare.json`.
+
+        Args:
+            folder: The output folder; created if missing.
+
+        Returns:
+            The path of `compare.html`.
+        """
+        from tftransfer.report_page import write_comparison_page
+
+        return write_comparison_page(self, folder)
+
+
+def compare(base, data, *, methods=METHODS, scratch_epochs=30, seed=0, feature_cache=True,
+            verbose=0):
+    """Trains from scratch, by feature extraction and by fine-tuning; scores each.
+
+    Args:
+        base: A pretrained `Base` from `load_base`. Fine-tuning changes its
+            top layers' weights, so it runs last.
+        data: `DataSplits`, e.g. from `load_data`; the test split is scored
+            (the validation split when there is none, which then also
+            stops training early).
+        methods: Which of `METHODS` to run.
+        scratch_epochs: The most epochs from scratch (early stopping on
+            the validation loss usually ends it sooner).
+        seed: Seeds each method's initialisation and shuffling.
+        feature_cache: As in `fine_tune`.
+        verbose: As in `fine_tune`.
+
+    Returns:
+        A `Comparison`.
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise TransferError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    split, scored = ("test", data.test) if data.test is not None else (
+        "validation", data.validation)
+    if scored is None:
+        raise TransferError("compare needs a test or validation split to score on")
+    results = []
+    for method in sorted(methods, key=METHODS.index):
+        keras.utils.set_random_seed(seed)
+        start = time.perf_counter()
+        model = build_classifier(base, len(data.class_names))
+        if method == "scratch":
+            model = _train_from_scratch(model, data, scratch_epochs, verbose)
+        else:
+            fine_tune(model, data.train, data.validation,
+                      fine_tune=Phase.fine_tune(**({"epochs": 0} if method == "features"
+                                                   else {})),
+                      feature_cache=feature_cache, seed=seed, verbose=verbose)
+        seconds = time.perf_counter() - start
+        results.append(MethodResult(method, evaluate(model, scored, data.class_names),
+                                    seconds))
+    return Comparison(results, split)
+
+
+def _train_from_scratch(pretrained, data, epochs, verbose):
+    """The same architecture, freshly initialised and fully trained."""
+    try:
+        model = keras.models.clone_model(pretrained)  # New weights, same layers.
+    except Exception as error:  # A TF Hub module cannot be re-initialised.
+        raise TransferError(f"the base cannot be trained from scratch ({error}); leave "
+                            "out the scratch method") from None
+    set_trainable_flag(model, True)  # BatchNorm too: there are no statistics to keep.
+    model.compile(keras.optimizers.Adam(1e-3), SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    monitor = "val_loss" if data.validation is not None else "loss"
+    model.fit(data.train, validation_data=data.validation, epochs=epochs,
+              verbose=0 if verbose == 0 else 2,
+              callbacks=[keras.callbacks.EarlyStopping(monitor, patience=5,
+                                                       restore_best_weights=True)])
+    return model
