@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -32,8 +33,10 @@ import tensorflow as tf
 from tftransfer import _atomic
 from tftransfer.data import register_source, source_key
 from tftransfer.data.cache import memory_short_of
+from tftransfer.data.loader import known_size
 from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
+from tftransfer.progress import Progress
 
 logger = logging.getLogger("tftransfer")
 
@@ -149,6 +152,10 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
     extract = _extractor(features, augmentation, strategy)
     manifest = {}
 
+    rows = known_size(dataset)
+    progress = Progress(None if rows is None else rows * views, "images")
+    start = time.perf_counter()
+
     def write(staging):
         writer = _ShardWriter(staging)
         batch_size = None
@@ -157,7 +164,10 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
                 outputs, labels = extract(batch)
                 batch_size = batch_size or int(labels.shape[0])
                 writer.add([o.numpy() for o in tf.nest.flatten(outputs)], labels.numpy())
+                progress.add(labels.shape[0])
         manifest.update(writer.close(batch_size=batch_size or 1, views=views))
+        logger.info("feature cache: %d row(s) extracted in %.1f s", manifest["rows"],
+                    time.perf_counter() - start)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
     # Losing a race to another process is fine: its entry is as good.

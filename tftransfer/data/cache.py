@@ -91,20 +91,28 @@ def available_memory():
     return available
 
 
-def indices_in(decoded):
-    """Runs a whole pass over `(pixels, label, index)`; returns the indices."""
+def indices_in(decoded, progress=None):
+    """Runs a whole pass over `(pixels, label, index)`; returns the indices.
+
+    Args:
+        decoded: The dataset.
+        progress: A `progress.Progress` to count the examples on, or `None`.
+    """
     options = tf.data.Options()
     options.deterministic = True
-    indices = decoded.map(_index_of).batch(4096)
-    return np.concatenate([np.zeros(0, np.int64),
-                           *indices.with_options(options).as_numpy_iterator()])
+    parts = [np.zeros(0, np.int64)]
+    for indices in decoded.map(_index_of).batch(64).with_options(options).as_numpy_iterator():
+        parts.append(indices)
+        if progress is not None:
+            progress.add(len(indices))
+    return np.concatenate(parts)
 
 
 def _index_of(pixels, label, index):
     return index
 
 
-def cache_decoded_in_folder(decoded, folder, key, size_bytes):
+def cache_decoded_in_folder(decoded, folder, key, size_bytes, progress=None):
     """Caches decoded pixels in `folder/images-<key>/`, written once, then reused.
 
     The entry is written in a `.partial-*` folder and renamed into place
@@ -117,6 +125,7 @@ def cache_decoded_in_folder(decoded, folder, key, size_bytes):
         folder: The cache folder.
         key: Names the entry.
         size_bytes: The pixels' size, checked against the free space.
+        progress: A `progress.Progress` counting the files written, or `None`.
 
     Returns:
         `(cached, indices, reused)`: the dataset reading the cache, the
@@ -133,7 +142,7 @@ def cache_decoded_in_folder(decoded, folder, key, size_bytes):
                                 "another folder, or --image-cache none to decode every "
                                 "epoch")
         try:
-            indices = indices_in(decoded.cache(str(staging / "pixels")))
+            indices = indices_in(decoded.cache(str(staging / "pixels")), progress)
         except tf.errors.OpError as error:
             # The pass skips files that fail to decode: what fails is the writing.
             raise TransferError(f"image cache: cannot write {staging}: "

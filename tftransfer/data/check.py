@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data import cache as data_cache
+from tftransfer.progress import Progress
 from tftransfer.data.decode import (DECODER_VERSION, IMAGE_EXTENSIONS, decoder_of,
                                     file_decoder, read_header)
 from tftransfer.data.loader import files_key
@@ -118,16 +119,17 @@ def decode_once(paths, labels, image_size, *, cache, workers=None):
     keep = image_size is not None and cache is not False and cache is not None
     decoded = pipeline(image_size if keep else None, candidates).ignore_errors()
     done = f"decoded {len(candidates)} file(s)"
+    progress = Progress(len(candidates), "images")
     if not keep:
-        passed = data_cache.indices_in(decoded)
+        passed = data_cache.indices_in(decoded, progress)
     elif cache is True:
         decoded = decoded.cache()
-        passed = data_cache.indices_in(decoded)
+        passed = data_cache.indices_in(decoded, progress)
     else:
         key = files_key([paths[i] for i in candidates], labels[candidates],
                         tuple(image_size), DECODER_VERSION)
         decoded, passed, reused = data_cache.cache_decoded_in_folder(
-            decoded, Path(cache), key, size_bytes)
+            decoded, Path(cache), key, size_bytes, progress)
         if reused:
             done = f"reused {len(candidates)} file(s) decoded by an earlier run,"
     for index in sorted(set(candidates) - set(passed.tolist())):

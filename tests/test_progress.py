@@ -1,0 +1,28 @@
+import sys
+
+import tftransfer
+from tftransfer.progress import Progress
+
+
+def test_a_bar_in_a_terminal_and_nothing_elsewhere(capsys):
+    bar = Progress(10, "images", interactive=True)
+    for _ in range(5):
+        bar.add(2)
+    assert "10/10" in capsys.readouterr().out
+    quiet = Progress(10, "images", interactive=False)
+    quiet.add(10)
+    assert capsys.readouterr().out == ""
+
+
+def test_data_check_and_extraction_show_progress_in_a_terminal(
+        tiny_base, image_folder_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    data = tftransfer.image_folder(image_folder_path, tiny_base.input_size, batch_size=8,
+                                   image_cache=False)
+    checked = capsys.readouterr().out
+    assert "24/24" in checked  # Every file of the data check.
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    tftransfer.fine_tune(model, data.train, None, head=tftransfer.Phase.head(epochs=1),
+                         fine_tune=tftransfer.Phase.fine_tune(epochs=0),
+                         feature_cache=tmp_path, verbose=0)
+    assert "18/18" in capsys.readouterr().out  # The training split's extraction.
