@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.builder import augmentation_of, auto_unfreeze, backbone_layers, head_of
+from tftransfer.auto import auto_unfreeze
+from tftransfer.builder import augmentation_of, backbone_layers, head_of
 from tftransfer.errors import TransferError
 
 

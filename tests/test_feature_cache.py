@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import tftransfer
-from tftransfer import feature_cache, training
+from tftransfer import auto, feature_cache
 from tftransfer.features import assemble_features
 from tftransfer.builder import head_of
 from tftransfer.feature_cache import cached_features, clear_feature_cache, read_manifest
@@ -111,7 +111,7 @@ KILLED_WRITER = """
 import sys, time
 import tensorflow as tf
 import tftransfer
-from tftransfer import feature_cache, training
+from tftransfer import auto, feature_cache
 from tftransfer.features import assemble_features
 
 feature_cache._SHARD_BYTES = 1  # A shard per batch, so there is a partial state.
@@ -177,8 +177,8 @@ def test_auto_views_augment_small_classes_and_leave_larger_ones_plain(
     run = functools.partial(
         tftransfer.fine_tune, model, data.train, None, head=tftransfer.Phase.head(epochs=1),
         fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0)
-    assert run().feature_cache["rows"] == training.AUTO_VIEWS * 18
-    monkeypatch.setattr(training, "AUGMENT_BELOW", 6)
+    assert run().feature_cache["rows"] == auto.AUTO_VIEWS * 18
+    monkeypatch.setattr(auto, "AUGMENT_BELOW", 6)
     with caplog.at_level(logging.INFO, logger="tftransfer"):
         plain = run().feature_cache
     assert plain["rows"] == 18 and "unaugmented" in caplog.text

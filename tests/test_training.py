@@ -130,7 +130,7 @@ def test_auto_class_weight_balances_imbalanced_data(tiny_base, tmp_path, caplog)
     import shutil
 
     from conftest import write_image_folder
-    from tftransfer.training import balanced_class_weight
+    from tftransfer.auto import balanced_class_weight
 
     root = write_image_folder(tmp_path / "data", 6)
     for path in sorted((root / "red").iterdir())[2:]:
@@ -176,7 +176,7 @@ def test_auto_unfreeze_skips_phase_two_on_few_images_and_trains_the_top_on_more(
         fine_tune=tftransfer.Phase.fine_tune(epochs=1), verbose=0)
     history = run()
     assert history.fine_tune is None and history.unfrozen == 0
-    monkeypatch.setattr("tftransfer.builder.AUTO_UNFREEZE", ((5, 0.0), (1e9, 0.5)))
+    monkeypatch.setattr("tftransfer.auto.AUTO_UNFREEZE", ((5, 0.0), (1e9, 0.5)))
     history = run()
     assert history.unfrozen == round(0.5 * len(backbone_layers(model))) > 0
     assert history.fine_tune is not None

@@ -8,13 +8,16 @@
     tftransfer.fine_tune(model, train, val,
                          fine_tune=tftransfer.Phase.fine_tune(unfreeze=30))
     tftransfer.export_saved_model(model, "exports/photos", class_names)
+    tftransfer.evaluate(model, "photos/").save("report/")
 """
 
 from tftransfer import distribute
 from tftransfer.bases import list_bases, load_base, register_base
 from tftransfer.builder import build_augmentation, build_classifier, set_trainable
 from tftransfer.data import image_folder, load_data
+from tftransfer.compare import compare
 from tftransfer.errors import TransferError
+from tftransfer.evaluation import evaluate
 from tftransfer.export import export_saved_model, predict_files
 from tftransfer.feature_cache import clear_feature_cache
 from tftransfer.features import Base
@@ -29,7 +32,9 @@ __all__ = [
     "build_augmentation",
     "build_classifier",
     "clear_feature_cache",
+    "compare",
     "distribute",
+    "evaluate",
     "export_saved_model",
     "fine_tune",
     "image_folder",

@@ -11,8 +11,6 @@ features and still be the head of the full classifier, and a base can be
 swapped without touching the head code.
 """
 
-import math
-
 import keras
 
 from tftransfer.features import find_backbone
@@ -194,36 +192,6 @@ def set_trainable(model, unfreeze):
             set_trainable_flag(layer, False)
     set_trainable_flag(head_of(model), True)
     return count
-
-
-#: `unfreeze="auto"`: `(fewer than N training images in the smallest class,
-#: fraction of the backbone's layers that phase 2 trains)`. More data
-#: supports more trainable layers without overfitting (Yosinski et al.,
-#: 2014). Below 15 images per class fine-tuning did not pay on real photos
-#: and is skipped; at 48 per class the top quarter beat the top 20 layers of
-#: MobileNetV2 (about an eighth) by 2 points (`bench/quality.py`).
-AUTO_UNFREEZE = ((15, 0.0), (100, 0.25), (500, 0.5), (math.inf, 1.0))
-
-
-def auto_unfreeze(model, images_per_class):
-    """Returns the `unfreeze` depth that `"auto"` picks for this much data.
-
-    Args:
-        model: A classifier from `build_classifier`.
-        images_per_class: The training images in the smallest class.
-
-    Returns:
-        An int: that many of the backbone's top layers (for a TF Hub module,
-        of its variables) train in phase 2, by `AUTO_UNFREEZE`; 0 skips
-        phase 2.
-    """
-    fraction = next(f for limit, f in AUTO_UNFREEZE if images_per_class < limit)
-    backbone = find_backbone(model)
-    if isinstance(backbone, keras.Model):
-        total = len(backbone_layers(model))
-    else:
-        total = len(backbone.fine_tunable_variables)
-    return int(round(fraction * total))
 
 
 def _set_module_trainable(model, module, unfreeze):

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tftransfer.builder import augmentation_of, auto_unfreeze, head_of, set_trainable
+from tftransfer import auto
+from tftransfer.builder import augmentation_of, head_of, set_trainable
 from tftransfer.boundary import split_at
 from tftransfer.data.cache import free_space
 from tftransfer.data.loader import known_size
@@ -70,7 +71,7 @@ class Phase:
             `"none"` (only the head), `"all"`, an int N (the top N), the
             name of the lowest layer to train, or `"auto"`: a fraction of
             the backbone that grows with the images per class (see
-            `builder.AUTO_UNFREEZE`).
+            `auto.AUTO_UNFREEZE`).
         warmup_epochs: With `decay`, the rate ramps up from a tenth of its
             peak over this many epochs first.
         decay: `"cosine"` decays the rate to 0 over the phase's epochs;
@@ -103,12 +104,6 @@ class Phase:
         return dataclasses.replace(FINE_TUNE, **changes)
 
 
-#: `augmented_views="auto"`: this many cached views of each image when the
-#: smallest class has fewer than `AUGMENT_BELOW` training images. On 10
-#: photos per class (`bench/quality.py`), 4 views of flip, rotation and zoom
-#: gain about 2 points; on 48, nothing.
-AUTO_VIEWS = 4
-AUGMENT_BELOW = 30
 #: The head's rate when `"auto"` cannot run its range test (no cached features).
 FALLBACK_HEAD_RATE = 1e-3
 #: Phase 1: the new head alone, on the frozen base's cached features.
@@ -193,8 +188,8 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
         augmented_views: With a classifier that has random augmentation
             (see `build_classifier`), cache this many augmented views of
             each image for both phases; 0 runs both phases uncached, with
-            fresh augmentation every epoch. `"auto"`: `AUTO_VIEWS` views
-            when the smallest class has fewer than `AUGMENT_BELOW` training
+            fresh augmentation every epoch. `"auto"` (see `tftransfer.auto`):
+            4 views when the smallest class has fewer than 30 training
             images, where augmentation pays; with more, the cached phases
             see the images unaugmented, which is as accurate and faster.
         callbacks: Keras callbacks, used in both phases (a
@@ -220,9 +215,9 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
         if class_weight != "auto":
             raise TransferError(f"class_weight must be 'auto', a dict or None, got "
                                 f"{class_weight!r}")
-        class_weight = balanced_class_weight(train, num_classes)
-    fine_tune, augmented_views = _resolve_auto(model, train, fine_tune, augmented_views,
-                                               num_classes)
+        class_weight = auto.balanced_class_weight(train, num_classes)
+    fine_tune, augmented_views = auto.resolve(model, train, fine_tune, augmented_views,
+                                              num_classes)
     runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
                           verbose, validation_data is not None)
     if fine_tune.epochs > 0:
@@ -415,38 +410,6 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
     return history, manifest, search
 
 
-def _resolve_auto(model, train, phase, views, num_classes):
-    """Resolves `unfreeze="auto"` and `augmented_views="auto"` from the data.
-
-    Returns:
-        `(phase, views)`; `views` is `None` where the cached phases are to
-        ignore the model's augmentation.
-    """
-    from tftransfer.data import class_counts
-
-    if phase.unfreeze != "auto" and views != "auto":
-        return phase, views
-    smallest = int(class_counts(train, num_classes).min())
-    if phase.unfreeze == "auto" and phase.epochs > 0:
-        depth = auto_unfreeze(model, smallest)
-        logger.info("unfreeze 'auto': the top %d backbone layer(s) for %d training images "
-                    "in the smallest class%s", depth, smallest,
-                    "; phase 2 skipped" if depth == 0 else "")
-        phase = dataclasses.replace(phase, unfreeze=depth or "none")
-    if views == "auto":
-        views = None
-        if augmentation_of(model) is not None:
-            if smallest < AUGMENT_BELOW:
-                views = AUTO_VIEWS
-                logger.info("augmented views 'auto': %d cached views of each image (%d "
-                            "images in the smallest class)", views, smallest)
-            else:
-                logger.info("augmented views 'auto': cached features of the images "
-                            "unaugmented (%d >= %d images in the smallest class); pass "
-                            "augmented_views=K to augment", smallest, AUGMENT_BELOW)
-    return phase, views
-
-
 def _short_of_disk(split, train, feature_cache, views):
     """Why the boundary activations cannot be cached on disk, or `None` if they can."""
     folder = default_cache_dir() if feature_cache is True else feature_cache
@@ -462,29 +425,6 @@ def _short_of_disk(split, train, feature_cache, views):
                        folder, free / 1e9)
         return "not enough disk space"
     return None
-
-
-def balanced_class_weight(train, num_classes):
-    """Returns `{label: total / (num_classes * count)}` for a training set.
-
-    Args:
-        train: `(images, labels)` batches; one pass is made over the labels.
-        num_classes: The number of classes.
-
-    Returns:
-        A dict for `model.fit(class_weight=...)`, or `None` when the
-        classes are balanced (every weight would be 1).
-    """
-    from tftransfer.data import class_counts
-
-    counts = class_counts(train, num_classes)
-    if counts.min() == counts.max():
-        return None
-    weights = {label: float(counts.sum() / (num_classes * count)) if count else 0.0
-               for label, count in enumerate(counts)}
-    logger.info("class weights for imbalanced data (counts %s): %s", counts.tolist(),
-                {k: round(v, 3) for k, v in weights.items()})
-    return weights
 
 
 def _why_not_cached(model, train, feature_cache, views):

@@ -1,0 +1,116 @@
+"""What the `"auto"` settings of `fine_tune` resolve to, from the data.
+
+Each rule reads how many labelled images there are, per class, and was
+chosen with `bench/quality.py` on real photos (see docs/training.md):
+
+* `unfreeze="auto"`: how much of the base phase 2 trains (`AUTO_UNFREEZE`);
+* `augmented_views="auto"`: whether the cached phases see augmented views
+  of the images (`AUTO_VIEWS`, `AUGMENT_BELOW`);
+* `class_weight="auto"`: weights that balance imbalanced classes.
+"""
+
+import dataclasses
+import logging
+import math
+
+import keras
+
+from tftransfer.builder import augmentation_of, backbone_layers
+from tftransfer.data import class_counts
+from tftransfer.features import find_backbone
+
+logger = logging.getLogger("tftransfer")
+
+#: `unfreeze="auto"`: `(fewer than N training images in the smallest class,
+#: fraction of the backbone's layers that phase 2 trains)`. More data
+#: supports more trainable layers without overfitting (Yosinski et al.,
+#: 2014). Below 15 images per class fine-tuning did not pay on real photos
+#: and is skipped; at 48 per class the top quarter beat the top 20 layers of
+#: MobileNetV2 (about an eighth) by 2 points (`bench/quality.py`).
+AUTO_UNFREEZE = ((15, 0.0), (100, 0.25), (500, 0.5), (math.inf, 1.0))
+
+
+def auto_unfreeze(model, images_per_class):
+    """Returns the `unfreeze` depth that `"auto"` picks for this much data.
+
+    Args:
+        model: A classifier from `build_classifier`.
+        images_per_class: The training images in the smallest class.
+
+    Returns:
+        An int: that many of the backbone's top layers (for a TF Hub module,
+        of its variables) train in phase 2, by `AUTO_UNFREEZE`; 0 skips
+        phase 2.
+    """
+    fraction = next(f for limit, f in AUTO_UNFREEZE if images_per_class < limit)
+    backbone = find_backbone(model)
+    if isinstance(backbone, keras.Model):
+        total = len(backbone_layers(model))
+    else:
+        total = len(backbone.fine_tunable_variables)
+    return int(round(fraction * total))
+
+
+#: `augmented_views="auto"`: this many cached views of each image when the
+#: smallest class has fewer than `AUGMENT_BELOW` training images. On 10
+#: photos per class (`bench/quality.py`), 4 views of flip, rotation and zoom
+#: gain about 2 points; on 48, nothing.
+AUTO_VIEWS = 4
+AUGMENT_BELOW = 30
+
+def resolve(model, train, phase, views, num_classes):
+    """Resolves `unfreeze="auto"` and `augmented_views="auto"` from the data.
+
+    Args:
+        model: A classifier from `build_classifier`.
+        train: Its `(images, labels)` training batches.
+        phase: Phase 2's `Phase`.
+        views: `augmented_views`.
+        num_classes: The number of classes.
+
+    Returns:
+        `(phase, views)`; `views` is `None` where the cached phases are to
+        ignore the model's augmentation.
+    """
+    if phase.unfreeze != "auto" and views != "auto":
+        return phase, views
+    smallest = int(class_counts(train, num_classes).min())
+    if phase.unfreeze == "auto" and phase.epochs > 0:
+        depth = auto_unfreeze(model, smallest)
+        logger.info("unfreeze 'auto': the top %d backbone layer(s) for %d training images "
+                    "in the smallest class%s", depth, smallest,
+                    "; phase 2 skipped" if depth == 0 else "")
+        phase = dataclasses.replace(phase, unfreeze=depth or "none")
+    if views == "auto":
+        views = None
+        if augmentation_of(model) is not None:
+            if smallest < AUGMENT_BELOW:
+                views = AUTO_VIEWS
+                logger.info("augmented views 'auto': %d cached views of each image (%d "
+                            "images in the smallest class)", views, smallest)
+            else:
+                logger.info("augmented views 'auto': cached features of the images "
+                            "unaugmented (%d >= %d images in the smallest class); pass "
+                            "augmented_views=K to augment", smallest, AUGMENT_BELOW)
+    return phase, views
+
+
+def balanced_class_weight(train, num_classes):
+    """Returns `{label: total / (num_classes * count)}` for a training set.
+
+    Args:
+        train: `(images, labels)` batches; one pass is made over the labels.
+        num_classes: The number of classes.
+
+    Returns:
+        A dict for `model.fit(class_weight=...)`, or `None` when the
+        classes are balanced (every weight would be 1).
+    """
+    counts = class_counts(train, num_classes)
+    if counts.min() == counts.max():
+        return None
+    weights = {label: float(counts.sum() / (num_classes * count)) if count else 0.0
+               for label, count in enumerate(counts)}
+    logger.info("class weights for imbalanced data (counts %s): %s", counts.tolist(),
+                {k: round(v, 3) for k, v in weights.items()})
+    return weights
