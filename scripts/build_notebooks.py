@@ -86,42 +86,49 @@ CELLS = {
                  "plt.show()"),
     ],
     "02_fine_tuning.ipynb": [
-        ("md", "# Two-phase fine-tuning\n\nPhase 1 trains the new head on the frozen "
-               "base. Phase 2 unfreezes the top layers and goes on at a learning rate "
-               "about 100x lower, so the large gradients of a fresh head never wreck "
-               "the pretrained features. BatchNormalization layers stay frozen, which "
-               "in Keras 3 means inference mode: small batches never overwrite the "
-               "pretrained statistics."),
+        ("md", "# Two-phase fine-tuning, and what the model learned\n\nPhase 1 trains "
+               "the new head on the frozen base. Phase 2 unfreezes the top of the base "
+               "and goes on at a learning rate 10x lower, warmed up, so the large "
+               "gradients of a fresh head never wreck the pretrained features. "
+               "BatchNormalization layers stay frozen, which in Keras 3 means inference "
+               "mode: small batches never overwrite the pretrained statistics."),
         ("code", SETUP),
-        ("md", "Which layers train in phase 2: the top 20 of the backbone, minus "
-               "BatchNormalization."),
-        ("code", "from tftransfer.builder import backbone_layers\n"
+        ("md", "How much of the base trains in phase 2 follows the data: "
+               "`unfreeze='auto'` (the default) picks a share of the backbone by the "
+               "training images in the smallest class (none below 15, a quarter up to "
+               "99, half up to 499, then all)."),
+        ("code", "from tftransfer.auto import AUTO_UNFREEZE, auto_unfreeze\n"
+                 "from tftransfer.builder import backbone_layers\n"
                  "model = tftransfer.build_classifier(base, len(data.class_names))\n"
-                 "tftransfer.set_trainable(model, 20)\n"
-                 "for layer in backbone_layers(model)[-8:]:\n"
-                 "    print(f'{layer.name:28s} trainable={layer.trainable}')\n"
-                 "tftransfer.set_trainable(model, 'none')"),
-        ("md", "Train both phases; early stopping keeps each phase's best weights."),
+                 "for per_class in (10, 50, 200, 1000):\n"
+                 "    print(per_class, 'images per class ->', auto_unfreeze(model, per_class),\n"
+                 "          'of', len(backbone_layers(model)), 'layers')"),
+        ("md", "Train both phases with the defaults; early stopping keeps each phase's "
+               "best weights."),
         ("code", "history = tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
-                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS, learning_rate=3e-3),\n"
-                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS, unfreeze=20),\n"
+                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
+                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS),\n"
                  "    verbose=0)\n"
-                 "print('kept the weights of phase', history.kept_phase)"),
-        ("md", "Both phases on one plot; the dashed line is where phase 2 starts."),
-        ("code", "for key in ['accuracy', 'val_accuracy']:\n"
-                 "    plt.plot(history.history[key], label=key)\n"
-                 "plt.axvline(history.head_epochs - 0.5, linestyle='--', color='gray')\n"
-                 "plt.xlabel('epoch'); plt.legend(); plt.show()"),
-        ("md", "Transfer against the same network trained from scratch."),
-        ("code", "scratch_base = tftransfer.load_base(BASE, weights=None)\n"
-                 "scratch = tftransfer.build_classifier(scratch_base, "
-                 "len(data.class_names), unfreeze='all')\n"
-                 "scratch.compile('adam', 'sparse_categorical_crossentropy', "
-                 "metrics=['accuracy'])\n"
-                 "scratch.fit(data.train, epochs=HEAD_EPOCHS, verbose=0)\n"
-                 "print('transfer', model.evaluate(data.validation, verbose=0)[1])\n"
-                 "print('scratch ', scratch.evaluate(data.validation, verbose=0)[1])"),
+                 "print('phase 2 trained', history.unfrozen, 'layers; kept the weights of '\n"
+                 "      'phase', history.kept_phase)"),
+        ("md", "What the model learned, on images it never saw: per-class metrics, "
+               "the confusion matrix, the most confidently wrong images, calibration "
+               "and both phases' curves. `report.save` writes `report.html`, one "
+               "self-contained page."),
+        ("code", "report = tftransfer.evaluate(model, data.test or data.validation, "
+                 "data.class_names)\n"
+                 "print(report.summary())\n"
+                 "page = report.save('report_02', history=history)\n"
+                 "plt.imshow(plt.imread('report_02/confusion_matrix.png')); plt.axis('off')\n"
+                 "plt.show()\n"
+                 "print('open', page)"),
+        ("md", "Transfer against the same network trained from scratch, scored on the "
+               "same test images: `tftransfer.compare` (the CLI: `tftransfer compare`). "
+               "It needs an untouched pretrained base, so it loads the base again."),
+        ("code", "comparison = tftransfer.compare(tftransfer.load_base(BASE), data,\n"
+                 "                                scratch_epochs=HEAD_EPOCHS)\n"
+                 "print(comparison.table())"),
     ],
     "03_tf_hub.ipynb": [
         ("md", "# A TF Hub module as the base, in Keras 3\n\n`hub.KerasLayer` is a "

@@ -46,12 +46,10 @@ class RateSearch:
         Returns:
             `path`.
         """
-        import matplotlib
+        from matplotlib.figure import Figure  # Off pyplot: notebooks keep their backend.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         ax.plot(self.rates, self.losses)
         ax.axvline(self.rate, color="C1", linestyle="--",
                    label=f"picked {self.rate:.2g}")
@@ -64,7 +62,6 @@ class RateSearch:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
 

@@ -17,19 +17,17 @@ import numpy as np
 THUMBNAIL = 128
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width, height, columns=1):
+    """A figure off pyplot: no backend is chosen, so notebooks keep theirs."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # No display: CI, servers, notebooks' kernels.
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, columns)
 
 
 def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
     return path
 
 
@@ -45,10 +43,9 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     Returns:
         `path`.
     """
-    plt = _pyplot()
     matrix = np.asarray(matrix)
     size = max(4.0, 0.35 * len(class_names) + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = _figure(size + 1, size)
     # Row-normalised colours, so that small classes show their errors too.
     rows = matrix.sum(axis=1, keepdims=True)
     image = ax.imshow(matrix / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
@@ -77,8 +74,7 @@ def plot_reliability(reliability, path):
     Returns:
         `path`.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = _figure(4.5, 4)
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
     for b in reliability:
         ax.bar(b["low"], b["accuracy"], width=b["high"] - b["low"], align="edge",
@@ -104,10 +100,9 @@ def plot_history(history, path):
     Returns:
         `path`.
     """
-    plt = _pyplot()
     logs = history.history
     epochs = np.arange(1, len(logs.get("loss", [])) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = _figure(9, 3.5, columns=2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             if logs.get(key):
@@ -254,10 +249,9 @@ def plot_comparison(comparison, path):
     Returns:
         `path`.
     """
-    plt = _pyplot()
     names = [r.method for r in comparison.results]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _figure(6, 3.5)
     for offset, (label, values) in zip((-0.2, 0.2), (
             ("accuracy", [r.report.accuracy for r in comparison.results]),
             ("macro F1", [r.report.per_class["macro avg"]["f1"] for r in comparison.results]))):
