@@ -26,3 +26,14 @@ def test_data_check_and_extraction_show_progress_in_a_terminal(
                          fine_tune=tftransfer.Phase.fine_tune(epochs=0),
                          feature_cache=tmp_path, verbose=0)
     assert "18/18" in capsys.readouterr().out  # The training split's extraction.
+
+
+def test_no_bars_silences_even_a_terminal(capsys, monkeypatch):
+    from tftransfer.progress import no_bars
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with no_bars():
+        Progress(4, "images").add(4)
+    assert capsys.readouterr().out == ""
+    Progress(4, "images").add(4)
+    assert "4/4" in capsys.readouterr().out

@@ -212,7 +212,7 @@ for _name, _handle, _size in _HUB_MODULES:
 # The project's own base: MobileNetV2 (alpha 0.35) pretrained by
 # scripts/pretrain_bundled_base.py on Fashion-MNIST classes 0-4. Its top
 # blocks specialise in those five classes; the features of block 6 transfer
-# far better to unseen classes (see bench/transfer_vs_scratch.py).
+# far better to unseen classes (see `tftransfer compare` in docs/benchmarks.md).
 register_base(
     BUNDLED_BASE,
     _keras_application(keras.applications.MobileNetV2, alpha=0.35,

@@ -255,7 +255,13 @@ def _predictor(model):
     import keras
 
     if isinstance(model, keras.Model):
-        return _Predictor(lambda images: model.predict_on_batch(images),
+        import tensorflow as tf
+
+        # A plain call, not `predict`: under a strategy `predict` splits the
+        # batch across replicas and, with several workers, is collective.
+        call = tf.function(lambda images: model(images, training=False),
+                           reduce_retracing=True)
+        return _Predictor(lambda images: call(images).numpy(),
                           tuple(model.input_shape[1:3]))
     path = Path(model)
     if path.suffix == ".tflite":

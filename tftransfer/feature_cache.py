@@ -75,6 +75,8 @@ def fingerprint(features, data_key, *, augmentation=None, views=1):
             continue
         digest.update(_config_text(model).encode())
         for weight in model.weights:
+            if "seed_generator" in weight.path:
+                continue  # Random layers' seed state: their views are random anyway.
             digest.update(weight.path.encode())
             digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)))
     digest.update(f"{data_key}|views={views}|format={_FORMAT}".encode())

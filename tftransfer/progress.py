@@ -5,9 +5,28 @@ file or a pipe nothing is drawn, and the step's own one-line summary (which
 the data check and the feature cache log when they finish) is the record.
 """
 
+import contextlib
 import sys
 
 import keras
+
+# False while bars are switched off (`--quiet`, `fine_tune(verbose=0 or 2)`).
+_allowed = [True]
+
+
+@contextlib.contextmanager
+def no_bars():
+    """Within this context, `Progress` draws nothing, even in a terminal."""
+    _allowed.append(False)
+    try:
+        yield
+    finally:
+        _allowed.pop()
+
+
+def allow_bars(value):
+    """Switches bars on (in a terminal) or off for the rest of the process."""
+    _allowed[0] = bool(value)
 
 
 class Progress:
@@ -17,12 +36,12 @@ class Progress:
         total: The number of units the step will take, or `None` if unknown.
         unit: What is counted, e.g. `"images"`.
         interactive: Draw the bar (default: when standard output is a
-            terminal).
+            terminal and bars are allowed, see `no_bars`).
     """
 
     def __init__(self, total, unit, *, interactive=None):
         if interactive is None:
-            interactive = sys.stdout.isatty()
+            interactive = sys.stdout.isatty() and _allowed[-1]
         self._bar = keras.utils.Progbar(total, unit_name=unit) if interactive else None
 
     def add(self, count):

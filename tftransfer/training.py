@@ -6,6 +6,7 @@ Phase 2 unfreezes the top of the base and goes on at a learning rate about
 fresh head never wreck the pretrained features. Each phase is a `Phase`.
 """
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -27,6 +28,7 @@ from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worke
 from tftransfer.feature_cache import cached_features, default_cache_dir
 from tftransfer.errors import TransferError
 from tftransfer.lr_finder import RateSearch, find_learning_rate
+from tftransfer.progress import no_bars
 
 logger = logging.getLogger("tftransfer")
 
@@ -393,12 +395,15 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
     augmentation = augmentation_of(model) if views else None  # None: unaugmented.
     if seed is None and is_multi_worker(model.distribute_strategy):
         seed = 0  # Every worker must shuffle alike, or their shares would overlap.
-    cached_train, manifest = cached_features(
-        frozen, train, cache_dir=cache_dir, augmentation=augmentation,
-        views=max(1, views or 0), shuffle=True, seed=seed)
-    cached_validation = None
-    if validation_data is not None:
-        cached_validation, _ = cached_features(frozen, validation_data, cache_dir=cache_dir)
+    bars = contextlib.nullcontext() if runner.verbose in (1, "auto") else no_bars()
+    with bars:
+        cached_train, manifest = cached_features(
+            frozen, train, cache_dir=cache_dir, augmentation=augmentation,
+            views=max(1, views or 0), shuffle=True, seed=seed)
+        cached_validation = None
+        if validation_data is not None:
+            cached_validation, _ = cached_features(frozen, validation_data,
+                                                   cache_dir=cache_dir)
     search = None
     if phase.learning_rate == "auto":
         search = find_learning_rate(target, cached_train, loss=runner.loss)
