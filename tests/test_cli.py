@@ -309,3 +309,27 @@ def test_compare_on_the_demo_prints_three_rows(tmp_path, capsys, caplog):
     assert [row.split()[0] for row in rows] == ["scratch", "features", "fine_tune"]
     assert all(0.0 <= float(row.split()[1]) <= 1.0 for row in rows)
     assert lines[-1] == f"report: {tmp_path / 'compare' / 'compare.html'}"
+
+
+def test_lr_find_prints_the_rate_and_saves_the_plot(tiny_base_file, split_folder_path,
+                                                    tmp_path, capsys, caplog):
+    plot = tmp_path / "lr.png"
+    status, out, _ = run_here(capsys, caplog, "lr-find", "--data", split_folder_path,
+                              "--base", tiny_base_file, "--batch-size", "8",
+                              "--feature-cache", tmp_path / "cache", "--plot", plot)
+    assert status == 0
+    line = next(line for line in out.splitlines() if line.startswith("learning rate:"))
+    assert 1e-7 < float(line.split()[2]) < 1.0
+    assert plot.stat().st_size > 1000
+    assert cli.main(["lr-find", "--data", str(split_folder_path), "--base",
+                     str(tiny_base_file), "--feature-cache", "none"]) == 2
+
+
+@pytest.mark.parametrize("option, value", [("--head-learning-rate", "fast"),
+                                           ("--head-learning-rate", "-1"),
+                                           ("--augmented-views", "many"),
+                                           ("--augment", "sparkle")])
+def test_bad_auto_options_are_rejected_by_name(option, value, capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", option, value])
+    assert option in capsys.readouterr().err

@@ -339,10 +339,23 @@ class _ShardWriter:
 
 def _config_text(model):
     try:
-        return json.dumps(model.get_config(), sort_keys=True, default=str)
+        return json.dumps(_without_input_names(model.get_config()), sort_keys=True,
+                          default=str)
     except (NotImplementedError, TypeError, ValueError):
         return ";".join(f"{type(layer).__name__}:{layer.name}" for layer in
                         model._flatten_layers())
+
+
+def _without_input_names(config):
+    """A config without its input layers' names, which Keras numbers per process."""
+    if isinstance(config, list):
+        return [_without_input_names(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    config = {k: _without_input_names(v) for k, v in config.items()}
+    if config.get("class_name") == "InputLayer" and isinstance(config.get("config"), dict):
+        config["config"] = {k: v for k, v in config["config"].items() if k != "name"}
+    return config
 
 
 def _remove_abandoned(entry):
