@@ -22,10 +22,15 @@ def test_data_check_and_extraction_show_progress_in_a_terminal(
     checked = capsys.readouterr().out
     assert "24/24" in checked  # Every file of the data check.
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
-    tftransfer.fine_tune(model, data.train, None, head=tftransfer.Phase.head(epochs=1),
-                         fine_tune=tftransfer.Phase.fine_tune(epochs=0),
-                         feature_cache=tmp_path, verbose=0)
+    run = lambda verbose: tftransfer.fine_tune(  # noqa: E731
+        model, data.train, None, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path / str(verbose),
+        verbose=verbose)
+    run("auto")
     assert "18/18" in capsys.readouterr().out  # The training split's extraction.
+    run(2)  # One line per epoch: no bars, even in a terminal.
+    out = capsys.readouterr().out
+    assert "18/18" not in out and "\x1b" not in out
 
 
 def test_no_bars_silences_even_a_terminal(capsys, monkeypatch):
