@@ -10,7 +10,7 @@ import sys
 
 import keras
 
-# False while bars are switched off (`--quiet`, `fine_tune(verbose=0 or 2)`).
+# The innermost `no_bars` wins; bars are allowed outside any.
 _allowed = [True]
 
 
@@ -22,11 +22,6 @@ def no_bars():
         yield
     finally:
         _allowed.pop()
-
-
-def allow_bars(value):
-    """Switches bars on (in a terminal) or off for the rest of the process."""
-    _allowed[0] = bool(value)
 
 
 class Progress:

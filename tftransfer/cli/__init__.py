@@ -13,6 +13,7 @@
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -62,10 +63,14 @@ def main(argv=None):
                "lr-find": commands.lr_find_command,
                "evaluate": commands.evaluate_command,
                "compare": commands.compare_command}[args.command]
+    from tftransfer.progress import no_bars
+
     try:
         if getattr(args, "config", None):
             args = _with_config(parser, argv, args.config)
-        return command(args)
+        # --quiet: one line per epoch, and no bar for the data check either.
+        with no_bars() if getattr(args, "quiet", False) else contextlib.nullcontext():
+            return command(args)
     except TransferError as error:
         print(f"tftransfer: error: {error}", file=sys.stderr)
         return 2

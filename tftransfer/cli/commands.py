@@ -39,10 +39,6 @@ def train_command(args):
     import tftransfer
     from tftransfer import Phase, distribute
 
-    from tftransfer.progress import allow_bars
-
-    if args.quiet:
-        allow_bars(False)  # One line per epoch, and no bar for the data check either.
     # Multi-worker and TPU strategies set up the runtime: before any other op.
     strategy = distribute.select_strategy(args.strategy)
     distribute.select_precision(args.precision, strategy)
