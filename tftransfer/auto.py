@@ -14,6 +14,7 @@ import logging
 import math
 
 import keras
+import numpy as np
 
 from tftransfer.builder import augmentation_of, backbone_layers
 from tftransfer.data import class_counts
@@ -58,15 +59,16 @@ def auto_unfreeze(model, images_per_class):
 AUTO_VIEWS = 4
 AUGMENT_BELOW = 30
 
-def resolve(model, train, phase, views, num_classes):
+
+def resolve(model, counts, phase, views):
     """Resolves `unfreeze="auto"` and `augmented_views="auto"` from the data.
 
     Args:
         model: A classifier from `build_classifier`.
-        train: Its `(images, labels)` training batches.
+        counts: The training images of each class (`data.class_counts`);
+            only read when something is `"auto"`.
         phase: Phase 2's `Phase`.
         views: `augmented_views`.
-        num_classes: The number of classes.
 
     Returns:
         `(phase, views)`; `views` is `None` where the cached phases are to
@@ -74,7 +76,7 @@ def resolve(model, train, phase, views, num_classes):
     """
     if phase.unfreeze != "auto" and views != "auto":
         return phase, views
-    smallest = int(class_counts(train, num_classes).min())
+    smallest = int(min(counts))
     if phase.unfreeze == "auto" and phase.epochs > 0:
         depth = auto_unfreeze(model, smallest)
         logger.info("unfreeze 'auto': the top %d backbone layer(s) for %d training images "
@@ -106,7 +108,20 @@ def balanced_class_weight(train, num_classes):
         A dict for `model.fit(class_weight=...)`, or `None` when the
         classes are balanced (every weight would be 1).
     """
-    counts = class_counts(train, num_classes)
+    return weights_for_counts(class_counts(train, num_classes))
+
+
+def weights_for_counts(counts):
+    """`balanced_class_weight` from the label counts themselves.
+
+    Args:
+        counts: The examples of each label.
+
+    Returns:
+        As `balanced_class_weight`.
+    """
+    counts = np.asarray(counts)
+    num_classes = len(counts)
     if counts.min() == counts.max():
         return None
     weights = {label: float(counts.sum() / (num_classes * count)) if count else 0.0

@@ -90,8 +90,7 @@ def compare(base, data, *, methods=METHODS, scratch_epochs=30, seed=0, feature_c
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise TransferError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
-    split, scored = ("test", data.test) if data.test is not None else (
-        "validation", data.validation)
+    split, scored = data.held_out()
     if scored is None:
         raise TransferError("compare needs a test or validation split to score on")
     results = []

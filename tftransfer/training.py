@@ -1,8 +1,8 @@
 """The two-phase routine: train the new head, then fine-tune the top layers.
 
 Phase 1 trains only the head at a normal learning rate; the base is frozen.
-Phase 2 unfreezes the top of the base and goes on at a learning rate about
-100x lower, warmed up and cosine-decayed, so that the large gradients of a
+Phase 2 unfreezes the top of the base and goes on at a learning rate 10x
+lower, warmed up and cosine-decayed, so that the large gradients of a
 fresh head never wreck the pretrained features. Each phase is a `Phase`.
 """
 
@@ -21,6 +21,7 @@ from keras import ops
 from tftransfer import auto
 from tftransfer.builder import augmentation_of, head_of, set_trainable
 from tftransfer.boundary import split_at
+from tftransfer.data import class_counts
 from tftransfer.data.cache import free_space
 from tftransfer.data.loader import known_size
 from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worker,
@@ -212,14 +213,16 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
     if head.unfreeze not in (None, "none", 0):
         raise TransferError(f"phase 1 trains the head alone; its unfreeze must be "
                             f"'none', got {head.unfreeze!r}")
-    num_classes = int(model.output_shape[-1])
-    if isinstance(class_weight, str):
-        if class_weight != "auto":
-            raise TransferError(f"class_weight must be 'auto', a dict or None, got "
-                                f"{class_weight!r}")
-        class_weight = auto.balanced_class_weight(train, num_classes)
-    fine_tune, augmented_views = auto.resolve(model, train, fine_tune, augmented_views,
-                                              num_classes)
+    if isinstance(class_weight, str) and class_weight != "auto":
+        raise TransferError(f"class_weight must be 'auto', a dict or None, got "
+                            f"{class_weight!r}")
+    counts = None
+    if "auto" in (class_weight, fine_tune.unfreeze, augmented_views):
+        # One count, shared by the rules: on unregistered data it is a pass.
+        counts = class_counts(train, int(model.output_shape[-1]))
+    if class_weight == "auto":
+        class_weight = auto.weights_for_counts(counts)
+    fine_tune, augmented_views = auto.resolve(model, counts, fine_tune, augmented_views)
     runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
                           verbose, validation_data is not None)
     if fine_tune.epochs > 0:

@@ -109,8 +109,7 @@ def _report_after_training(model, data, record, history):
     """Writes the report on the test split (else validation); returns its page or `None`."""
     from tftransfer.evaluation import evaluate
 
-    split, dataset = ("test", data.test) if data.test is not None else (
-        "validation", data.validation)
+    split, dataset = data.held_out()
     if dataset is None:
         print("report: none, as there is no test or validation split to evaluate on")
         return None

@@ -55,6 +55,15 @@ class DataSplits:
     def __iter__(self):
         return iter((self.train, self.validation, self.class_names))
 
+    def held_out(self):
+        """Returns `(name, batches)` to score on: the test split, else validation.
+
+        `("validation", None)` when there is neither.
+        """
+        if self.test is not None:
+            return "test", self.test
+        return "validation", self.validation
+
 
 def register_source(dataset, key, *, class_counts=None, files=None):
     """Records what a dataset holds, so that cached features can be reused.

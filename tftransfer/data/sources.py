@@ -50,14 +50,7 @@ def image_folder(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_
     Returns:
         `DataSplits`, which unpacks as `(train, validation, class_names)`.
     """
-    report, decoded, paths = check_folder(path, tuple(image_size), cache=image_cache)
-    if report.problems:
-        raise TransferError("; ".join(report.problems))
-    log_skipped(report)
-    positions = {p: i for i, p in enumerate(paths)}
-    split_files = {split: {name: [positions[p] for p in files]
-                           for name, files in classes.items()}
-                   for split, classes in report.used.items()}
+    report, decoded, paths, split_files = _checked_folder(path, image_size, image_cache)
     if "val" not in split_files:
         split_files.update(stratified_split(split_files["train"], validation_split, seed))
     return file_splits(decoded, paths, split_files, report.class_names, image_size,
@@ -78,18 +71,26 @@ def evaluation_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_
         else every image in it; `data.loader.source_files` names the file
         of each example.
     """
+    report, decoded, paths, split_files = _checked_folder(path, image_size, image_cache)
+    chosen = ["test"] if "test" in split_files else list(split_files)
+    every = {"test": {name: [i for split in chosen for i in split_files[split].get(name, [])]
+                      for name in report.class_names}}
+    splits = file_splits(decoded, paths, every, report.class_names, image_size, batch_size,
+                         0, report.skipped)
+    return splits.test, report.class_names
+
+
+def _checked_folder(path, image_size, image_cache):
+    """The data check of a folder: `(report, decoded, paths, {split: {class: [index]}})`."""
     report, decoded, paths = check_folder(path, tuple(image_size), cache=image_cache)
     if report.problems:
         raise TransferError("; ".join(report.problems))
     log_skipped(report)
     positions = {p: i for i, p in enumerate(paths)}
-    chosen = (["test"] if "test" in report.used else list(report.used))
-    split_files = {"test": {name: [positions[p] for split in chosen
-                                   for p in report.used[split].get(name, [])]
-                            for name in report.class_names}}
-    splits = file_splits(decoded, paths, split_files, report.class_names, image_size,
-                         batch_size, 0, report.skipped)
-    return splits.test, report.class_names
+    split_files = {split: {name: [positions[p] for p in files]
+                           for name, files in classes.items()}
+                   for split, classes in report.used.items()}
+    return report, decoded, paths, split_files
 
 
 def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_split=0.2, seed=1337,
