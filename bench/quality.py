@@ -259,6 +259,28 @@ def plot(runs, methods, sizes, path):
     fig.savefig(path, dpi=120)
 
 
+def measure(methods, sizes, args, output):
+    """Runs every method, a pass over all methods and sizes per seed.
+
+    Seeds go outermost, so that a run cut short still has every method at
+    both sizes; `quality.json` is rewritten after each training.
+    """
+    runs = []
+    seeds = {m: 1 if args.quick else args.seeds or SEEDS.get(m, 3) for m in methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {size: split_folder(Path(tmp) / str(size), size) for size in sizes}
+        for seed in range(max(seeds.values())):
+            for size in sizes:
+                for method in methods:
+                    if seed >= seeds[method]:
+                        continue
+                    result = run(method, folders[size], seed)
+                    runs.append({"method": method, "size": size, "seed": seed, **result})
+                    print(json.dumps(runs[-1]), flush=True)
+                    (output / "quality.json").write_text(json.dumps(runs, indent=1))
+    return runs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -267,6 +289,9 @@ def main():
     parser.add_argument("--sizes", default="10,60")
     parser.add_argument("--seeds", type=int, help="seeds per method (default 3, recipes 2)")
     parser.add_argument("--output", default=str(ROOT / "results"))
+    parser.add_argument("--summarise", action="store_true",
+                        help="only rebuild quality.md and quality.png from the output "
+                             "folder's quality.json (e.g. of a run that was cut short)")
     args = parser.parse_args()
     if not (FLOWERS.is_dir() and WEIGHTS.is_file()):
         print(f"skipped: {FLOWERS} or {WEIGHTS} is not there; set TFTRANSFER_SHARED to the shared folder")
@@ -275,17 +300,10 @@ def main():
     sizes = [60] if args.quick else [int(s) for s in args.sizes.split(",")]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for size in sizes:
-            folder = split_folder(Path(tmp) / str(size), size)
-            for method in methods:
-                seeds = 1 if args.quick else args.seeds or SEEDS.get(method, 3)
-                for seed in range(seeds):
-                    result = run(method, folder, seed)
-                    runs.append({"method": method, "size": size, "seed": seed, **result})
-                    print(json.dumps(runs[-1]), flush=True)
-                    (output / "quality.json").write_text(json.dumps(runs, indent=1))
+    if args.summarise:
+        runs = json.loads((output / "quality.json").read_text())
+    else:
+        runs = measure(methods, sizes, args, output)
     table = summarise(runs, methods, sizes)
     report = f"{table}\n\n{goals(runs, sizes)}\n"
     print(report)

@@ -10,13 +10,17 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import tftransfer
 from tftransfer import auto, feature_cache
 from tftransfer.features import assemble_features
 from tftransfer.builder import head_of
-from tftransfer.feature_cache import cached_features, clear_feature_cache, read_manifest
+from tftransfer.data import register_source
+from tftransfer.errors import TransferError
+from tftransfer.feature_cache import (cached_features, clear_feature_cache, joined_features,
+                                      read_manifest)
 
 from conftest import make_tiny_backbone, write_image_folder
 
@@ -177,7 +181,7 @@ def test_auto_views_augment_small_classes_and_leave_larger_ones_plain(
     run = functools.partial(
         tftransfer.fine_tune, model, data.train, None, head=tftransfer.Phase.head(epochs=1),
         fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0)
-    assert run().feature_cache["rows"] == auto.AUTO_VIEWS * 18
+    assert run().feature_cache["rows"] == 8 * 18  # 48 rows / 6 images: capped at 8.
     monkeypatch.setattr(auto, "AUGMENT_BELOW", 6)
     with caplog.at_level(logging.INFO, logger="tftransfer"):
         plain = run().feature_cache
@@ -210,3 +214,21 @@ def test_clear_feature_cache(tiny_base, folder, tmp_path):
     assert clear_feature_cache(cache) == 1
     assert [p.name for p in cache.iterdir()] == ["notes"]
     assert clear_feature_cache(tmp_path / "missing") == 0
+
+
+def test_joined_features_shuffle_the_rows_of_several_entries_together(tmp_path):
+    manifests = []
+    for part, rows in enumerate((5, 3)):
+        features = np.full((rows, 2), part, "float32")
+        ds = tf.data.Dataset.from_tensor_slices((features, np.full(rows, part))).batch(2)
+        ds = register_source(ds, f"joined-{part}")
+        _, manifest = cached_features(keras.Sequential([keras.Input((2,)), keras.layers.Identity()]), ds,
+                                      cache_dir=tmp_path)
+        manifests.append(manifest)
+    joined = joined_features(manifests, 4, shuffle=True, seed=0)
+    labels = np.concatenate([y for _, y in joined.as_numpy_iterator()])
+    assert sorted(labels.tolist()) == [0] * 5 + [1] * 3
+    assert int(joined.cardinality()) == 2
+    assert labels[:5].tolist() != [0] * 5  # Mixed, not one entry after the other.
+    with pytest.raises(TransferError, match="different shapes"):
+        joined_features([manifests[0], {**manifests[1], "shapes": [[3]]}], 4)

@@ -180,3 +180,63 @@ def test_auto_unfreeze_skips_phase_two_on_few_images_and_trains_the_top_on_more(
     history = run()
     assert history.unfrozen == round(0.5 * len(backbone_layers(model))) > 0
     assert history.fine_tune is not None
+
+
+def _rows(dataset):
+    return sum(int(y.shape[0]) for _, y in dataset)
+
+
+@pytest.mark.parametrize("feature_cache", [True, False])
+def test_refit_trains_the_head_again_on_train_and_validation_for_the_best_epochs(
+        tiny_base, image_folder_path, tmp_path, feature_cache):
+    data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=4)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    history = tftransfer.fine_tune(
+        model, data.train, data.validation, head=tftransfer.Phase.head(epochs=4),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0),
+        feature_cache=feature_cache and tmp_path, seed=0, verbose=0)
+    assert history.refit is not None  # "auto": 8 images per class, phase 2 skipped.
+    best = int(np.argmin(history.head.history["val_loss"])) + 1
+    assert len(history.refit.epoch) == best
+    assert "val_loss" not in history.refit.history
+    train, validation = _rows(data.train), _rows(data.validation)
+    # Cached rows are batched together; uncached, validation's batches follow train's.
+    joined = (-(-(train + validation) // 4) if feature_cache
+              else -(-train // 4) + -(-validation // 4))
+    assert history.refit.params["steps"] == joined > -(-train // 4)
+
+
+def test_refit_off_without_validation_and_on_larger_data(tiny_base, datasets, tmp_path,
+                                                         monkeypatch):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    run = lambda validation, **options: tftransfer.fine_tune(  # noqa: E731
+        model, train, validation, head=tftransfer.Phase.head(epochs=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0,
+        **options)
+    assert run(validation, refit=False).refit is None
+    assert run(None).refit is None
+    monkeypatch.setattr("tftransfer.auto.REFIT_BELOW", 5)
+    assert run(validation).refit is None
+    assert run(validation, refit=True).refit is not None
+
+
+def test_refit_fails_when_phase_two_would_run(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    with pytest.raises(tftransfer.TransferError, match="refit"):
+        tftransfer.fine_tune(model, train, validation,
+                             fine_tune=tftransfer.Phase.fine_tune(unfreeze=2), refit=True,
+                             verbose=0)
+
+
+def test_cached_phases_run_several_steps_per_call(tiny_base, datasets, tmp_path):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    tftransfer.fine_tune(model, train, validation, head=tftransfer.Phase.head(epochs=1),
+                         fine_tune=tftransfer.Phase.fine_tune(epochs=0), refit=False,
+                         feature_cache=tmp_path, verbose=0)
+    steps = -(-_rows(train) // 8)
+    assert head_of(model).steps_per_execution == min(
+        tftransfer.training.CACHED_STEPS_PER_EXECUTION, steps) > 1
+    assert model.steps_per_execution == 1  # Compiled for `evaluate` as usual.

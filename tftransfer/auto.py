@@ -4,8 +4,10 @@ Each rule reads how many labelled images there are, per class, and was
 chosen with `bench/quality.py` on real photos (see docs/training.md):
 
 * `unfreeze="auto"`: how much of the base phase 2 trains (`AUTO_UNFREEZE`);
-* `augmented_views="auto"`: whether the cached phases see augmented views
-  of the images (`AUTO_VIEWS`, `AUGMENT_BELOW`);
+* `augmented_views="auto"`: whether, and how many, augmented views of the
+  images the cached phases see (`auto_views`, `AUGMENT_BELOW`);
+* `refit="auto"`: whether the head is trained again on the training and
+  validation images together (`REFIT_BELOW`);
 * `class_weight="auto"`: weights that balance imbalanced classes.
 """
 
@@ -52,16 +54,46 @@ def auto_unfreeze(model, images_per_class):
     return int(round(fraction * total))
 
 
-#: `augmented_views="auto"`: this many cached views of each image when the
-#: smallest class has fewer than `AUGMENT_BELOW` training images. On 10
-#: photos per class (`bench/quality.py`), 4 views of flip, rotation and zoom
-#: gain about 2 points; on 48, nothing.
-AUTO_VIEWS = 4
+#: `augmented_views="auto"` augments when the smallest class has fewer
+#: training images than this; with more, augmentation gained nothing on real
+#: photos (`bench/quality.py`, 48 per class) and the cached phases see the
+#: images as they are.
 AUGMENT_BELOW = 30
+#: ... with enough views that the smallest class has about this many cached
+#: rows, and at most `MAX_VIEWS`: on 8 photos per class, with the refit,
+#: 6 views of flip, rotation and zoom gained 2 points over 4, and 8 views
+#: no more than 6.
+VIEW_ROWS = 48
+MAX_VIEWS = 8
+#: `refit="auto"` refits the head when the smallest class has fewer training
+#: images than this and phase 2 does not run. Holding out a fifth of 10
+#: photos per class for validation costs accuracy; once early stopping has
+#: found the epoch count, training again on all of them gained 1.4-2 points.
+REFIT_BELOW = 30
 
 
-def resolve(model, counts, phase, views):
-    """Resolves `unfreeze="auto"` and `augmented_views="auto"` from the data.
+def auto_views(images_per_class):
+    """Returns the cached augmented views that `"auto"` picks for this much data.
+
+    Args:
+        images_per_class: The training images in the smallest class.
+
+    Returns:
+        An int: 0 for none (from `AUGMENT_BELOW` images up), else enough
+        views for about `VIEW_ROWS` rows in the smallest class, at most
+        `MAX_VIEWS`.
+
+    Example:
+    >>> auto_views(8), auto_views(20), auto_views(30)
+    (6, 3, 0)
+    """
+    if images_per_class >= AUGMENT_BELOW:
+        return 0
+    return min(MAX_VIEWS, max(2, math.ceil(VIEW_ROWS / max(1, images_per_class))))
+
+
+def resolve(model, counts, phase, views, refit="auto"):
+    """Resolves the `"auto"` settings of `fine_tune` from the data.
 
     Args:
         model: A classifier from `build_classifier`.
@@ -69,13 +101,14 @@ def resolve(model, counts, phase, views):
             only read when something is `"auto"`.
         phase: Phase 2's `Phase`.
         views: `augmented_views`.
+        refit: `refit`.
 
     Returns:
-        `(phase, views)`; `views` is `None` where the cached phases are to
-        ignore the model's augmentation.
+        `(phase, views, refit)`; `views` is `None` where the cached phases
+        are to ignore the model's augmentation.
     """
-    if phase.unfreeze != "auto" and views != "auto":
-        return phase, views
+    if "auto" not in (phase.unfreeze, views, refit):
+        return phase, views, refit
     smallest = int(min(counts))
     if phase.unfreeze == "auto" and phase.epochs > 0:
         depth = auto_unfreeze(model, smallest)
@@ -86,15 +119,18 @@ def resolve(model, counts, phase, views):
     if views == "auto":
         views = None
         if augmentation_of(model) is not None:
-            if smallest < AUGMENT_BELOW:
-                views = AUTO_VIEWS
+            views = auto_views(smallest) or None
+            if views:
                 logger.info("augmented views 'auto': %d cached views of each image (%d "
                             "images in the smallest class)", views, smallest)
             else:
                 logger.info("augmented views 'auto': cached features of the images "
                             "unaugmented (%d >= %d images in the smallest class); pass "
                             "augmented_views=K to augment", smallest, AUGMENT_BELOW)
-    return phase, views
+    if refit == "auto":
+        last_is_head = phase.epochs == 0 or phase.unfreeze in ("none", None, 0)
+        refit = last_is_head and smallest < REFIT_BELOW
+    return phase, views, refit
 
 
 def balanced_class_weight(train, num_classes):

@@ -104,7 +104,9 @@ def compare(base, data, *, methods=METHODS, scratch_epochs=30, seed=0, feature_c
             fine_tune(model, data.train, data.validation,
                       fine_tune=Phase.fine_tune(**({"epochs": 0} if method == "features"
                                                    else {})),
-                      feature_cache=feature_cache, seed=seed, verbose=verbose)
+                      feature_cache=feature_cache, seed=seed, verbose=verbose,
+                      # Refitting on the split that is scored would flatter it.
+                      refit="auto" if split == "test" else False)
         seconds = time.perf_counter() - start
         results.append(MethodResult(method, evaluate(model, scored, data.class_names),
                                     seconds))

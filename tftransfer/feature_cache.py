@@ -245,15 +245,39 @@ def load_features(entry, manifest, batch_size, *, shuffle=False, seed=None):
     once, so that an epoch costs what the layers that train cost; larger
     ones stream from their shards (memory-mapped), one shard at a time.
     """
-    entry = Path(entry)
-    shards = [[str(entry / name) for name in names] for names in manifest["shards"]]
-    shapes = [tuple(shape) for shape in manifest["shapes"]]
+    return joined_features([{**manifest, "path": str(entry)}], batch_size, shuffle=shuffle,
+                           seed=seed)
+
+
+def joined_features(manifests, batch_size, *, shuffle=False, seed=None):
+    """Reads several cache entries of the same model as one dataset.
+
+    Used to train on the training and validation entries together (the
+    refit of `fine_tune`); rows of all entries are shuffled together.
+
+    Args:
+        manifests: The entries' manifests, as `cached_features` returns
+            them (with their `path`).
+        batch_size: Rows per batch.
+        shuffle: Shuffle the rows every epoch.
+        seed: Seeds the shuffling.
+
+    Returns:
+        A dataset of `(features, labels)` batches, as `load_features`.
+    """
+    shapes = [tuple(shape) for shape in manifests[0]["shapes"]]
+    if any([tuple(s) for s in m["shapes"]] != shapes for m in manifests):
+        raise TransferError("cannot join feature cache entries of different shapes: "
+                            f"{[m['shapes'] for m in manifests]}")
+    shards = [[str(Path(m["path"]) / name) for name in names]
+              for m in manifests for names in m["shards"]]
+    rows = sum(m["rows"] for m in manifests)
     row_bytes = 4 * sum(int(np.prod(shape)) for shape in shapes)
-    if memory_short_of(manifest["rows"] * row_bytes) is None:
+    if memory_short_of(rows * row_bytes) is None:
         arrays = [np.concatenate([np.load(shard[part]) for shard in shards])
                   for part in range(len(shapes) + 1)]
         ds = tf.data.Dataset.from_tensor_slices((_packed(arrays[:-1]), arrays[-1]))
-        buffer = manifest["rows"]
+        buffer = rows
     else:
         order = np.random.default_rng(seed)
 
@@ -266,12 +290,12 @@ def load_features(entry, manifest, batch_size, *, shuffle=False, seed=None):
 
         ds = tf.data.Dataset.from_generator(generate, output_signature=(
             _packed([tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]),
-            tf.TensorSpec((None,), manifest["label_dtype"]))).unbatch()
-        buffer = min(manifest["rows"], 50_000)
+            tf.TensorSpec((None,), manifests[0]["label_dtype"]))).unbatch()
+        buffer = min(rows, 50_000)
     if shuffle:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    batches = -(-manifest["rows"] // batch_size)
+    batches = -(-rows // batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(batches))
 
 

@@ -1,12 +1,15 @@
-"""Progress of the long steps outside `fit`: the data check and feature extraction.
+"""Progress: of the long steps outside `fit`, and of epochs in a log.
 
-In a terminal, a Keras `Progbar` shows how far a step has got; in a log
-file or a pipe nothing is drawn, and the step's own one-line summary (which
-the data check and the feature cache log when they finish) is the record.
+In a terminal, a Keras `Progbar` shows how far a step (the data check,
+feature extraction) has got; in a log file or a pipe nothing is drawn, and
+the step's own one-line summary (which the data check and the feature cache
+log when they finish) is the record. `EpochLine` is the log's line per
+epoch of `fit`.
 """
 
 import contextlib
 import sys
+import time
 
 import keras
 
@@ -43,3 +46,34 @@ class Progress:
         """Counts `count` more units done."""
         if self._bar is not None:
             self._bar.add(int(count))
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Prints one line per epoch, for logs where progress bars would be noise.
+
+    Keras' `verbose=2` prints two lines per epoch (`Epoch 3/50`, then the
+    metrics); a log file wants one:
+    `head epoch 3/50 - 0.4s - accuracy: 0.8125 - loss: 0.5120 - val_...`.
+
+    Args:
+        phase: The phase's name, at the start of each line.
+        stream: Where the lines go (default: standard output).
+    """
+
+    def __init__(self, phase, stream=None):
+        super().__init__()
+        self.phase = phase
+        self.stream = stream
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = " - ".join(f"{name}: {float(value):.4f}"
+                             for name, value in sorted((logs or {}).items())
+                             if name != "learning_rate")
+        epochs = self.params.get("epochs") if self.params else None
+        print(f"{self.phase} epoch {epoch + 1}/{epochs} - "
+              f"{time.perf_counter() - self._started:.1f}s - {metrics}",
+              file=self.stream or sys.stdout, flush=True)

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import math
 import sys
-import time
 from typing import Optional
 
 import keras
@@ -26,10 +25,10 @@ from tftransfer.data.cache import free_space
 from tftransfer.data.loader import known_size
 from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worker,
                                    learning_rate_scale)
-from tftransfer.feature_cache import cached_features, default_cache_dir
+from tftransfer.feature_cache import cached_features, default_cache_dir, joined_features
 from tftransfer.errors import TransferError
 from tftransfer.lr_finder import RateSearch, find_learning_rate
-from tftransfer.progress import no_bars
+from tftransfer.progress import EpochLine, no_bars
 
 logger = logging.getLogger("tftransfer")
 
@@ -107,6 +106,11 @@ class Phase:
         return dataclasses.replace(FINE_TUNE, **changes)
 
 
+#: Steps of a cached phase per call of the training function. A step on
+#: cached features is so cheap that Keras' per-step work (a Python round
+#: trip, callbacks) was most of an epoch; 8 steps a call halved it, and more
+#: gained nothing (`bench/feature_cache.py`).
+CACHED_STEPS_PER_EXECUTION = 8
 #: The head's rate when `"auto"` cannot run its range test (no cached features).
 FALLBACK_HEAD_RATE = 1e-3
 #: Phase 1: the new head alone, on the frozen base's cached features.
@@ -136,6 +140,9 @@ class FineTuneHistory:
             `lr_finder.RateSearch`.
         unfrozen: The backbone layers (or a hub module's variables) that
             phase 2 trained; 0 if it did not run.
+        refit: With `refit`, the `History` of the head's second training,
+            on the training and validation data together (no validation
+            metrics; not part of `history`), else `None`.
     """
 
     head: keras.callbacks.History
@@ -146,6 +153,7 @@ class FineTuneHistory:
     head_learning_rate: Optional[float] = None
     rate_search: Optional[RateSearch] = None
     unfrozen: int = 0
+    refit: Optional[keras.callbacks.History] = None
 
     @property
     def history(self):
@@ -162,8 +170,8 @@ class FineTuneHistory:
 
 def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_TUNE,
               class_weight="auto", label_smoothing=0.0, feature_cache=True,
-              augmented_views="auto", callbacks=None, seed=None, verbose="auto",
-              options=None):
+              augmented_views="auto", refit="auto", callbacks=None, seed=None,
+              verbose="auto", options=None):
     """Trains a classifier in two phases: the head, then the unfrozen top.
 
     Both phases stop early and keep their best weights; if phase 2 never
@@ -191,10 +199,18 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
         augmented_views: With a classifier that has random augmentation
             (see `build_classifier`), cache this many augmented views of
             each image for both phases; 0 runs both phases uncached, with
-            fresh augmentation every epoch. `"auto"` (see `tftransfer.auto`):
-            4 views when the smallest class has fewer than 30 training
-            images, where augmentation pays; with more, the cached phases
-            see the images unaugmented, which is as accurate and faster.
+            fresh augmentation every epoch. `"auto"` (see `auto.auto_views`):
+            when the smallest class has fewer than 30 training images, where
+            augmentation pays, enough views for about 48 rows in it (at most
+            8); with more, the cached phases see the images unaugmented,
+            which is as accurate and faster.
+        refit: When phase 2 does not run, train the head a second time, from
+            its initial weights, on the training and validation data
+            together, for the number of epochs that early stopping picked
+            on validation. The validation data is then no longer held out:
+            judge the model on a test split. `"auto"`: when the smallest
+            class has fewer than 30 training images (`auto.REFIT_BELOW`),
+            where the held-out fifth is a loss worth having back.
         callbacks: Keras callbacks, used in both phases (a
             `keras.callbacks.TensorBoard` among them logs both). While a
             phase runs on cached inputs, their `model` is the part that
@@ -217,22 +233,32 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
         raise TransferError(f"class_weight must be 'auto', a dict or None, got "
                             f"{class_weight!r}")
     counts = None
-    if "auto" in (class_weight, fine_tune.unfreeze, augmented_views):
+    if "auto" in (class_weight, fine_tune.unfreeze, augmented_views, refit):
         # One count, shared by the rules: on unregistered data it is a pass.
         counts = class_counts(train, int(model.output_shape[-1]))
     if class_weight == "auto":
         class_weight = auto.weights_for_counts(counts)
-    fine_tune, augmented_views = auto.resolve(model, counts, fine_tune, augmented_views)
+    fine_tune, augmented_views, refit = auto.resolve(model, counts, fine_tune,
+                                                     augmented_views, refit)
+    if refit and validation_data is None:
+        logger.info("refit: skipped, as there is no validation data to pick its epochs")
+        refit = False
+    if refit and fine_tune.epochs > 0 and fine_tune.unfreeze not in ("none", None, 0):
+        raise TransferError("refit=True retrains the head alone, so phase 2 must not run; "
+                            "pass fine_tune=Phase.fine_tune(epochs=0) or refit=False")
     runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
                           verbose, validation_data is not None)
     if fine_tune.epochs > 0:
         set_trainable(model, fine_tune.unfreeze)  # Fails now, not after phase 1.
     set_trainable(model, "none")
     finished = runner.backup.finished_head(model) if runner.backup else None
-    result = FineTuneHistory(*finished) if finished else None
+    result = None
+    if finished:
+        result = FineTuneHistory(head=finished[0], feature_cache=finished[1])
     if result is None:
         result = _train_head(model, train, validation_data, runner, head,
-                             feature_cache=feature_cache, views=augmented_views, seed=seed)
+                             feature_cache=feature_cache, views=augmented_views, seed=seed,
+                             refit=refit)
         # So that `model.evaluate` works.
         runner.compile(model, dataclasses.replace(head, learning_rate=result.head_learning_rate))
         if runner.backup:
@@ -275,7 +301,7 @@ class _PhaseRunner:
                         self.strategy.num_replicas_in_sync, options.learning_rate_scaling)
         self.backup = PhaseBackups(options.backup_dir) if options.backup_dir else None
 
-    def compile(self, target, phase, steps_per_epoch=None):
+    def compile(self, target, phase, steps_per_epoch=None, steps_per_execution=1):
         rate = phase.learning_rate * self.scale
         if phase.decay == "cosine":
             rate = _warmup_cosine(rate, phase.warmup_epochs, phase.epochs, steps_per_epoch)
@@ -283,14 +309,24 @@ class _PhaseRunner:
             raise TransferError(f"unknown decay {phase.decay!r}; use 'cosine' or None")
         with self.strategy.scope():
             target.compile(optimizer=keras.optimizers.Adam(rate), loss=self.loss,
-                           metrics=["accuracy"], jit_compile=self.options.jit_compile)
+                           metrics=["accuracy"], jit_compile=self.options.jit_compile,
+                           steps_per_execution=steps_per_execution)
 
-    def run(self, name, target, phase, data, validation_data, initial_epoch=0):
-        """Compiles `target` for `phase` and fits it; returns the `History`."""
-        self.compile(target, phase, _steps_per_epoch(data))
-        callbacks = [keras.callbacks.EarlyStopping(self.monitor, patience=phase.patience,
-                                                   restore_best_weights=True),
-                     *self.callbacks]
+    def run(self, name, target, phase, data, validation_data, initial_epoch=0,
+            cached=False):
+        """Compiles `target` for `phase` and fits it; returns the `History`.
+
+        Without validation data for a validated run (the refit), the phase
+        runs all its epochs, with no early stopping. A `cached` phase runs
+        `CACHED_STEPS_PER_EXECUTION` steps per call.
+        """
+        steps = _steps_per_epoch(data)
+        self.compile(target, phase, steps,
+                     min(CACHED_STEPS_PER_EXECUTION, steps or 1) if cached else 1)
+        callbacks = list(self.callbacks)
+        if validation_data is not None or self.monitor == "loss":
+            callbacks.insert(0, keras.callbacks.EarlyStopping(
+                self.monitor, patience=phase.patience, restore_best_weights=True))
         epochs = initial_epoch + phase.epochs
         if self.backup is not None:
             saver = self.backup.for_phase(name)
@@ -312,8 +348,9 @@ class _PhaseRunner:
 
 
 def _train_head(model, train, validation_data, runner, phase, *, feature_cache, views,
-                seed):
+                seed, refit=False):
     """Phase 1: the head on cached features if possible, else the whole model."""
+    initial = head_of(model).get_weights()
     why_not = _why_not_cached(model, train, feature_cache, views)
     if why_not is not None:
         if feature_cache:
@@ -322,44 +359,36 @@ def _train_head(model, train, validation_data, runner, phase, *, feature_cache, 
             logger.info("head learning rate 'auto' needs cached features; using %g",
                         FALLBACK_HEAD_RATE)
             phase = dataclasses.replace(phase, learning_rate=FALLBACK_HEAD_RATE)
-        return FineTuneHistory(head=runner.run("head", model, phase, train, validation_data),
-                               head_learning_rate=phase.learning_rate)
-    history, manifest, search = _run_cached(
+        result = FineTuneHistory(head=runner.run("head", model, phase, train, validation_data),
+                                 head_learning_rate=phase.learning_rate)
+        if refit:
+            result.refit = _refit(runner, model, phase, result, initial,
+                                  train.concatenate(validation_data), cached=False)
+        return result
+    history, manifest, search, joined = _run_cached(
         runner, "head", phase, model, model.get_layer("features"), head_of(model), train,
-        validation_data, feature_cache=feature_cache, views=views, seed=seed)
-    return FineTuneHistory(head=history, feature_cache=manifest, rate_search=search,
-                           head_learning_rate=search.rate if search else phase.learning_rate)
+        validation_data, feature_cache=feature_cache, views=views, seed=seed,
+        join_validation=refit)
+    result = FineTuneHistory(head=history, feature_cache=manifest, rate_search=search,
+                             head_learning_rate=search.rate if search else phase.learning_rate)
+    if refit:
+        result.refit = _refit(runner, head_of(model), phase, result, initial, joined,
+                              cached=True)
+    return result
 
 
-class EpochLine(keras.callbacks.Callback):
-    """Prints one line per epoch, for logs where progress bars would be noise.
+def _refit(runner, target, phase, result, initial, data, cached):
+    """Trains `target` again on `data` for phase 1's best epoch count.
 
-    Keras' `verbose=2` prints two lines per epoch (`Epoch 3/50`, then the
-    metrics); a log file wants one:
-    `head epoch 3/50 - 0.4s - accuracy: 0.8125 - loss: 0.5120 - val_...`.
-
-    Args:
-        phase: The phase's name, at the start of each line.
-        stream: Where the lines go (default: standard output).
+    The head (`target` or a part of it) starts again from `initial`.
     """
-
-    def __init__(self, phase, stream=None):
-        super().__init__()
-        self.phase = phase
-        self.stream = stream
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = " - ".join(f"{name}: {float(value):.4f}"
-                             for name, value in sorted((logs or {}).items())
-                             if name != "learning_rate")
-        epochs = self.params.get("epochs") if self.params else None
-        print(f"{self.phase} epoch {epoch + 1}/{epochs} - "
-              f"{time.perf_counter() - self._started:.1f}s - {metrics}",
-              file=self.stream or sys.stdout, flush=True)
+    epochs = _best_epoch(result.head, runner.monitor)
+    logger.info("refit: the head again, on the training and validation data, for %d "
+                "epoch(s)", epochs)
+    head = target if cached else head_of(target)
+    head.set_weights(initial)
+    phase = dataclasses.replace(phase, epochs=epochs, learning_rate=result.head_learning_rate)
+    return runner.run("refit", target, phase, data, None, cached=cached)
 
 
 def _train_top(model, train, validation_data, runner, phase, unfrozen, *, feature_cache,
@@ -379,7 +408,7 @@ def _train_top(model, train, validation_data, runner, phase, unfrozen, *, featur
                           initial_epoch=initial_epoch), None
     logger.info("phase 2 cache: %d tensor(s) cross the cut below the top %d layer(s)",
                 split.crossing, unfrozen)
-    history, manifest, _ = _run_cached(
+    history, manifest, _, _ = _run_cached(
         runner, "fine_tune", phase, model, split.bottom, split.trainer, train,
         validation_data, feature_cache=feature_cache, views=views, seed=seed,
         initial_epoch=initial_epoch)
@@ -387,12 +416,14 @@ def _train_top(model, train, validation_data, runner, phase, unfrozen, *, featur
 
 
 def _run_cached(runner, name, phase, model, frozen, target, train, validation_data, *,
-                feature_cache, views, seed, initial_epoch=0):
+                feature_cache, views, seed, initial_epoch=0, join_validation=False):
     """Runs a phase of `target` on what `frozen` computes, cached once.
 
     Returns:
-        `(history, manifest, search)`: the phase's `History`, the training
-        entry's manifest, and the `RateSearch` if the rate was `"auto"`.
+        `(history, manifest, search, joined)`: the phase's `History`, the
+        training entry's manifest, the `RateSearch` if the rate was
+        `"auto"`, and with `join_validation`, the cached training and
+        (augmented like them) validation rows as one dataset, else `None`.
     """
     cache_dir = None if feature_cache is True else feature_cache
     augmentation = augmentation_of(model) if views else None  # None: unaugmented.
@@ -403,10 +434,18 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
         cached_train, manifest = cached_features(
             frozen, train, cache_dir=cache_dir, augmentation=augmentation,
             views=max(1, views or 0), shuffle=True, seed=seed)
-        cached_validation = None
+        cached_validation = joined = None
         if validation_data is not None:
             cached_validation, _ = cached_features(frozen, validation_data,
                                                    cache_dir=cache_dir)
+        if join_validation:
+            # The refit trains on the validation images as on the training
+            # ones: in the same augmented views.
+            _, augmented = cached_features(frozen, validation_data, cache_dir=cache_dir,
+                                           augmentation=augmentation,
+                                           views=max(1, views or 0))
+            joined = joined_features([manifest, augmented], manifest["batch_size"],
+                                     shuffle=True, seed=seed)
     search = None
     if phase.learning_rate == "auto":
         search = find_learning_rate(target, cached_train, loss=runner.loss)
@@ -414,8 +453,8 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
                     name, search.rate, search.lowest)
         phase = dataclasses.replace(phase, learning_rate=search.rate)
     history = runner.run(name, target, phase, cached_train, cached_validation,
-                         initial_epoch=initial_epoch)
-    return history, manifest, search
+                         initial_epoch=initial_epoch, cached=True)
+    return history, manifest, search, joined
 
 
 def _short_of_disk(split, train, feature_cache, views):
@@ -446,6 +485,13 @@ def _why_not_cached(model, train, feature_cache, views):
         return ("random augmentation makes every epoch's images new; pass "
                 "augmented_views=K (--augmented-views K) to cache K views per image")
     return None
+
+
+def _best_epoch(history, monitor):
+    """The number of epochs to the best `monitor` value (that early stopping restored)."""
+    values = history.history.get(monitor) or []
+    finite = [v if math.isfinite(v) else math.inf for v in values]
+    return int(np.argmin(finite)) + 1 if finite else max(1, len(history.epoch))
 
 
 def _best(history, monitor):

@@ -194,8 +194,14 @@ def add_train(commands, parents):
     phases.add_argument("--augmented-views", type=_views, default="auto", metavar="K",
                         help="cache K augmented views of each image for both phases; 0 "
                              "runs them uncached with fresh augmentation every epoch; "
-                             "'auto': 4 views below 30 images per class, else the images "
+                             "'auto': below 30 images per class, enough views for about "
+                             "48 rows in the smallest class (at most 8), else the images "
                              "unaugmented (default: auto)")
+    phases.add_argument("--refit", choices=("auto", "on", "off"), default="auto",
+                        help="when phase 2 does not run, train the head again on train + "
+                             "validation for the epochs early stopping picked (the "
+                             "validation split is then trained on: judge on a test split); "
+                             "'auto': below 30 images per class (default: auto)")
     output = train.add_argument_group("output")
     output.add_argument("--export", default=str(DEFAULT_EXPORT),
                         help="SavedModel base path; a new version folder is written in "

@@ -66,7 +66,9 @@ def train_command(args):
         class_weight=None if args.class_weight == "none" else "auto",
         label_smoothing=args.label_smoothing,
         feature_cache=_feature_cache(args),
-        augmented_views=args.augmented_views, callbacks=callbacks, seed=args.seed,
+        augmented_views=args.augmented_views,
+        refit={"auto": "auto", "on": True, "off": False}[args.refit],
+        callbacks=callbacks, seed=args.seed,
         verbose=2 if args.quiet else "auto",
         options=distribute.RunOptions(
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
@@ -115,6 +117,9 @@ def _report_after_training(model, data, record, history):
         return None
     report = evaluate(model, dataset, data.class_names)
     print(f"{split}: {report.summary()}")
+    if split == "validation" and history.refit is not None:
+        print("note: the head was refit on the validation split too, so these figures "
+              "are optimistic; give the data a test/ folder to judge the model")
     return report.save(record.report_dir, history=history,
                        title=f"{record.folder.name}: the {split} split")
 
