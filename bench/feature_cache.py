@@ -22,6 +22,7 @@ The goals are e/d <= 0.3 and f/d close to 1. Epochs are timed after a first,
 untimed one that traces the step.
 
     python bench/feature_cache.py [--images 2000] [--epochs 10] [--skip-phase-1]
+                                  [--skip-phase-2]
 """
 
 import argparse
@@ -134,8 +135,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-phase-1", action="store_true")
+    parser.add_argument("--skip-phase-2", action="store_true")
     args = parser.parse_args()
-    measure_phase_two(args.batch_size)
+    if not args.skip_phase_2:
+        measure_phase_two(args.batch_size)
     if args.skip_phase_1:
         return
 

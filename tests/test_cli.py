@@ -333,3 +333,19 @@ def test_bad_auto_options_are_rejected_by_name(option, value, capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["train", option, value])
     assert option in capsys.readouterr().err
+
+
+def test_train_says_when_its_report_is_on_validation_images_that_the_refit_trained_on(
+        tiny_base_file, image_folder_path, tmp_path, capsys, caplog):
+    args = ["train", "--data", image_folder_path, "--base", tiny_base_file, "--export",
+            tmp_path / "export", "--head-epochs", "2", "--fine-tune-epochs", "0",
+            "--quiet", "--run-dir", tmp_path / "run"]
+    status, out, log = run_here(capsys, caplog, *args)  # No test/ folder: 8 per class.
+    assert status == 0
+    assert "refit: the head again" in log
+    assert "validation: " in out and "refit on the validation split too" in out
+    status, out, log = run_here(capsys, caplog, *args, "--refit", "off", "--run-dir",
+                                tmp_path / "run2")
+    assert status == 0
+    assert "refit" not in log and "refit on the validation" not in out
+

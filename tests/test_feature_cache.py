@@ -232,3 +232,14 @@ def test_joined_features_shuffle_the_rows_of_several_entries_together(tmp_path):
     assert labels[:5].tolist() != [0] * 5  # Mixed, not one entry after the other.
     with pytest.raises(TransferError, match="different shapes"):
         joined_features([manifests[0], {**manifests[1], "shapes": [[3]]}], 4)
+
+
+def test_extraction_traces_the_base_once_whatever_the_last_batch_size(tmp_path):
+    features = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    ds = tf.data.Dataset.from_tensor_slices((np.ones((10, 3), "float32"),
+                                             np.zeros(10, "int32"))).batch(4)  # 4, 4, 2
+    _, manifest = cached_features(features, register_source(ds, "trace-once"),
+                                  cache_dir=tmp_path)
+    assert manifest["rows"] == 10
+    (extract,) = feature_cache._EXTRACTORS[features].values()
+    assert extract.experimental_get_tracing_count() == 1

@@ -1,7 +1,11 @@
+import io
 import sys
 
+import keras
+import numpy as np
+
 import tftransfer
-from tftransfer.progress import Progress
+from tftransfer.progress import EpochLine, Progress
 
 
 def test_a_bar_in_a_terminal_and_nothing_elsewhere(capsys):
@@ -42,3 +46,14 @@ def test_no_bars_silences_even_a_terminal(capsys, monkeypatch):
     assert capsys.readouterr().out == ""
     Progress(4, "images").add(4)
     assert "4/4" in capsys.readouterr().out
+
+
+def test_epoch_line_is_one_line_per_epoch_without_the_learning_rate():
+    stream = io.StringIO()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(np.zeros((4, 2)), np.zeros(4), epochs=2, verbose=0,
+              callbacks=[EpochLine("head", stream)])
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["head epoch 1/2", "head epoch 2/2"]
+    assert all("loss: 0.0000" in line and "learning_rate" not in line for line in lines)

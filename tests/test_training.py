@@ -4,7 +4,6 @@ import pytest
 
 import tftransfer
 from tftransfer.builder import backbone_layers, head_of
-from tftransfer.training import SparseCategoricalCrossentropy
 
 
 class RecordWeights(keras.callbacks.Callback):
@@ -112,19 +111,6 @@ def test_invalid_unfreeze_fails_before_training(tiny_base, datasets):
     assert not changed(before, snapshot(model), "head")
 
 
-def test_label_smoothing_loss():
-    y_true = np.array([0, 1])
-    y_pred = np.array([[0.9, 0.1], [0.2, 0.8]], "float32")
-    plain = SparseCategoricalCrossentropy()(y_true, y_pred)
-    reference = keras.losses.SparseCategoricalCrossentropy()(y_true, y_pred)
-    np.testing.assert_allclose(plain, reference, rtol=1e-6)
-    smoothed = SparseCategoricalCrossentropy(label_smoothing=0.2)(y_true, y_pred)
-    expected = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)(
-        np.eye(2)[y_true], y_pred)
-    np.testing.assert_allclose(smoothed, expected, rtol=1e-6)
-    assert float(smoothed) > float(plain)
-
-
 def test_auto_class_weight_balances_imbalanced_data(tiny_base, tmp_path, caplog):
     import logging
     import shutil
@@ -204,6 +190,19 @@ def test_refit_trains_the_head_again_on_train_and_validation_for_the_best_epochs
     joined = (-(-(train + validation) // 4) if feature_cache
               else -(-train // 4) + -(-validation // 4))
     assert history.refit.params["steps"] == joined > -(-train // 4)
+
+
+def test_refit_weighs_each_validation_image_as_a_training_image_of_k_views(
+        tiny_base, image_folder_path, tmp_path):
+    data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=4)
+    model = tftransfer.build_classifier(tiny_base, 3)  # With augmentation.
+    history = tftransfer.fine_tune(
+        model, data.train, data.validation, head=tftransfer.Phase.head(epochs=2),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=0), augmented_views=3, refit=True,
+        feature_cache=tmp_path, seed=0, verbose=0)
+    rows = 3 * (_rows(data.train) + _rows(data.validation))
+    assert history.feature_cache["rows"] == 3 * _rows(data.train)
+    assert history.refit.params["steps"] == -(-rows // 4)
 
 
 def test_refit_off_without_validation_and_on_larger_data(tiny_base, datasets, tmp_path,

@@ -29,11 +29,16 @@ class Split:
         trainer: A `keras.Model` from those tensors to the class
             probabilities: the layers that train, then pooling and the head.
         crossing: The number of tensors that cross the cut.
+        top_features: `trainer` without the head: from the crossing tensors
+            to the features that the head reads. Over cached `bottom`
+            outputs it gives phase 1 its features without a second pass of
+            the base.
     """
 
     bottom: keras.Model
     trainer: keras.Model
     crossing: int
+    top_features: keras.Model = None
 
 
 def split_at(model, unfreeze_count):
@@ -73,8 +78,9 @@ def split_at(model, unfreeze_count):
     pool = _pooling_of(features)
     if pool is not None:
         x = pool(x)
+    top_features = keras.Model(inputs, x, name="top_features")
     trainer = keras.Model(inputs, head_of(model)(x), name="trainer")
-    return Split(bottom, trainer, len(crossing)), None
+    return Split(bottom, trainer, len(crossing), top_features), None
 
 
 def _crossing_tensors(backbone, top_layers):

@@ -151,7 +151,7 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
     _remove_abandoned(entry)
     logger.info("feature cache: extracting features to %s", entry)
     strategy = getattr(features, "distribute_strategy", None) or tf.distribute.get_strategy()
-    extract = _extractor(features, augmentation, strategy)
+    extract = _extractor(features, augmentation, strategy, dataset.element_spec)
     manifest = {}
 
     rows = known_size(dataset)
@@ -177,20 +177,30 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
     return manifest
 
 
-def _extractor(features, augmentation, strategy):
+def _extractor(features, augmentation, strategy, spec):
     """Returns a compiled `(images, labels) -> (features, labels)` step."""
-    key = (id(augmentation), id(strategy))
+    spec = _any_batch_size(spec)
+    key = (id(augmentation), id(strategy), repr(spec))
     steps = _EXTRACTORS.setdefault(features, {})
     if key not in steps:
-        steps[key] = _compile_extractor(features, augmentation, strategy)
+        steps[key] = _compile_extractor(features, augmentation, strategy, spec)
     return steps[key]
+
+
+def _any_batch_size(spec):
+    """`spec` with a batch size of `None`, or `None` if a shape's rank is unknown."""
+    try:
+        return tf.nest.map_structure(
+            lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), spec)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 # One compiled step per features model, so repeated extractions reuse it.
 _EXTRACTORS = weakref.WeakKeyDictionary()
 
 
-def _compile_extractor(features, augmentation, strategy):
+def _compile_extractor(features, augmentation, strategy, spec):
 
     def step(images, labels):
         if augmentation is not None:
@@ -198,7 +208,11 @@ def _compile_extractor(features, augmentation, strategy):
         return features(images, training=False), labels
 
     if not _split_across_replicas(strategy):
-        return tf.function(lambda batch: step(*batch), reduce_retracing=True)
+        if spec is None:
+            return tf.function(lambda batch: step(*batch), reduce_retracing=True)
+        # Traced once for any batch size: a last, smaller batch would
+        # otherwise trace the whole base a second time.
+        return tf.function(lambda batch: step(*batch), input_signature=[spec])
 
     @tf.function
     def distributed(batch):
@@ -363,20 +377,25 @@ class _ShardWriter:
 
 def _config_text(model):
     try:
-        return json.dumps(_without_input_names(model.get_config()), sort_keys=True,
+        return json.dumps(_content_config(model.get_config()), sort_keys=True,
                           default=str)
     except (NotImplementedError, TypeError, ValueError):
         return ";".join(f"{type(layer).__name__}:{layer.name}" for layer in
                         model._flatten_layers())
 
 
-def _without_input_names(config):
-    """A config without its input layers' names, which Keras numbers per process."""
+def _content_config(config):
+    """A config without what does not change a frozen model's outputs.
+
+    Input layers' names, which Keras numbers per process, and `trainable`
+    flags: the cached outputs are computed in inference mode, whichever
+    layers are about to train.
+    """
     if isinstance(config, list):
-        return [_without_input_names(item) for item in config]
+        return [_content_config(item) for item in config]
     if not isinstance(config, dict):
         return config
-    config = {k: _without_input_names(v) for k, v in config.items()}
+    config = {k: _content_config(v) for k, v in config.items() if k != "trainable"}
     if config.get("class_name") == "InputLayer" and isinstance(config.get("config"), dict):
         config["config"] = {k: v for k, v in config["config"].items() if k != "name"}
     return config

@@ -15,48 +15,19 @@ from typing import Optional
 
 import keras
 import numpy as np
-from keras import ops
 
 from tftransfer import auto
-from tftransfer.builder import augmentation_of, head_of, set_trainable
-from tftransfer.boundary import split_at
+from tftransfer.builder import head_of, set_trainable
 from tftransfer.data import class_counts
-from tftransfer.data.cache import free_space
-from tftransfer.data.loader import known_size
 from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worker,
                                    learning_rate_scale)
-from tftransfer.feature_cache import cached_features, default_cache_dir, joined_features
+from tftransfer.cached_inputs import boundary_split, cached_inputs, why_not_cached
 from tftransfer.errors import TransferError
+from tftransfer.losses import SparseCategoricalCrossentropy
 from tftransfer.lr_finder import RateSearch, find_learning_rate
 from tftransfer.progress import EpochLine, no_bars
 
 logger = logging.getLogger("tftransfer")
-
-
-@keras.saving.register_keras_serializable(package="tftransfer")
-class SparseCategoricalCrossentropy(keras.losses.Loss):
-    """Cross-entropy on integer labels, with optional label smoothing.
-
-    Keras' own sparse cross-entropy has no `label_smoothing`; this one
-    one-hot encodes the labels first when smoothing is asked for.
-
-    Args:
-        label_smoothing: In `[0, 1)`; 0.1 is a common choice.
-    """
-
-    def __init__(self, label_smoothing=0.0, name="sparse_categorical_crossentropy",
-                 **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-        one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(
-            one_hot, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,8 +219,13 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
                             "pass fine_tune=Phase.fine_tune(epochs=0) or refit=False")
     runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
                           verbose, validation_data is not None)
+    unfrozen, split, why_not = 0, None, None
     if fine_tune.epochs > 0:
-        set_trainable(model, fine_tune.unfreeze)  # Fails now, not after phase 1.
+        unfrozen = set_trainable(model, fine_tune.unfreeze)  # Fails now, not after phase 1.
+    if unfrozen > 0:
+        # Cut before phase 1, so that one pass of the base serves both phases.
+        split, why_not = boundary_split(model, train, unfrozen, feature_cache,
+                                        augmented_views)
     set_trainable(model, "none")
     finished = runner.backup.finished_head(model) if runner.backup else None
     result = None
@@ -258,16 +234,16 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
     if result is None:
         result = _train_head(model, train, validation_data, runner, head,
                              feature_cache=feature_cache, views=augmented_views, seed=seed,
-                             refit=refit)
+                             refit=refit, below=split)
         # So that `model.evaluate` works.
         runner.compile(model, dataclasses.replace(head, learning_rate=result.head_learning_rate))
         if runner.backup:
             runner.backup.save_head(model, result)
-    unfrozen = set_trainable(model, fine_tune.unfreeze) if fine_tune.epochs > 0 else 0
     if unfrozen > 0:
+        set_trainable(model, fine_tune.unfreeze)
         head_weights = model.get_weights()
         result.fine_tune, result.fine_tune_cache = _train_top(
-            model, train, validation_data, runner, fine_tune, unfrozen,
+            model, train, validation_data, runner, fine_tune, unfrozen, split, why_not,
             feature_cache=feature_cache, views=augmented_views, seed=seed,
             initial_epoch=result.head_epochs)
         result.kept_phase = "fine_tune"
@@ -348,10 +324,14 @@ class _PhaseRunner:
 
 
 def _train_head(model, train, validation_data, runner, phase, *, feature_cache, views,
-                seed, refit=False):
-    """Phase 1: the head on cached features if possible, else the whole model."""
+                seed, refit=False, below=None):
+    """Phase 1: the head on cached features if possible, else the whole model.
+
+    With `below` (phase 2's `boundary.Split`), the features come from the
+    cached activations at phase 2's boundary.
+    """
     initial = head_of(model).get_weights()
-    why_not = _why_not_cached(model, train, feature_cache, views)
+    why_not = why_not_cached(model, train, feature_cache, views)
     if why_not is not None:
         if feature_cache:
             logger.info("feature cache not used: %s", why_not)
@@ -365,10 +345,11 @@ def _train_head(model, train, validation_data, runner, phase, *, feature_cache, 
             result.refit = _refit(runner, model, phase, result, initial,
                                   train.concatenate(validation_data), cached=False)
         return result
+    frozen = below.top_features if below is not None else model.get_layer("features")
     history, manifest, search, joined = _run_cached(
-        runner, "head", phase, model, model.get_layer("features"), head_of(model), train,
-        validation_data, feature_cache=feature_cache, views=views, seed=seed,
-        join_validation=refit)
+        runner, "head", phase, model, frozen, head_of(model), train, validation_data,
+        feature_cache=feature_cache, views=views, seed=seed, join_validation=refit,
+        below=below)
     result = FineTuneHistory(head=history, feature_cache=manifest, rate_search=search,
                              head_learning_rate=search.rate if search else phase.learning_rate)
     if refit:
@@ -391,17 +372,14 @@ def _refit(runner, target, phase, result, initial, data, cached):
     return runner.run("refit", target, phase, data, None, cached=cached)
 
 
-def _train_top(model, train, validation_data, runner, phase, unfrozen, *, feature_cache,
-               views, seed, initial_epoch):
-    """Phase 2: the unfrozen top on cached boundary activations if possible."""
-    why_not = _why_not_cached(model, train, feature_cache, views)
-    split = None
-    if why_not is None:
-        with model.distribute_strategy.scope():  # The trainer trains under it too.
-            split, why_not = split_at(model, unfrozen)
-    if split is not None:
-        why_not = _short_of_disk(split, train, feature_cache, views)
-    if why_not is not None:
+def _train_top(model, train, validation_data, runner, phase, unfrozen, split, why_not, *,
+               feature_cache, views, seed, initial_epoch):
+    """Phase 2: the unfrozen top on cached boundary activations if possible.
+
+    `split` is the classifier cut at the boundary (`cached_inputs.boundary_split`),
+    or `None`, and `why_not` says why it could not be cut or cached.
+    """
+    if split is None:
         if feature_cache:
             logger.info("phase 2 cache not used: %s", why_not)
         return runner.run("fine_tune", model, phase, train, validation_data,
@@ -416,82 +394,42 @@ def _train_top(model, train, validation_data, runner, phase, unfrozen, *, featur
 
 
 def _run_cached(runner, name, phase, model, frozen, target, train, validation_data, *,
-                feature_cache, views, seed, initial_epoch=0, join_validation=False):
+                feature_cache, views, seed, initial_epoch=0, join_validation=False,
+                below=None):
     """Runs a phase of `target` on what `frozen` computes, cached once.
 
     Returns:
         `(history, manifest, search, joined)`: the phase's `History`, the
         training entry's manifest, the `RateSearch` if the rate was
         `"auto"`, and with `join_validation`, the cached training and
-        (augmented like them) validation rows as one dataset, else `None`.
+        validation rows as one dataset (`CachedInputs.joined`), else `None`.
     """
-    cache_dir = None if feature_cache is True else feature_cache
-    augmentation = augmentation_of(model) if views else None  # None: unaugmented.
     if seed is None and is_multi_worker(model.distribute_strategy):
         seed = 0  # Every worker must shuffle alike, or their shares would overlap.
     bars = contextlib.nullcontext() if runner.verbose in (1, "auto") else no_bars()
     with bars:
-        cached_train, manifest = cached_features(
-            frozen, train, cache_dir=cache_dir, augmentation=augmentation,
-            views=max(1, views or 0), shuffle=True, seed=seed)
-        cached_validation = joined = None
-        if validation_data is not None:
-            cached_validation, _ = cached_features(frozen, validation_data,
-                                                   cache_dir=cache_dir)
-        if join_validation:
-            # The refit trains on the validation images as on the training
-            # ones: in the same augmented views.
-            _, augmented = cached_features(frozen, validation_data, cache_dir=cache_dir,
-                                           augmentation=augmentation,
-                                           views=max(1, views or 0))
-            joined = joined_features([manifest, augmented], manifest["batch_size"],
-                                     shuffle=True, seed=seed)
+        inputs = cached_inputs(frozen, train, validation_data, model=model,
+                               feature_cache=feature_cache, views=views, seed=seed,
+                               join_validation=join_validation, below=below)
     search = None
     if phase.learning_rate == "auto":
-        search = find_learning_rate(target, cached_train, loss=runner.loss)
+        search = find_learning_rate(target, inputs.train, loss=runner.loss)
         logger.info("%s learning rate: %.3g, from a range test (lowest loss at %.3g)",
                     name, search.rate, search.lowest)
         phase = dataclasses.replace(phase, learning_rate=search.rate)
-    history = runner.run(name, target, phase, cached_train, cached_validation,
+    history = runner.run(name, target, phase, inputs.train, inputs.validation,
                          initial_epoch=initial_epoch, cached=True)
-    return history, manifest, search, joined
-
-
-def _short_of_disk(split, train, feature_cache, views):
-    """Why the boundary activations cannot be cached on disk, or `None` if they can."""
-    folder = default_cache_dir() if feature_cache is True else feature_cache
-    rows = known_size(train)
-    if rows is None:
-        return None  # Counted while they are written; a full disk then fails there.
-    rows *= max(1, views or 0)
-    row_bytes = 4 * sum(int(np.prod(t.shape[1:])) for t in split.bottom.outputs)
-    free = free_space(folder)
-    if rows * row_bytes > free:
-        logger.warning("phase 2 cache: the activations (%.1f GB) would not fit in %s "
-                       "(%.1f GB free); phase 2 runs uncached", rows * row_bytes / 1e9,
-                       folder, free / 1e9)
-        return "not enough disk space"
-    return None
-
-
-def _why_not_cached(model, train, feature_cache, views):
-    """Returns why phase 1 cannot use cached features, or `None` if it can."""
-    if not feature_cache:
-        return "disabled"
-    spec = getattr(train, "element_spec", None)
-    if not isinstance(spec, tuple) or len(spec) != 2:
-        return "the training data is not a tf.data.Dataset of (images, labels)"
-    if augmentation_of(model) is not None and views == 0:
-        return ("random augmentation makes every epoch's images new; pass "
-                "augmented_views=K (--augmented-views K) to cache K views per image")
-    return None
+    return history, inputs.manifest, search, inputs.joined
 
 
 def _best_epoch(history, monitor):
     """The number of epochs to the best `monitor` value (that early stopping restored)."""
-    values = history.history.get(monitor) or []
-    finite = [v if math.isfinite(v) else math.inf for v in values]
-    return int(np.argmin(finite)) + 1 if finite else max(1, len(history.epoch))
+    values = [v if math.isfinite(v) else math.inf for v in history.history.get(monitor, [])]
+    if not values:
+        return max(1, len(history.epoch))
+    best = int(np.argmin(values))
+    # Epoch numbers count the epochs before a resume too.
+    return history.epoch[best] + 1 if len(history.epoch) == len(values) else best + 1
 
 
 def _best(history, monitor):
