@@ -22,7 +22,7 @@ The goals are e/d <= 0.3 and f/d close to 1. Epochs are timed after a first,
 untimed one that traces the step.
 
     python bench/feature_cache.py [--images 2000] [--epochs 10] [--skip-phase-1]
-                                  [--skip-phase-2]
+                                  [--skip-phase-2] [--steps-per-execution N]
 """
 
 import argparse
@@ -62,7 +62,8 @@ def generated_images(count, size, batch_size, classes=5, seed=0):
 
 def head_phase(base, train, classes, epochs, cache):
     keras.utils.set_random_seed(0)
-    model = tftransfer.build_classifier(base, classes)
+    # No augmentation: views would make the cached phase K passes, not one.
+    model = tftransfer.build_classifier(base, classes, augmentation=None)
     start = time.perf_counter()
     tftransfer.fine_tune(
         model, train, None, head=tftransfer.Phase.head(epochs=epochs, patience=epochs),
@@ -136,7 +137,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-phase-1", action="store_true")
     parser.add_argument("--skip-phase-2", action="store_true")
+    parser.add_argument("--steps-per-execution", type=int,
+                        help="steps per call of the cached phases (default: "
+                             "training.CACHED_STEPS_PER_EXECUTION)")
     args = parser.parse_args()
+    if args.steps_per_execution:
+        tftransfer.training.CACHED_STEPS_PER_EXECUTION = args.steps_per_execution
     if not args.skip_phase_2:
         measure_phase_two(args.batch_size)
     if args.skip_phase_1:

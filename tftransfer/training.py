@@ -164,9 +164,11 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
         feature_cache: Phase 1 trains the head on features that the frozen
             base computes once, and phase 2 trains the unfrozen top on the
             activations that the frozen layers below it compute once (see
-            `tftransfer.boundary`): `True` caches them in the default folder
-            (see `default_cache_dir`), a path caches them there, `False`
-            runs the whole model every epoch of both phases.
+            `tftransfer.boundary`); when both run, one pass of the base
+            serves both (see `tftransfer.cached_inputs`). `True` caches them
+            in the default folder (see `default_cache_dir`), a path caches
+            them there, `False` runs the whole model every epoch of both
+            phases.
         augmented_views: With a classifier that has random augmentation
             (see `build_classifier`), cache this many augmented views of
             each image for both phases; 0 runs both phases uncached, with
