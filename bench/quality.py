@@ -263,16 +263,18 @@ def measure(methods, sizes, args, output):
     """Runs every method, a pass over all methods and sizes per seed.
 
     Seeds go outermost, so that a run cut short still has every method at
-    both sizes; `quality.json` is rewritten after each training.
+    both sizes; `quality.json` is rewritten after each training, and
+    `--resume` goes on from it.
     """
-    runs = []
+    runs = json.loads((output / "quality.json").read_text()) if args.resume else []
+    done = {(r["method"], r["size"], r["seed"]) for r in runs}
     seeds = {m: 1 if args.quick else args.seeds or SEEDS.get(m, 3) for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         folders = {size: split_folder(Path(tmp) / str(size), size) for size in sizes}
         for seed in range(max(seeds.values())):
             for size in sizes:
                 for method in methods:
-                    if seed >= seeds[method]:
+                    if seed >= seeds[method] or (method, size, seed) in done:
                         continue
                     result = run(method, folders[size], seed)
                     runs.append({"method": method, "size": size, "seed": seed, **result})
@@ -289,6 +291,9 @@ def main():
     parser.add_argument("--sizes", default="10,60")
     parser.add_argument("--seeds", type=int, help="seeds per method (default 3, recipes 2)")
     parser.add_argument("--output", default=str(ROOT / "results"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the output folder's quality.json and run only what "
+                             "it lacks (a run that was cut short)")
     parser.add_argument("--summarise", action="store_true",
                         help="only rebuild quality.md and quality.png from the output "
                              "folder's quality.json (e.g. of a run that was cut short)")
