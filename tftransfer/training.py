@@ -296,12 +296,16 @@ class _PhaseRunner:
         """Compiles `target` for `phase` and fits it; returns the `History`.
 
         Without validation data for a validated run (the refit), the phase
-        runs all its epochs, with no early stopping. A `cached` phase runs
-        `CACHED_STEPS_PER_EXECUTION` steps per call.
+        runs all its epochs, with no early stopping. A `cached` phase on one
+        replica runs `CACHED_STEPS_PER_EXECUTION` steps per call.
         """
         steps = _steps_per_epoch(data)
+        # Several replicas run one step a call: Keras 3.15's multi-step loop
+        # fails under MirroredStrategy ("You must feed a value for
+        # placeholder tensor"), and their steps are the heavier ones anyway.
+        several = cached and self.strategy.num_replicas_in_sync == 1
         self.compile(target, phase, steps,
-                     min(CACHED_STEPS_PER_EXECUTION, steps or 1) if cached else 1)
+                     min(CACHED_STEPS_PER_EXECUTION, steps or 1) if several else 1)
         callbacks = list(self.callbacks)
         if validation_data is not None or self.monitor == "loss":
             callbacks.insert(0, keras.callbacks.EarlyStopping(
