@@ -128,8 +128,7 @@ def resolve(model, counts, phase, views, refit="auto"):
                             "unaugmented (%d >= %d images in the smallest class); pass "
                             "augmented_views=K to augment", smallest, AUGMENT_BELOW)
     if refit == "auto":
-        last_is_head = phase.epochs == 0 or phase.unfreeze in ("none", None, 0)
-        refit = last_is_head and smallest < REFIT_BELOW
+        refit = not phase.trains_backbone and smallest < REFIT_BELOW
     return phase, views, refit
 
 

@@ -38,7 +38,7 @@ class Split:
     bottom: keras.Model
     trainer: keras.Model
     crossing: int
-    top_features: keras.Model = None
+    top_features: keras.Model
 
 
 def split_at(model, unfreeze_count):

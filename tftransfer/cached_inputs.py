@@ -72,8 +72,8 @@ def boundary_split(model, train, unfrozen, feature_cache, views):
     """Cuts a classifier for phase 2's cache, if its activations can be cached.
 
     Args:
-        model: A classifier from `build_classifier`, under the strategy's
-            scope if there is one (the trainer trains under it).
+        model: A classifier from `build_classifier`; the split is built
+            under its strategy's scope, as the trainer trains under it.
         train: The training data.
         unfrozen: How many backbone layers phase 2 trains.
         feature_cache: As in `fine_tune`.

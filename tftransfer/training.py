@@ -66,6 +66,18 @@ class Phase:
     decay: Optional[str] = None
     patience: int = 5
 
+    @property
+    def trains_backbone(self):
+        """Whether the phase runs and trains part of the backbone.
+
+        Example:
+        >>> Phase.fine_tune(epochs=0).trains_backbone
+        False
+        >>> Phase.fine_tune(unfreeze=3).trains_backbone
+        True
+        """
+        return self.epochs > 0 and self.unfreeze not in ("none", None, 0)
+
     @classmethod
     def head(cls, **changes):
         """Returns phase 1's defaults (`HEAD`) with `changes`, e.g. `epochs=10`."""
@@ -217,7 +229,7 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
     if refit and validation_data is None:
         logger.info("refit: skipped, as there is no validation data to pick its epochs")
         refit = False
-    if refit and fine_tune.epochs > 0 and fine_tune.unfreeze not in ("none", None, 0):
+    if refit and fine_tune.trains_backbone:
         raise TransferError("refit=True retrains the head alone, so phase 2 must not run; "
                             "pass fine_tune=Phase.fine_tune(epochs=0) or refit=False")
     runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
