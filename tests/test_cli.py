@@ -212,10 +212,12 @@ def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, t
         assert cli.main(["train", "--data", str(image_folder_path), "--base",
                          str(tiny_base_file), "--export", str(tmp_path / "out"), "--quiet",
                          "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
+                         "--patience", "3", "--fine-tune-patience", "2",
                          "--strategy", "default", "--precision", "mixed_float16",
                          "--jit-compile", "off", "--learning-rate-scaling", "linear",
                          "--backup-dir", str(tmp_path / "backup")]) == 0
     assert seen["precision"] == "mixed_float16"
+    assert (seen["head"].patience, seen["fine_tune"].patience) == (3, 2)
     assert seen["options"].backup_dir == str(tmp_path / "backup")
     assert seen["options"].jit_compile is False
     assert seen["options"].learning_rate_scaling == "linear"

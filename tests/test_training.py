@@ -71,9 +71,43 @@ def test_history_joins_both_phases(tiny_base, datasets):
         model, train, validation, head=tftransfer.Phase.head(epochs=2),
         fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze="all"), verbose=0)
     assert len(history.history["val_loss"]) == history.head_epochs + 1
-    head_best = min(history.head.history["val_loss"])
-    fine_tune_best = min(history.fine_tune.history["val_loss"])
-    assert history.kept_phase == ("head" if fine_tune_best > head_best else "fine_tune")
+
+
+def test_phase_two_runs_every_epoch_and_is_kept_unless_less_accurate(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    recorder = RecordWeights(model)
+    history = tftransfer.fine_tune(
+        model, train, validation, head=tftransfer.Phase.head(epochs=4, patience=1),
+        fine_tune=tftransfer.Phase.fine_tune(epochs=3, unfreeze="all"),
+        callbacks=[recorder], verbose=0)
+    assert tftransfer.Phase.fine_tune().patience is None
+    assert len(history.fine_tune.epoch) == 3  # No early stopping.
+    head = history.head.history
+    head_accuracy = head["val_accuracy"][int(np.argmin(head["val_loss"]))]
+    last_accuracy = history.fine_tune.history["val_accuracy"][-1]
+    if last_accuracy != head_accuracy:
+        assert history.kept_phase == ("head" if last_accuracy < head_accuracy
+                                      else "fine_tune")
+    if last_accuracy == head_accuracy:  # A tie goes to the lower validation loss.
+        head_loss = min(head["val_loss"])
+        last_loss = history.fine_tune.history["val_loss"][-1]
+        assert history.kept_phase == ("head" if last_loss > head_loss else "fine_tune")
+    kept = recorder.snapshots[0 if history.kept_phase == "head" else -1]
+    final = snapshot(model)
+    assert not any(changed(kept, final, name) for name in final)
+
+
+def test_early_stopping_in_phase_two_with_a_patience(tiny_base, datasets):
+    train, validation = datasets
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    history = tftransfer.fine_tune(
+        model, train, validation, head=tftransfer.Phase.head(epochs=1),
+        # A huge rate makes the validation loss worse from the first epoch.
+        fine_tune=tftransfer.Phase.fine_tune(epochs=6, learning_rate=50.0, unfreeze="all",
+                                             warmup_epochs=0, decay=None, patience=1),
+        verbose=0)
+    assert len(history.fine_tune.epoch) < 6
 
 
 def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
@@ -91,7 +125,7 @@ def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_bas
     recorder = RecordWeights(model)
     # A huge phase-2 learning rate ruins the top layers.
     history = tftransfer.fine_tune(
-        model, train, validation, head=tftransfer.Phase.head(epochs=3),
+        model, train, validation, head=tftransfer.Phase.head(epochs=10, learning_rate=0.05),
         fine_tune=tftransfer.Phase.fine_tune(epochs=2, learning_rate=50.0, unfreeze="all",
                                              warmup_epochs=0),
         callbacks=[recorder], verbose=0)

@@ -49,14 +49,16 @@ class Phase:
             peak over this many epochs first.
         decay: `"cosine"` decays the rate to 0 over the phase's epochs;
             `None` keeps it constant.
-        patience: Epochs without improvement before the phase stops; its
-            best weights are then restored.
+        patience: Epochs without improvement of the monitored loss before
+            the phase stops; its best weights are then restored. `None`
+            runs every epoch and keeps the last weights, which with a
+            cosine `decay` were trained at the lowest rates.
 
     Example:
     >>> Phase(epochs=10, learning_rate=1e-5, unfreeze="all").unfreeze
     'all'
     >>> Phase.fine_tune(unfreeze=40)
-    Phase(epochs=20, learning_rate=0.0001, unfreeze=40, warmup_epochs=1, decay='cosine', patience=5)
+    Phase(epochs=20, learning_rate=0.0001, unfreeze=40, warmup_epochs=1, decay='cosine', patience=None)
     """
 
     epochs: int
@@ -64,7 +66,7 @@ class Phase:
     unfreeze: object = "none"
     warmup_epochs: int = 0
     decay: Optional[str] = None
-    patience: int = 5
+    patience: Optional[int] = 5
 
     @property
     def trains_backbone(self):
@@ -100,9 +102,13 @@ FALLBACK_HEAD_RATE = 1e-3
 #: Phase 1: the new head alone, on the frozen base's cached features.
 HEAD = Phase(epochs=50, learning_rate=1e-3)
 #: Phase 2: the top of the backbone too (`"auto"`: a share that grows with the
-#: data), at a rate 10x lower, warmed up and decayed.
+#: data), at a rate 10x lower, warmed up and decayed over all its epochs.
+#: No early stopping: on a validation split of a few hundred photos the
+#: loss swings from epoch to epoch while the rate is high, and stopping on
+#: it cut phase 2 short where its last epochs were the most accurate
+#: (bench/phase_two.py).
 FINE_TUNE = Phase(epochs=20, learning_rate=1e-4, unfreeze="auto", warmup_epochs=1,
-                  decay="cosine")
+                  decay="cosine", patience=None)
 
 
 @dataclasses.dataclass
@@ -112,8 +118,9 @@ class FineTuneHistory:
     Attributes:
         head: Phase 1 (the head alone).
         fine_tune: Phase 2 (the unfrozen top), or `None` if it did not run.
-        kept_phase: `"head"` if phase 2 never beat phase 1 and phase 1's
-            weights were restored, else `"fine_tune"`.
+        kept_phase: `"head"` if phase 2 ended less accurate on validation
+            than phase 1 (without validation data: with a higher training
+            loss) and phase 1's weights were restored, else `"fine_tune"`.
         feature_cache: The manifest of the cached training features used
             by phase 1 (see `cached_features`), or `None`.
         fine_tune_cache: The manifest of the cached activations at the
@@ -158,8 +165,9 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
               verbose="auto", options=None):
     """Trains a classifier in two phases: the head, then the unfrozen top.
 
-    Both phases stop early and keep their best weights; if phase 2 never
-    beats phase 1, phase 1's weights are kept.
+    Phase 1 stops early and keeps its best weights; phase 2 runs all its
+    epochs (see `Phase.patience`). If phase 2 ends less accurate on the
+    validation data than phase 1, phase 1's weights are kept.
 
     Args:
         model: A classifier from `build_classifier`, built under the
@@ -264,8 +272,8 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
         result.kept_phase = "fine_tune"
         result.unfrozen = unfrozen
         # A phase 2 resumed after its last epoch has no history; its weights stay.
-        if result.fine_tune.epoch and (_best(result.fine_tune, runner.monitor)
-                                       > _best(result.head, runner.monitor)):
+        if result.fine_tune.epoch and (_kept_score(result.fine_tune, fine_tune, runner)
+                                       < _kept_score(result.head, head, runner)):
             model.set_weights(head_weights)
             result.kept_phase = "head"
     if runner.backup:
@@ -319,7 +327,8 @@ class _PhaseRunner:
         self.compile(target, phase, steps,
                      min(CACHED_STEPS_PER_EXECUTION, steps or 1) if several else 1)
         callbacks = list(self.callbacks)
-        if validation_data is not None or self.monitor == "loss":
+        if phase.patience is not None and (validation_data is not None
+                                           or self.monitor == "loss"):
             callbacks.insert(0, keras.callbacks.EarlyStopping(
                 self.monitor, patience=phase.patience, restore_best_weights=True))
         epochs = initial_epoch + phase.epochs
@@ -382,7 +391,8 @@ def _refit(runner, target, phase, result, initial, data, cached):
 
     The head (`target` or a part of it) starts again from `initial`.
     """
-    epochs = _best_epoch(result.head, runner.monitor)
+    epochs = (_best_epoch(result.head, runner.monitor) if phase.patience is not None
+              else result.head_epochs)
     logger.info("refit: the head again, on the training and validation data, for %d "
                 "epoch(s)", epochs)
     head = target if cached else head_of(target)
@@ -451,9 +461,21 @@ def _best_epoch(history, monitor):
     return history.epoch[best] + 1 if len(history.epoch) == len(values) else best + 1
 
 
-def _best(history, monitor):
-    values = [v for v in history.history.get(monitor, []) if math.isfinite(v)]
-    return min(values, default=math.inf)
+def _kept_score(history, phase, runner):
+    """How good the weights that a phase kept are, as a tuple: higher is better.
+
+    Validation accuracy first, as on real photos the loss rose in phase 2
+    while the accuracy rose too (a few confident mistakes weigh on the
+    loss), then the validation loss to break ties; without validation
+    data, the training loss.
+    """
+    monitor = runner.monitor
+    values = [v if math.isfinite(v) else math.inf for v in history.history.get(monitor, [])]
+    if not values:
+        return (-math.inf,)
+    kept = len(values) - 1 if phase.patience is None else int(np.argmin(values))
+    accuracy = history.history.get("val_accuracy") if monitor == "val_loss" else None
+    return (accuracy[kept] if accuracy else 0.0, -values[kept])
 
 
 def _steps_per_epoch(dataset):

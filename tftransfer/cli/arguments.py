@@ -170,7 +170,8 @@ def add_train(commands, parents):
                              "learning-rate range test on the cached features (see "
                              f"`tftransfer lr-find`) (default: {HEAD.learning_rate})")
     phases.add_argument("--fine-tune-epochs", type=int, default=FINE_TUNE.epochs,
-                        help="most epochs of phase 2, the unfrozen top; 0 skips it "
+                        help="epochs of phase 2, the unfrozen top, which runs them all "
+                             "unless --fine-tune-patience is set; 0 skips it "
                              f"(default: {FINE_TUNE.epochs})")
     phases.add_argument("--fine-tune-learning-rate", type=float,
                         default=FINE_TUNE.learning_rate,
@@ -185,8 +186,13 @@ def add_train(commands, parents):
                         help="phase 2's rate ramps up over these epochs, then decays "
                              f"along a cosine (default: {FINE_TUNE.warmup_epochs})")
     phases.add_argument("--patience", type=int, default=HEAD.patience,
-                        help="epochs without improvement before a phase stops "
-                             f"(default: {HEAD.patience})")
+                        help="epochs without improvement of the validation loss before "
+                             f"phase 1 stops (default: {HEAD.patience})")
+    phases.add_argument("--fine-tune-patience", type=int, default=FINE_TUNE.patience,
+                        help="stop phase 2 early after this many epochs without "
+                             "improvement, and keep its best epoch (default: none; it runs "
+                             "every epoch and keeps the last, which is more accurate on "
+                             "real photos: docs/training.md)")
     phases.add_argument("--class-weight", choices=["auto", "none"], default="auto",
                         help="'auto' weighs classes by inverse frequency on imbalanced "
                              "data (default: auto)")

@@ -62,7 +62,7 @@ def train_command(args):
         fine_tune=Phase.fine_tune(epochs=args.fine_tune_epochs,
                                   learning_rate=args.fine_tune_learning_rate,
                                   unfreeze=args.unfreeze, warmup_epochs=args.warmup_epochs,
-                                  patience=args.patience),
+                                  patience=args.fine_tune_patience),
         class_weight=None if args.class_weight == "none" else "auto",
         label_smoothing=args.label_smoothing,
         feature_cache=_feature_cache(args),
