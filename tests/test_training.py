@@ -73,7 +73,8 @@ def test_history_joins_both_phases(tiny_base, datasets):
     assert len(history.history["val_loss"]) == history.head_epochs + 1
 
 
-def test_phase_two_runs_every_epoch_and_is_kept_unless_less_accurate(tiny_base, datasets):
+def test_phase_two_runs_every_epoch_and_is_kept_unless_clearly_less_accurate(tiny_base,
+                                                                            datasets):
     train, validation = datasets
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     recorder = RecordWeights(model)
@@ -84,30 +85,65 @@ def test_phase_two_runs_every_epoch_and_is_kept_unless_less_accurate(tiny_base, 
     assert tftransfer.Phase.fine_tune().patience is None
     assert len(history.fine_tune.epoch) == 3  # No early stopping.
     head = history.head.history
-    head_accuracy = head["val_accuracy"][int(np.argmin(head["val_loss"]))]
-    last_accuracy = history.fine_tune.history["val_accuracy"][-1]
-    if last_accuracy != head_accuracy:
-        assert history.kept_phase == ("head" if last_accuracy < head_accuracy
-                                      else "fine_tune")
-    if last_accuracy == head_accuracy:  # A tie goes to the lower validation loss.
-        head_loss = min(head["val_loss"])
-        last_loss = history.fine_tune.history["val_loss"][-1]
-        assert history.kept_phase == ("head" if last_loss > head_loss else "fine_tune")
+    p = head["val_accuracy"][int(np.argmin(head["val_loss"]))]
+    rows = sum(int(y.shape[0]) for _, y in validation)
+    margin = (p * (1 - p) / rows) ** 0.5
+    last = history.fine_tune.history["val_accuracy"][-1]
+    assert history.kept_phase == ("head" if last < p - margin else "fine_tune")
     kept = recorder.snapshots[0 if history.kept_phase == "head" else -1]
     final = snapshot(model)
     assert not any(changed(kept, final, name) for name in final)
 
 
-def test_early_stopping_in_phase_two_with_a_patience(tiny_base, datasets):
+def test_phase_two_within_the_validation_noise_of_phase_one_is_kept(tiny_base, datasets,
+                                                                   monkeypatch):
+    from tftransfer import training
+
     train, validation = datasets
+    rows = sum(int(y.shape[0]) for _, y in validation)
+    p = 0.8
+    margin = (p * (1 - p) / rows) ** 0.5
+
+    def result(second_accuracy):
+        head = keras.callbacks.History()
+        head.history = {"val_loss": [0.9, 0.5, 0.6], "val_accuracy": [0.5, p, 0.9]}
+        tuned = keras.callbacks.History()
+        tuned.history = {"val_loss": [0.4, 0.7], "val_accuracy": [1.0, second_accuracy]}
+        return training.FineTuneHistory(head=head, fine_tune=tuned)
+
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
-    history = tftransfer.fine_tune(
-        model, train, validation, head=tftransfer.Phase.head(epochs=1),
-        # A huge rate makes the validation loss worse from the first epoch.
-        fine_tune=tftransfer.Phase.fine_tune(epochs=6, learning_rate=50.0, unfreeze="all",
-                                             warmup_epochs=0, decay=None, patience=1),
-        verbose=0)
-    assert len(history.fine_tune.epoch) < 6
+    phases = (training.HEAD, training.FINE_TUNE)  # Phase 1 keeps its best, phase 2 its last.
+    lost = [training._phase_two_lost(result(p + delta), *phases, "val_loss", model, validation)
+            for delta in (-1.5 * margin, -0.5 * margin, 0.0, 0.1)]
+    assert lost == [True, False, False, False]
+    no_validation = keras.callbacks.History()
+    no_validation.history = {"loss": [0.3, 0.2]}
+    worse = keras.callbacks.History()
+    worse.history = {"loss": [0.1, 0.25]}
+    assert training._phase_two_lost(training.FineTuneHistory(head=no_validation, fine_tune=worse),
+                                    *phases, "loss", model, None)
+
+
+def test_early_stopping_in_phase_two_only_with_a_patience(tiny_base, datasets, monkeypatch):
+    from tftransfer import training
+
+    stoppers = []
+
+    def fit(*args, callbacks, **kwargs):
+        stoppers.append([c.patience for c in callbacks
+                         if isinstance(c, keras.callbacks.EarlyStopping)])
+        return real_fit(*args, callbacks=callbacks, **kwargs)
+
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", fit)
+    train, validation = datasets
+    for patience in (None, 1):
+        model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+        tftransfer.fine_tune(model, train, validation, head=tftransfer.Phase.head(epochs=1),
+                             fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze="all",
+                                                                  patience=patience),
+                             verbose=0)
+    assert stoppers == [[5], [], [5], [1]]  # Phase 1, phase 2; twice.
 
 
 def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
