@@ -70,17 +70,20 @@ def extract(folder, views, seed=0):
     plain = tf.function(lambda x: features(x, training=False))
     augmented = tf.function(lambda x: features(augment(x, training=True), training=False))
 
-    def run(batches, fn):
+    def arrays(dataset):
+        # One pass: the training batches are reshuffled on every pass.
+        pairs = [(x.numpy(), y.numpy()) for x, y in dataset]
+        return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+
+    def run(images, fn):
+        batches = tf.data.Dataset.from_tensor_slices(images).batch(32)
         return np.concatenate([fn(x).numpy() for x in batches])
 
-    images = np.concatenate([x.numpy() for x, _ in data.train])
-    labels = np.concatenate([y.numpy() for _, y in data.train])
-    batches = tf.data.Dataset.from_tensor_slices(images).batch(32)
-    test_labels = np.concatenate([y.numpy() for _, y in data.test])
-    return {"plain": run(batches, plain),
-            "views": np.stack([run(batches, augmented) for _ in range(views)]),
-            "labels": labels, "test": run(data.test.map(lambda x, y: x), plain),
-            "test_labels": test_labels}
+    images, labels = arrays(data.train)
+    test_images, test_labels = arrays(data.test)
+    return {"plain": run(images, plain),
+            "views": np.stack([run(images, augmented) for _ in range(views)]),
+            "labels": labels, "test": run(test_images, plain), "test_labels": test_labels}
 
 
 def held_out(labels, per_class, seed):

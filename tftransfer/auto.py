@@ -61,8 +61,8 @@ def auto_unfreeze(model, images_per_class):
 AUGMENT_BELOW = 30
 #: ... with enough views that the smallest class has about this many cached
 #: rows, and at most `MAX_VIEWS`: on 8 photos per class, with the refit,
-#: 6 views of flip, rotation and zoom gained 2 points over 4, and 8 views
-#: no more than 6.
+#: 6 views of flip, rotation and zoom gained 1.6-1.8 points over 4, and 8
+#: views no more than 6 (`bench/head_choices.py`).
 VIEW_ROWS = 48
 MAX_VIEWS = 8
 #: `refit="auto"` refits the head when the smallest class has fewer training
