@@ -394,8 +394,7 @@ def _refit(runner, target, phase, result, initial, data, cached):
 
     The head (`target` or a part of it) starts again from `initial`.
     """
-    epochs = (_best_epoch(result.head, runner.monitor) if phase.patience is not None
-              else result.head_epochs)
+    epochs = _kept_epochs(result.head, phase, runner.monitor)
     logger.info("refit: the head again, on the training and validation data, for %d "
                 "epoch(s)", epochs)
     head = target if cached else head_of(target)
@@ -454,14 +453,23 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
     return history, inputs.manifest, search, inputs.joined
 
 
-def _best_epoch(history, monitor):
-    """The number of epochs to the best `monitor` value (that early stopping restored)."""
-    values = [v if math.isfinite(v) else math.inf for v in history.history.get(monitor, [])]
+def _kept_index(history, phase, monitor):
+    """The index in `history` of the epoch whose weights a phase kept: its
+    best `monitor` value, or with no `patience`, its last; `None` if none."""
+    values = [_finite(v) for v in history.history.get(monitor, [])]
     if not values:
+        return None
+    return len(values) - 1 if phase.patience is None else int(np.argmin(values))
+
+
+def _kept_epochs(history, phase, monitor):
+    """The number of epochs up to the one whose weights a phase kept."""
+    kept = _kept_index(history, phase, monitor)
+    if kept is None:
         return max(1, len(history.epoch))
-    best = int(np.argmin(values))
     # Epoch numbers count the epochs before a resume too.
-    return history.epoch[best] + 1 if len(history.epoch) == len(values) else best + 1
+    resumed = len(history.epoch) != len(history.history[monitor])
+    return kept + 1 if resumed else history.epoch[kept] + 1
 
 
 def _phase_two_lost(result, head, fine_tune, monitor, model, validation_data):
@@ -485,12 +493,10 @@ def _phase_two_lost(result, head, fine_tune, monitor, model, validation_data):
 
 
 def _kept_epoch_logs(history, phase, monitor):
-    """The logs of the epoch whose weights a phase kept: its best, or with no
-    `patience`, its last."""
-    values = [_finite(v) for v in history.history.get(monitor, [])]
-    if not values:
+    """The logs of the epoch whose weights a phase kept (see `_kept_index`)."""
+    kept = _kept_index(history, phase, monitor)
+    if kept is None:
         return {}
-    kept = len(values) - 1 if phase.patience is None else int(np.argmin(values))
     return {key: logs[kept] for key, logs in history.history.items() if len(logs) > kept}
 
 
