@@ -9,7 +9,7 @@ accuracy, phase 2's test accuracy epoch by epoch, and what was kept; the
 JSON lines it writes hold every epoch's validation loss and accuracy too,
 to judge a rule for stopping or for choosing between the phases.
 
-This is what the phase-2 defaults (`training.FINE_TUNE`: no early stopping,
+This is what the phase-2 defaults (`phases.FINE_TUNE`: no early stopping,
 1e-4 over 20 epochs, and the choice between the phases on validation accuracy)
 were chosen with.
 

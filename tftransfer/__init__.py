@@ -21,7 +21,8 @@ from tftransfer.evaluation import evaluate
 from tftransfer.export import export_saved_model, predict_files
 from tftransfer.feature_cache import clear_feature_cache
 from tftransfer.features import Base
-from tftransfer.training import Phase, fine_tune
+from tftransfer.phases import Phase
+from tftransfer.training import fine_tune
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,8 @@ import keras
 from tftransfer.builder import build_classifier, set_trainable_flag
 from tftransfer.errors import TransferError
 from tftransfer.evaluation import evaluate
-from tftransfer.training import Phase, SparseCategoricalCrossentropy, fine_tune
+from tftransfer.phases import Phase
+from tftransfer.training import SparseCategoricalCrossentropy, fine_tune
 
 METHODS = ("scratch", "features", "fine_tune")
 

@@ -25,70 +25,10 @@ from tftransfer.cached_inputs import boundary_split, cached_inputs, why_not_cach
 from tftransfer.errors import TransferError
 from tftransfer.losses import SparseCategoricalCrossentropy
 from tftransfer.lr_finder import RateSearch, find_learning_rate
+from tftransfer.phases import FINE_TUNE, HEAD
 from tftransfer.progress import EpochLine, no_bars
 
 logger = logging.getLogger("tftransfer")
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-    """One phase of `fine_tune`: how long, how fast, and what trains.
-
-    Attributes:
-        epochs: The most epochs; early stopping usually ends the phase
-            sooner. 0 skips the phase.
-        learning_rate: Adam's learning rate (the peak, with `decay`). For
-            the head, `"auto"` picks it with a learning-rate range test on
-            the cached features (see `tftransfer.lr_finder`).
-        unfreeze: The backbone layers that train, as in `set_trainable`:
-            `"none"` (only the head), `"all"`, an int N (the top N), the
-            name of the lowest layer to train, or `"auto"`: a fraction of
-            the backbone that grows with the images per class (see
-            `auto.AUTO_UNFREEZE`).
-        warmup_epochs: With `decay`, the rate ramps up from a tenth of its
-            peak over this many epochs first.
-        decay: `"cosine"` decays the rate to 0 over the phase's epochs;
-            `None` keeps it constant.
-        patience: Epochs without improvement of the monitored loss before
-            the phase stops; its best weights are then restored. `None`
-            runs every epoch and keeps the last weights, which with a
-            cosine `decay` were trained at the lowest rates.
-
-    Example:
-    >>> Phase(epochs=10, learning_rate=1e-5, unfreeze="all").unfreeze
-    'all'
-    >>> Phase.fine_tune(unfreeze=40)
-    Phase(epochs=20, learning_rate=0.0001, unfreeze=40, warmup_epochs=1, decay='cosine', patience=None)
-    """
-
-    epochs: int
-    learning_rate: float
-    unfreeze: object = "none"
-    warmup_epochs: int = 0
-    decay: Optional[str] = None
-    patience: Optional[int] = 5
-
-    @property
-    def trains_backbone(self):
-        """Whether the phase runs and trains part of the backbone.
-
-        Example:
-        >>> Phase.fine_tune(epochs=0).trains_backbone
-        False
-        >>> Phase.fine_tune(unfreeze=3).trains_backbone
-        True
-        """
-        return self.epochs > 0 and self.unfreeze not in ("none", None, 0)
-
-    @classmethod
-    def head(cls, **changes):
-        """Returns phase 1's defaults (`HEAD`) with `changes`, e.g. `epochs=10`."""
-        return dataclasses.replace(HEAD, **changes)
-
-    @classmethod
-    def fine_tune(cls, **changes):
-        """Returns phase 2's defaults (`FINE_TUNE`) with `changes`, e.g. `unfreeze=40`."""
-        return dataclasses.replace(FINE_TUNE, **changes)
 
 
 #: Steps of a cached phase per call of the training function. A step on
@@ -99,16 +39,6 @@ class Phase:
 CACHED_STEPS_PER_EXECUTION = 8
 #: The head's rate when `"auto"` cannot run its range test (no cached features).
 FALLBACK_HEAD_RATE = 1e-3
-#: Phase 1: the new head alone, on the frozen base's cached features.
-HEAD = Phase(epochs=50, learning_rate=1e-3)
-#: Phase 2: the top of the backbone too (`"auto"`: a share that grows with the
-#: data), at a rate 10x lower, warmed up and decayed over all its epochs.
-#: No early stopping: on a validation split of a few hundred photos the
-#: loss swings from epoch to epoch while the rate is high, and stopping on
-#: it cut phase 2 short where its last epochs were the most accurate
-#: (bench/phase_two.py).
-FINE_TUNE = Phase(epochs=20, learning_rate=1e-4, unfreeze="auto", warmup_epochs=1,
-                  decay="cosine", patience=None)
 
 
 @dataclasses.dataclass

@@ -146,7 +146,7 @@ def base_arguments():
 
 
 def add_train(commands, parents):
-    from tftransfer.training import FINE_TUNE, HEAD
+    from tftransfer.phases import FINE_TUNE, HEAD
 
     train = commands.add_parser(
         "train", parents=parents, help="train a classifier on labelled images and export it",

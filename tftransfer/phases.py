@@ -1,0 +1,82 @@
+"""The two phases of `fine_tune` and their defaults.
+
+A `Phase` says how long a phase runs, how fast it learns and which layers
+train. `HEAD` is phase 1 (the new head on the frozen base) and `FINE_TUNE`
+phase 2 (the top of the base too); `fine_tune` takes one of each.
+"""
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of `fine_tune`: how long, how fast, and what trains.
+
+    Attributes:
+        epochs: The most epochs; early stopping usually ends the phase
+            sooner. 0 skips the phase.
+        learning_rate: Adam's learning rate (the peak, with `decay`). For
+            the head, `"auto"` picks it with a learning-rate range test on
+            the cached features (see `tftransfer.lr_finder`).
+        unfreeze: The backbone layers that train, as in `set_trainable`:
+            `"none"` (only the head), `"all"`, an int N (the top N), the
+            name of the lowest layer to train, or `"auto"`: a fraction of
+            the backbone that grows with the images per class (see
+            `auto.AUTO_UNFREEZE`).
+        warmup_epochs: With `decay`, the rate ramps up from a tenth of its
+            peak over this many epochs first.
+        decay: `"cosine"` decays the rate to 0 over the phase's epochs;
+            `None` keeps it constant.
+        patience: Epochs without improvement of the monitored loss before
+            the phase stops; its best weights are then restored. `None`
+            runs every epoch and keeps the last weights, which with a
+            cosine `decay` were trained at the lowest rates.
+
+    Example:
+    >>> Phase(epochs=10, learning_rate=1e-5, unfreeze="all").unfreeze
+    'all'
+    >>> Phase.fine_tune(unfreeze=40)
+    Phase(epochs=20, learning_rate=0.0001, unfreeze=40, warmup_epochs=1, decay='cosine', patience=None)
+    """
+
+    epochs: int
+    learning_rate: float
+    unfreeze: object = "none"
+    warmup_epochs: int = 0
+    decay: Optional[str] = None
+    patience: Optional[int] = 5
+
+    @property
+    def trains_backbone(self):
+        """Whether the phase runs and trains part of the backbone.
+
+        Example:
+        >>> Phase.fine_tune(epochs=0).trains_backbone
+        False
+        >>> Phase.fine_tune(unfreeze=3).trains_backbone
+        True
+        """
+        return self.epochs > 0 and self.unfreeze not in ("none", None, 0)
+
+    @classmethod
+    def head(cls, **changes):
+        """Returns phase 1's defaults (`HEAD`) with `changes`, e.g. `epochs=10`."""
+        return dataclasses.replace(HEAD, **changes)
+
+    @classmethod
+    def fine_tune(cls, **changes):
+        """Returns phase 2's defaults (`FINE_TUNE`) with `changes`, e.g. `unfreeze=40`."""
+        return dataclasses.replace(FINE_TUNE, **changes)
+
+
+#: Phase 1: the new head alone, on the frozen base's cached features.
+HEAD = Phase(epochs=50, learning_rate=1e-3)
+#: Phase 2: the top of the backbone too (`"auto"`: a share that grows with the
+#: data), at a rate 10x lower, warmed up and decayed over all its epochs.
+#: No early stopping: on a validation split of a few hundred photos the
+#: loss swings from epoch to epoch while the rate is high, and stopping on
+#: it cut phase 2 short where its last epochs were the most accurate
+#: (bench/phase_two.py).
+FINE_TUNE = Phase(epochs=20, learning_rate=1e-4, unfreeze="auto", warmup_epochs=1,
+                  decay="cosine", patience=None)
