@@ -161,7 +161,8 @@ def main():
                              "training.CACHED_STEPS_PER_EXECUTION)")
     args = parser.parse_args()
     if args.steps_per_execution:
-        tftransfer.training.CACHED_STEPS_PER_EXECUTION = args.steps_per_execution
+        tftransfer.training.CACHED_STEPS_PER_EXECUTION = dict.fromkeys(
+            tftransfer.training.CACHED_STEPS_PER_EXECUTION, args.steps_per_execution)
     if not args.skip_phase_2:
         measure_phase_two(args.batch_size)
     if args.skip_phase_1:

@@ -307,5 +307,5 @@ def test_cached_phases_run_several_steps_per_call(tiny_base, datasets, tmp_path)
                          feature_cache=tmp_path, verbose=0)
     steps = -(-_rows(train) // 8)
     assert head_of(model).steps_per_execution == min(
-        tftransfer.training.CACHED_STEPS_PER_EXECUTION, steps) > 1
+        tftransfer.training.CACHED_STEPS_PER_EXECUTION["head"], steps) > 1
     assert model.steps_per_execution == 1  # Compiled for `evaluate` as usual.

@@ -31,12 +31,15 @@ from tftransfer.progress import EpochLine, no_bars
 logger = logging.getLogger("tftransfer")
 
 
-#: Steps of a cached phase per call of the training function. A step on
-#: cached features is so cheap that Keras' per-step work (a Python round
-#: trip, callbacks) was most of an epoch; 8 steps a call took a third off
-#: (33 epochs on 1,088 feature rows: 3.7 s, against 5.6 s), 16 or 64 less,
-#: as a longer step takes longer to trace (docs/benchmarks.md).
-CACHED_STEPS_PER_EXECUTION = 8
+#: Steps per call of the training function in the cached phases, by phase.
+#: A step of the head on cached features is so cheap that Keras' per-call
+#: work (a Python round trip, callbacks) was most of an epoch: 64 steps a
+#: call ran ten head epochs on 2,000 rows in 1.8 s, against 2.0 s with 8
+#: and 3.0 s with 1 (docs/benchmarks.md). Keras loops over the steps in the
+#: graph, so a longer call costs no longer a trace. Phase 2's steps run
+#: layers of the base and take long enough on their own; 8 keeps its
+#: progress bar moving.
+CACHED_STEPS_PER_EXECUTION = {"head": 64, "refit": 64, "fine_tune": 8}
 #: The head's rate when `"auto"` cannot run its range test (no cached features).
 FALLBACK_HEAD_RATE = 1e-3
 
@@ -250,7 +253,7 @@ class _PhaseRunner:
 
         Without validation data for a validated run (the refit), the phase
         runs all its epochs, with no early stopping. A `cached` phase on one
-        replica runs `CACHED_STEPS_PER_EXECUTION` steps per call.
+        replica runs `CACHED_STEPS_PER_EXECUTION[name]` steps per call.
         """
         steps = _steps_per_epoch(data)
         # Several replicas run one step a call: Keras 3.15's multi-step loop
@@ -258,7 +261,7 @@ class _PhaseRunner:
         # placeholder tensor"), and their steps are the heavier ones anyway.
         several = cached and self.strategy.num_replicas_in_sync == 1
         self.compile(target, phase, steps,
-                     min(CACHED_STEPS_PER_EXECUTION, steps or 1) if several else 1)
+                     min(CACHED_STEPS_PER_EXECUTION[name], steps or 1) if several else 1)
         callbacks = list(self.callbacks)
         if phase.patience is not None and (validation_data is not None
                                            or self.monitor == "loss"):
