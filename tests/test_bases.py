@@ -21,8 +21,40 @@ def test_load_base_by_name_with_custom_size():
     base = tftransfer.load_base("mobilenet_v2", weights=None, input_size=64)
     assert base.input_size == (64, 64)
     assert base.preprocessing == "tf"
-    assert base.feature_dim == 1280
-    assert base.features(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 1280)
+    # 1280 of its own, and 160 from the block it taps by default.
+    assert get_base_spec("mobilenet_v2").taps == ("block_14_add",)
+    assert base.feature_dim == 1280 + 160
+    assert base.features(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 1440)
+
+
+def test_taps_append_inner_layers_to_the_features_and_train_with_them():
+    plain = tftransfer.load_base("mobilenet_v2", weights=None, input_size=64, taps=())
+    tapped = tftransfer.load_base("mobilenet_v2", weights=None, input_size=64,
+                                  taps=["block_13_expand_relu", "block_15_add"])
+    assert (plain.feature_dim, tapped.feature_dim) == (1280, 1280 + 576 + 160)
+    tapped.backbone.set_weights(plain.backbone.get_weights())  # Same layers, same weights.
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    features = tapped.features(x).numpy()
+    np.testing.assert_allclose(features[:, :1280], plain.features(x), atol=1e-5)
+    inner = keras.Model(tapped.backbone.input,
+                        tapped.backbone.get_layer("block_15_add").output)
+    pooled = inner(tapped.features.get_layer("preprocess")(x)).numpy().mean(axis=(1, 2))
+    np.testing.assert_allclose(features[:, -160:], pooled, atol=1e-5)
+    # The taps are in the backbone, so unfreezing its top trains what they read.
+    model = tftransfer.build_classifier(tapped, 3)
+    tftransfer.set_trainable(model, "block_15_add")
+    assert model.get_layer("features").get_layer(tapped.backbone.name).get_layer(
+        "block_15_add").trainable
+
+
+@pytest.mark.parametrize("spec, taps, message", [
+    ("mobilenet_v2", ["no_such_layer"], "has no layer named 'no_such_layer' to tap"),
+    ("hub_mobilenet_v2_100_224", ["block_1"], "runs only as a whole"),
+])
+def test_bad_taps_name_the_problem(spec, taps, message):
+    with pytest.raises(tftransfer.TransferError, match=message):
+        tftransfer.load_base(spec, weights=None if spec == "mobilenet_v2" else "x",
+                             input_size=64, taps=taps)
 
 
 def test_bundled_base_loads_its_pretrained_weights():

@@ -176,6 +176,7 @@ def one_class_folder(tmp_path):
     (["--data", "/no/such/folder"], "data folder not found: /no/such/folder"),
     (["one_class"], "has 1 class folder(s) (red); a classifier needs at least 2"),
     (["--unfreeze", "500"], "cannot unfreeze 500 layers: the base"),
+    (["--taps", "no_such_layer"], "has no layer named 'no_such_layer' to tap"),
 ])
 def test_bad_arguments_give_a_one_line_error(args, message, one_class_folder,
                                              image_folder_path, tiny_base_file,

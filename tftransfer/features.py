@@ -120,6 +120,48 @@ def assemble_features(backbone, input_size, preprocessing):
     return keras.Model(inputs, x, name="features")
 
 
+def add_taps(backbone, taps):
+    """Adds the pooled outputs of inner layers to a backbone's features.
+
+    The top blocks of a pretrained network specialise in the classes it was
+    trained on; blocks a little lower hold features that transfer more
+    widely. Reading both lets the head use either (as in Head2Toe, Evci et
+    al. 2022).
+
+    Args:
+        backbone: A functional Keras model whose output is a feature vector
+            or a feature map.
+        taps: Names of layers inside it whose outputs (feature maps) are
+            pooled and appended to the features. Empty: `backbone` as is.
+
+    Returns:
+        A Keras model over the same layers (so it trains them), named as
+        `backbone`, with one feature vector out: its own features, then
+        each tap's.
+
+    Example:
+    >>> backbone = keras.applications.MobileNetV2(
+    ...     include_top=False, weights=None, input_shape=(96, 96, 3), pooling="avg")
+    >>> add_taps(backbone, ["block_14_add"]).output.shape
+    (None, 1440)
+    """
+    if not taps:
+        return backbone
+    names = {layer.name for layer in getattr(backbone, "layers", [])}
+    missing = [tap for tap in taps if tap not in names]
+    if missing:
+        raise TransferError(f"the base {backbone.name!r} has no layer named "
+                            f"{', '.join(map(repr, missing))} to tap")
+    pooled = []
+    for tensor in [backbone.output] + [backbone.get_layer(tap).output for tap in taps]:
+        if len(tensor.shape) == 4:
+            name = f"{tensor._keras_history.operation.name}_pool"
+            tensor = keras.layers.GlobalAveragePooling2D(name=name)(tensor)
+        pooled.append(tensor)
+    outputs = keras.layers.Concatenate(name="features_and_taps")(pooled)
+    return keras.Model(backbone.inputs, outputs, name=backbone.name)
+
+
 def find_backbone(model):
     """Returns the pretrained layer inside a features model or a classifier.
 

@@ -118,6 +118,15 @@ def export_arguments():
     return parent
 
 
+def _taps(text):
+    if text in ("default", "none"):
+        return {"none": ()}.get(text, text)
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected 'default', 'none' or layer names")
+    return names
+
+
 def base_arguments():
     """The arguments that choose the pretrained base, shared by `train`, `lr-find`, `compare`."""
     from tftransfer.bases import BUNDLED_BASE
@@ -133,6 +142,11 @@ def base_arguments():
                             "the base's own (default: default)")
     group.add_argument("--image-size", type=int,
                        help="square input size in pixels (default: the base's own)")
+    group.add_argument("--taps", default="default", metavar="default|none|LAYER[,LAYER]",
+                       type=_taps,
+                       help="inner layers whose pooled outputs join the features "
+                            "(docs/bases.md#taps-features-from-inside-the-base): the "
+                            "base's own choice, none, or layer names (default: default)")
     group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                        help="images per replica per step; the global batch is this "
                             "times the replicas, as the log states (default: "

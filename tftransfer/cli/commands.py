@@ -19,7 +19,8 @@ def _base_and_data(args, strategy):
     keras.utils.set_random_seed(args.seed)
     weights = None if args.weights.lower() == "none" else args.weights
     with strategy.scope():
-        base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size)
+        base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size,
+                                    taps=args.taps)
     batch_size = distribute.global_batch_size(args.batch_size, strategy)
     data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
                                 **data_options(args))
