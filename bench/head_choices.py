@@ -19,12 +19,18 @@ The held-out photos are `--val-per-class` of each class's training photos,
 chosen by the seed; the rest train. Everything is scored on the same test
 photos.
 
+`--taps none` reads MobileNetV2's own features only; by default block 14's
+pooled output is appended, as `load_base` does (`bases._TAPS`). The two
+runs' tables, side by side, are what chose that default.
+
 Usage:
     python bench/head_choices.py                 # 10 photos per class, 8 views
-    python bench/head_choices.py --size 60 --views 4 --seeds 3
+    python bench/head_choices.py --taps none     # without the tapped block
+    python bench/head_choices.py --size 60 --views 0 --val-per-class 12 \
+        --configs plain                          # 60 per class, as the defaults train
 
 Prints a table (mean test accuracy over the seeds, each seed's figure and
-the epochs early stopping picked) and writes `results/head_choices.md`.
+the epochs early stopping picked) and writes `results/head_choices_<size>[_no_taps].md`.
 """
 
 import argparse
@@ -60,10 +66,11 @@ CONFIGS = {
 }
 
 
-def extract(folder, views, seed=0):
+def extract(folder, views, taps="default", seed=0):
     """Features of the training photos (plain, and `views` augmented) and the test photos."""
     keras.utils.set_random_seed(seed)
-    base = tftransfer.load_base("mobilenet_v2", weights=str(WEIGHTS), input_size=SIZE)
+    base = tftransfer.load_base("mobilenet_v2", weights=str(WEIGHTS), input_size=SIZE,
+                                taps=() if taps == "none" else taps)
     data = tftransfer.load_data(str(folder), base.input_size, validation_split=0, seed=seed)
     model = tftransfer.build_classifier(base, len(data.class_names))
     features, augment = model.get_layer("features"), augmentation_of(model)
@@ -82,7 +89,7 @@ def extract(folder, views, seed=0):
     images, labels = arrays(data.train)
     test_images, test_labels = arrays(data.test)
     return {"plain": run(images, plain),
-            "views": np.stack([run(images, augmented) for _ in range(views)]),
+            "views": [run(images, augmented) for _ in range(views)],
             "labels": labels, "test": run(test_images, plain), "test_labels": test_labels}
 
 
@@ -148,6 +155,8 @@ def main():
     parser.add_argument("--val-per-class", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--configs", help="comma-separated names (default: all that fit --views)")
+    parser.add_argument("--taps", default="default", choices=("default", "none"),
+                        help="append the registry's tapped inner layers to the features")
     parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
     if not FLOWERS.is_dir() or not WEIGHTS.is_file():
@@ -157,12 +166,14 @@ def main():
         n for n, c in CONFIGS.items() if c[0] <= args.views]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        features = extract(split_folder(Path(tmp) / "split", args.size), args.views)
+        features = extract(split_folder(Path(tmp) / "split", args.size), args.views,
+                           args.taps)
         print(f"extracted {args.views} view(s) of {len(features['labels'])} photos and "
               f"{len(features['test_labels'])} test photos in "
               f"{time.perf_counter() - start:.0f} s")
     lines = [f"Head choices at {args.size} photos per class ({args.val_per_class} held "
-             f"out), {args.seeds} seeds, MobileNetV2-160 on oxford17:", "",
+             f"out), {args.seeds} seeds, MobileNetV2-160 on oxford17, taps "
+             f"{args.taps}:", "",
              "| setup | test accuracy | per seed | epochs |", "|---|---|---|---|"]
     for name in names:
         runs = [score(features, CONFIGS[name], s, args.val_per_class)
@@ -176,7 +187,8 @@ def main():
         lines.append(line)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "head_choices.md").write_text("\n".join(lines) + "\n")
+    name = f"head_choices_{args.size}" + ("_no_taps" if args.taps == "none" else "")
+    (output / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
