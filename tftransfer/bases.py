@@ -183,7 +183,7 @@ _KERAS_APPLICATIONS = [
 ]
 
 # Inner layers whose pooled outputs join the features by default. On 10 and
-# 60 oxford17 photos per class, MobileNetV2's block 14 added 1.5 and 2.7
+# 60 oxford17 photos per class, MobileNetV2's block 14 added 2.7 and 2.2
 # points to the head alone (bench/head_choices.py); the other families are
 # not measured yet.
 _TAPS = {"mobilenet_v2": ("block_14_add",)}
