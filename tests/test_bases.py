@@ -32,6 +32,8 @@ def test_taps_append_inner_layers_to_the_features_and_train_with_them():
     tapped = tftransfer.load_base("mobilenet_v2", weights=None, input_size=64,
                                   taps=["block_13_expand_relu", "block_15_add"])
     assert (plain.feature_dim, tapped.feature_dim) == (1280, 1280 + 576 + 160)
+    one = tftransfer.load_base("mobilenet_v2", weights=None, input_size=64, taps="block_15_add")
+    assert one.feature_dim == 1280 + 160
     tapped.backbone.set_weights(plain.backbone.get_weights())  # Same layers, same weights.
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     features = tapped.features(x).numpy()

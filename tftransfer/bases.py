@@ -264,6 +264,8 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None, tap
     """
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
+    if isinstance(taps, str) and taps != DEFAULT:
+        taps = (taps,)  # One layer name, not a sequence of letters.
     spec = str(spec)
     if spec.endswith(".keras"):
         return _load_keras_file(Path(spec), input_size, preprocessing,
