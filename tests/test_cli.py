@@ -147,6 +147,7 @@ def test_bases_lists_the_registry(capsys):
     assert cli.main(["bases"]) == 0
     out = capsys.readouterr().out
     assert "fashion_mobilenet_v2" in out and "efficientnet_v2_b0" in out
+    assert "keras.applications.MobileNetV2 (taps block_14_add)" in out
 
 
 def test_help_explains_each_command(capsys):

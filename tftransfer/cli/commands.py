@@ -184,8 +184,9 @@ def bases_command(args):
     from tftransfer.bases import list_bases
 
     for spec in list_bases():
+        taps = f" (taps {', '.join(spec.taps)})" if spec.taps else ""
         print(f"{spec.name:22s} {spec.input_size:>4d}px  {spec.preprocessing:6s} "
-              f"{spec.description}")
+              f"{spec.description}{taps}")
     return 0
 
 
