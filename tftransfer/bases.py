@@ -264,18 +264,16 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None, tap
     """
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
-    if isinstance(taps, str) and taps != DEFAULT:
+    if taps is None:
+        taps = ()
+    elif isinstance(taps, str) and taps != DEFAULT:
         taps = (taps,)  # One layer name, not a sequence of letters.
     spec = str(spec)
     if spec.endswith(".keras"):
         return _load_keras_file(Path(spec), input_size, preprocessing,
                                 () if taps == DEFAULT else taps)
-    is_hub = Path(spec).is_dir() or "://" in spec or (
-        "/" not in spec and spec in _REGISTRY and _REGISTRY[spec].build is None)
-    if is_hub and taps not in (DEFAULT, None) and tuple(taps):
-        raise TransferError(f"{spec!r} is a TF Hub module, which runs only as a whole; "
-                            "it has no inner layers to tap")
     if Path(spec).is_dir() or "://" in spec:
+        _refuse_taps(spec, taps)
         return hub.load_hub_base(spec, input_size=input_size,
                                  preprocessing=preprocessing)
     if "/" in spec or spec.startswith("."):
@@ -284,6 +282,7 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None, tap
     input_size = tuple(input_size or (entry.input_size, entry.input_size))
     preprocessing = preprocessing or entry.preprocessing
     if entry.build is None:  # A TF Hub module; `weights` may be a local copy.
+        _refuse_taps(entry.name, taps)
         handle = entry.default_weights if weights in (DEFAULT, "imagenet") else weights
         if handle is None:
             raise TransferError(f"{entry.name!r} is a TF Hub module; it has no "
@@ -299,6 +298,12 @@ def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None, tap
                         entry.taps if taps == DEFAULT else taps)
     return Base(entry.name, assemble_features(backbone, input_size, preprocessing),
                 input_size, preprocessing)
+
+
+def _refuse_taps(spec, taps):
+    if taps != DEFAULT and tuple(taps):
+        raise TransferError(f"{spec!r} is a TF Hub module, which runs only as a whole; "
+                            "it has no inner layers to tap")
 
 
 def _build_backbone(entry, input_shape, weights):

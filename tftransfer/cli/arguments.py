@@ -119,8 +119,10 @@ def export_arguments():
 
 
 def _taps(text):
-    if text in ("default", "none"):
-        return {"none": ()}.get(text, text)
+    if text == "none":
+        return ()
+    if text == "default":
+        return text
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names:
         raise argparse.ArgumentTypeError("expected 'default', 'none' or layer names")
