@@ -67,3 +67,15 @@ def test_without_phase_two_the_features_come_from_the_whole_base(tiny_base, tmp_
                              feature_cache=tmp_path, verbose=0)
     assert "from the activations" not in caplog.text
     assert caplog.text.count("extracting features") == 1
+
+
+def test_cached_spec_is_the_signature_of_the_cached_batches(tiny_base, tmp_path):
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    split, _ = boundary_split(model, unshuffled(), set_trainable(model, 3), tmp_path, None)
+    train = unshuffled()
+    for frozen in (model.get_layer("features"), split.bottom):
+        inputs = cached_inputs.cached_inputs(frozen, train, None, model=model,
+                                             feature_cache=tmp_path, views=None, seed=0)
+        assert cached_inputs.cached_spec(frozen, train) == inputs.train.element_spec
+    assert isinstance(inputs.train.element_spec[0], tuple) == (split.crossing > 1)
+    assert inputs.train.element_spec[1].dtype == tf.int64  # As the labels were.

@@ -1,3 +1,5 @@
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -309,3 +311,36 @@ def test_cached_phases_run_several_steps_per_call(tiny_base, datasets, tmp_path)
     assert head_of(model).steps_per_execution == min(
         tftransfer.training.CACHED_STEPS_PER_EXECUTION["head"], steps) > 1
     assert model.steps_per_execution == 1  # Compiled for `evaluate` as usual.
+
+
+@pytest.mark.parametrize("validated", [True, False])
+def test_head_step_is_traced_while_features_are_extracted_and_trains_as_without(
+        tiny_base, datasets, tmp_path, monkeypatch, validated):
+    train, validation = datasets
+    validation = validation if validated else None
+    phases = dict(head=tftransfer.Phase.head(epochs=2),
+                  fine_tune=tftransfer.Phase.fine_tune(epochs=0), refit=False, seed=0)
+
+    def trained(cache, traces=None):
+        keras.utils.set_random_seed(0)
+        model = tftransfer.build_classifier(tiny_base, 3, augmentation=None, dropout=0.0)
+        if traces is not None:
+            head, step = head_of(model), head_of(model).train_step
+
+            def counted(data):
+                traces.append(threading.current_thread().name)
+                return step(data)
+
+            head.train_step = counted
+        tftransfer.fine_tune(model, train, validation, feature_cache=cache, verbose=0,
+                             **phases)
+        return model
+
+    traces = []
+    ahead = trained(tmp_path, traces)
+    assert traces and set(traces) == {"tftransfer-trace-ahead"}  # Never by fit.
+    # The same cache: the loader shuffles the images, and the entry fixes their order.
+    monkeypatch.setattr(tftransfer.training, "_trace_ahead", lambda *a: (None, None))
+    plain = trained(tmp_path)
+    for a, b in zip(plain.get_weights(), ahead.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -142,6 +142,25 @@ def cached_inputs(frozen, train, validation_data, *, model, feature_cache, views
     return CachedInputs(cached_train, cached_validation, manifest, joined)
 
 
+def cached_spec(frozen, train):
+    """The element spec of the cached batches of what `frozen` computes from `train`.
+
+    Args:
+        frozen: As in `cached_inputs`.
+        train: `(images, labels)` batches.
+
+    Returns:
+        `(features, labels)` specs with a batch size of `None`, as
+        `cached_inputs` returns them (features of several tensors are a
+        tuple; every feature is stored as float32).
+    """
+    features = [tf.TensorSpec((None, *output.shape[1:]), tf.float32)
+                for output in frozen.outputs]
+    labels = train.element_spec[1]
+    return (features[0] if len(features) == 1 else tuple(features),
+            tf.TensorSpec((None, *labels.shape[1:]), labels.dtype))
+
+
 def _activations(bottom, dataset, cache_dir, augmentation, views):
     """The bottom's cached activations, as a dataset named by their entry."""
     activations, manifest = cached_features(bottom, dataset, cache_dir=cache_dir,

@@ -2,11 +2,18 @@
 
 A `Phase` says how long a phase runs, how fast it learns and which layers
 train. `HEAD` is phase 1 (the new head on the frozen base) and `FINE_TUNE`
-phase 2 (the top of the base too); `fine_tune` takes one of each.
+phase 2 (the top of the base too); `fine_tune` takes one of each. Here too:
+a phase's learning-rate schedule, and which of its epochs it kept.
 """
 
 import dataclasses
+import math
 from typing import Optional
+
+import keras
+import numpy as np
+
+from tftransfer.errors import TransferError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,31 @@ class Phase:
         """Returns phase 2's defaults (`FINE_TUNE`) with `changes`, e.g. `unfreeze=40`."""
         return dataclasses.replace(FINE_TUNE, **changes)
 
+    def schedule(self, peak, steps_per_epoch):
+        """The learning rate of this phase, for the optimizer.
+
+        Args:
+            peak: The rate (`learning_rate`, scaled for the replicas).
+            steps_per_epoch: Batches an epoch, or `None` if unknown.
+
+        Returns:
+            `peak`, or with `decay="cosine"` a schedule that warms up from
+            `peak / 10` over `warmup_epochs` and decays to 0 at the last
+            step (`peak` again if the number of steps is unknown).
+        """
+        if self.decay is None:
+            return peak
+        if self.decay != "cosine":
+            raise TransferError(f"unknown decay {self.decay!r}; use 'cosine' or None")
+        if steps_per_epoch is None:
+            return peak  # An unknown length: keep the rate constant.
+        warmup = min(self.warmup_epochs, self.epochs) * steps_per_epoch
+        if warmup == 0:
+            return keras.optimizers.schedules.CosineDecay(peak, self.epochs * steps_per_epoch)
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=peak / 10, warmup_target=peak, warmup_steps=warmup,
+            decay_steps=max(1, self.epochs * steps_per_epoch - warmup))
+
 
 #: Phase 1: the new head alone, on the frozen base's cached features.
 HEAD = Phase(epochs=50, learning_rate=1e-3)
@@ -80,3 +112,59 @@ HEAD = Phase(epochs=50, learning_rate=1e-3)
 #: (bench/phase_two.py).
 FINE_TUNE = Phase(epochs=20, learning_rate=1e-4, unfreeze="auto", warmup_epochs=1,
                   decay="cosine", patience=None)
+
+
+def kept_index(history, phase, monitor):
+    """Which epoch's weights a phase kept: its best, or with no `patience`, its last.
+
+    Args:
+        history: The phase's Keras `History`.
+        phase: The `Phase` it ran.
+        monitor: The value early stopping watched, e.g. `"val_loss"`.
+
+    Returns:
+        The epoch's index in `history`, or `None` if it has no `monitor`
+        values.
+    """
+    values = [finite_or_inf(v) for v in history.history.get(monitor, [])]
+    if not values:
+        return None
+    return len(values) - 1 if phase.patience is None else int(np.argmin(values))
+
+
+def kept_epochs(history, phase, monitor):
+    """The number of epochs up to the one whose weights a phase kept.
+
+    Args:
+        history, phase, monitor: As in `kept_index`.
+
+    Returns:
+        The count, at least 1, from the phase's first epoch (before a
+        resume too).
+    """
+    kept = kept_index(history, phase, monitor)
+    if kept is None:
+        return max(1, len(history.epoch))
+    # Epoch numbers count the epochs before a resume too.
+    resumed = len(history.epoch) != len(history.history[monitor])
+    return kept + 1 if resumed else history.epoch[kept] + 1
+
+
+def kept_epoch_logs(history, phase, monitor):
+    """The logs of the epoch whose weights a phase kept.
+
+    Args:
+        history, phase, monitor: As in `kept_index`.
+
+    Returns:
+        `{name: value}` of that epoch, or `{}` if none was kept.
+    """
+    kept = kept_index(history, phase, monitor)
+    if kept is None:
+        return {}
+    return {key: logs[kept] for key, logs in history.history.items() if len(logs) > kept}
+
+
+def finite_or_inf(value):
+    """`value`, or infinity if it is `None` or not finite (a loss that diverged)."""
+    return value if value is not None and math.isfinite(value) else math.inf

@@ -14,19 +14,21 @@ import sys
 from typing import Optional
 
 import keras
-import numpy as np
 
 from tftransfer import auto
 from tftransfer.builder import head_of, set_trainable
 from tftransfer.data import class_counts
 from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worker,
                                    learning_rate_scale)
-from tftransfer.cached_inputs import boundary_split, cached_inputs, why_not_cached
+from tftransfer.cached_inputs import (boundary_split, cached_inputs, cached_spec,
+                                      why_not_cached)
 from tftransfer.errors import TransferError
 from tftransfer.losses import SparseCategoricalCrossentropy
 from tftransfer.lr_finder import RateSearch, find_learning_rate
-from tftransfer.phases import FINE_TUNE, HEAD
+from tftransfer.phases import (FINE_TUNE, HEAD, finite_or_inf, kept_epoch_logs,
+                                kept_epochs)
 from tftransfer.progress import EpochLine, no_bars
+from tftransfer.trace_ahead import TraceAhead
 
 logger = logging.getLogger("tftransfer")
 
@@ -237,31 +239,37 @@ class _PhaseRunner:
         self.backup = PhaseBackups(options.backup_dir) if options.backup_dir else None
 
     def compile(self, target, phase, steps_per_epoch=None, steps_per_execution=1):
-        rate = phase.learning_rate * self.scale
-        if phase.decay == "cosine":
-            rate = _warmup_cosine(rate, phase.warmup_epochs, phase.epochs, steps_per_epoch)
-        elif phase.decay is not None:
-            raise TransferError(f"unknown decay {phase.decay!r}; use 'cosine' or None")
+        rate = phase.schedule(phase.learning_rate * self.scale, steps_per_epoch)
         with self.strategy.scope():
             target.compile(optimizer=keras.optimizers.Adam(rate), loss=self.loss,
                            metrics=["accuracy"], jit_compile=self.options.jit_compile,
                            steps_per_execution=steps_per_execution)
 
-    def run(self, name, target, phase, data, validation_data, initial_epoch=0,
-            cached=False):
-        """Compiles `target` for `phase` and fits it; returns the `History`.
+    def compile_phase(self, name, target, phase, steps, cached=False):
+        """Compiles `target` for `phase` over `steps` batches an epoch.
 
-        Without validation data for a validated run (the refit), the phase
-        runs all its epochs, with no early stopping. A `cached` phase on one
-        replica runs `CACHED_STEPS_PER_EXECUTION[name]` steps per call.
+        A `cached` phase on one replica runs `CACHED_STEPS_PER_EXECUTION[name]`
+        steps per call.
         """
-        steps = _steps_per_epoch(data)
         # Several replicas run one step a call: Keras 3.15's multi-step loop
         # fails under MirroredStrategy ("You must feed a value for
         # placeholder tensor"), and their steps are the heavier ones anyway.
         several = cached and self.strategy.num_replicas_in_sync == 1
         self.compile(target, phase, steps,
                      min(CACHED_STEPS_PER_EXECUTION[name], steps or 1) if several else 1)
+
+    def run(self, name, target, phase, data, validation_data, initial_epoch=0,
+            cached=False, compiled=False):
+        """Compiles `target` for `phase` (unless `compiled`) and fits it.
+
+        Without validation data for a validated run (the refit), the phase
+        runs all its epochs, with no early stopping.
+
+        Returns:
+            The `History`.
+        """
+        if not compiled:
+            self.compile_phase(name, target, phase, _steps_per_epoch(data), cached)
         callbacks = list(self.callbacks)
         if phase.patience is not None and (validation_data is not None
                                            or self.monitor == "loss"):
@@ -327,7 +335,7 @@ def _refit(runner, target, phase, result, initial, data, cached):
 
     The head (`target` or a part of it) starts again from `initial`.
     """
-    epochs = _kept_epochs(result.head, phase, runner.monitor)
+    epochs = kept_epochs(result.head, phase, runner.monitor)
     logger.info("refit: the head again, on the training and validation data, for %d "
                 "epoch(s)", epochs)
     head = target if cached else head_of(target)
@@ -371,10 +379,14 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
     if seed is None and is_multi_worker(model.distribute_strategy):
         seed = 0  # Every worker must shuffle alike, or their shares would overlap.
     bars = contextlib.nullcontext() if runner.verbose in (1, "auto") else no_bars()
-    with bars:
+    ahead, steps = _trace_ahead(runner, name, phase, target, frozen, train, validation_data,
+                                views)
+    with bars, ahead or contextlib.nullcontext():
         inputs = cached_inputs(frozen, train, validation_data, model=model,
                                feature_cache=feature_cache, views=views, seed=seed,
                                join_validation=join_validation, below=below)
+    compiled = (ahead is not None and ahead.traced_for(inputs.train)
+                and steps == _steps_per_epoch(inputs.train))
     search = None
     if phase.learning_rate == "auto":
         search = find_learning_rate(target, inputs.train, loss=runner.loss)
@@ -382,27 +394,30 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
                     name, search.rate, search.lowest)
         phase = dataclasses.replace(phase, learning_rate=search.rate)
     history = runner.run(name, target, phase, inputs.train, inputs.validation,
-                         initial_epoch=initial_epoch, cached=True)
+                         initial_epoch=initial_epoch, cached=True, compiled=compiled)
     return history, inputs.manifest, search, inputs.joined
 
 
-def _kept_index(history, phase, monitor):
-    """The index in `history` of the epoch whose weights a phase kept: its
-    best `monitor` value, or with no `patience`, its last; `None` if none."""
-    values = [_finite(v) for v in history.history.get(monitor, [])]
-    if not values:
-        return None
-    return len(values) - 1 if phase.patience is None else int(np.argmin(values))
+def _trace_ahead(runner, name, phase, target, frozen, train, validation_data, views):
+    """Compiles `target` for phase 1 and starts tracing its step.
 
+    Only where the cached batches' signature and count are known before the
+    extraction: one replica, a fixed learning rate (`"auto"` runs a range
+    test first), and one view, so that the cached entry has as many
+    batches as `train`. Elsewhere `fit` traces the step, as it always does.
 
-def _kept_epochs(history, phase, monitor):
-    """The number of epochs up to the one whose weights a phase kept."""
-    kept = _kept_index(history, phase, monitor)
-    if kept is None:
-        return max(1, len(history.epoch))
-    # Epoch numbers count the epochs before a resume too.
-    resumed = len(history.epoch) != len(history.history[monitor])
-    return kept + 1 if resumed else history.epoch[kept] + 1
+    Returns:
+        `(TraceAhead, steps)`: not started yet, and the batches an epoch
+        that `target` was compiled for; or `(None, None)`.
+    """
+    steps = _steps_per_epoch(train)
+    if (name != "head" or phase.learning_rate == "auto" or steps is None
+            or (views or 1) > 1 or runner.strategy.num_replicas_in_sync != 1
+            or is_multi_worker(runner.strategy)):
+        return None, None
+    runner.compile_phase(name, target, phase, steps, cached=True)
+    return TraceAhead(target, cached_spec(frozen, train), class_weight=runner.class_weight,
+                      validation=validation_data is not None), steps
 
 
 def _phase_two_lost(result, head, fine_tune, monitor, model, validation_data):
@@ -416,38 +431,15 @@ def _phase_two_lost(result, head, fine_tune, monitor, model, validation_data):
     in phase 2 while the accuracy rose too. Without validation data: a
     higher training loss.
     """
-    first = _kept_epoch_logs(result.head, head, monitor)
-    second = _kept_epoch_logs(result.fine_tune, fine_tune, monitor)
+    first = kept_epoch_logs(result.head, head, monitor)
+    second = kept_epoch_logs(result.fine_tune, fine_tune, monitor)
     if monitor == "val_loss" and "val_accuracy" in first and "val_accuracy" in second:
         p = first["val_accuracy"]
         rows = int(class_counts(validation_data, int(model.output_shape[-1])).sum())
         return second["val_accuracy"] < p - math.sqrt(p * (1 - p) / max(rows, 1))
-    return _finite(second.get(monitor)) > _finite(first.get(monitor))
-
-
-def _kept_epoch_logs(history, phase, monitor):
-    """The logs of the epoch whose weights a phase kept (see `_kept_index`)."""
-    kept = _kept_index(history, phase, monitor)
-    if kept is None:
-        return {}
-    return {key: logs[kept] for key, logs in history.history.items() if len(logs) > kept}
-
-
-def _finite(value):
-    return value if value is not None and math.isfinite(value) else math.inf
+    return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
 
 
 def _steps_per_epoch(dataset):
     steps = int(dataset.cardinality()) if hasattr(dataset, "cardinality") else -1
     return steps if steps > 0 else None
-
-
-def _warmup_cosine(peak, warmup_epochs, epochs, steps_per_epoch):
-    if steps_per_epoch is None:
-        return peak  # An unknown length: keep the rate constant.
-    warmup = min(warmup_epochs, epochs) * steps_per_epoch
-    if warmup == 0:
-        return keras.optimizers.schedules.CosineDecay(peak, epochs * steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak / 10, warmup_target=peak, warmup_steps=warmup,
-        decay_steps=max(1, epochs * steps_per_epoch - warmup))
