@@ -104,3 +104,15 @@ def test_the_trace_follows_the_callers_mixed_precision_policy():
         keras.config.set_dtype_policy("float32")
     assert ahead.error is None and count == len(traces) > 0
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_one_step_per_call_is_not_traced_ahead():
+    # Keras's one-step function counts an optimizer step even on no data.
+    model = compiled_model()
+    model.compile(keras.optimizers.Adam(1e-2), SparseCategoricalCrossentropy(),
+                  steps_per_execution=1)
+    with TraceAhead(model, batches().element_spec) as ahead:
+        pass
+    assert "steps_per_execution" in str(ahead.error)
+    assert not ahead.traced_for(batches())
+    assert not model.optimizer.built

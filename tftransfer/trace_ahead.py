@@ -27,7 +27,8 @@ class TraceAhead:
     not be compiled again before `fit`, which would drop the traces.
 
     Args:
-        model: A compiled `keras.Model` on one replica.
+        model: A `keras.Model` compiled with `steps_per_execution > 1`, on
+            one replica.
         element_spec: The `(inputs, labels)` element spec that the batches
             given to `fit` will have, with a batch size of `None`.
         class_weight: As it will be given to `fit`, which then adds a
@@ -70,6 +71,11 @@ class TraceAhead:
     def _trace(self):
         # Only speed is at stake, so a failure here is logged, not raised:
         # `fit` traces the step itself, and raises whatever is wrong then.
+        if self.model.steps_per_execution < 2:
+            # Keras's one-step function would count an optimizer step even
+            # on an empty iterator; its multi-step loop runs no step at all.
+            self.error = ValueError("tracing ahead needs steps_per_execution > 1")
+            return
         try:
             keras.config.set_dtype_policy(self._policy)
             with self.model.distribute_strategy.scope():

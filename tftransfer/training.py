@@ -404,14 +404,15 @@ def _trace_ahead(runner, name, phase, target, frozen, train, validation_data, vi
     Only where the cached batches' signature and count are known before the
     extraction: one replica, a fixed learning rate (`"auto"` runs a range
     test first), and one view, so that the cached entry has as many
-    batches as `train`. Elsewhere `fit` traces the step, as it always does.
+    batches as `train`; and two batches or more (see `TraceAhead`).
+    Elsewhere `fit` traces the step, as it always does.
 
     Returns:
         `(TraceAhead, steps)`: not started yet, and the batches an epoch
         that `target` was compiled for; or `(None, None)`.
     """
     steps = _steps_per_epoch(train)
-    if (name != "head" or phase.learning_rate == "auto" or steps is None
+    if (name != "head" or phase.learning_rate == "auto" or steps is None or steps < 2
             or (views or 1) > 1 or runner.strategy.num_replicas_in_sync != 1
             or is_multi_worker(runner.strategy)):
         return None, None
