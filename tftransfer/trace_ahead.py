@@ -84,7 +84,9 @@ class TraceAhead:
                     spec = (*spec, tf.TensorSpec((None,), tf.float32))
                 # As `fit` does first: the optimizer's and the metrics'
                 # variables are made here, not inside the traced function,
-                # where a second signature could not make them again.
+                # where a second signature could not make them again. It is
+                # Keras's private method (3.x); should it change, this fails
+                # and is logged, and `fit` traces as usual.
                 self.model._symbolic_build(data_batch=tf.nest.map_structure(
                     lambda s: keras.KerasTensor((1, *s.shape[1:]), s.dtype.name), spec))
                 self.model.make_train_function()
