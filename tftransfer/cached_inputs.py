@@ -21,7 +21,8 @@ from tftransfer.builder import augmentation_of
 from tftransfer.data import register_source
 from tftransfer.data.cache import free_space
 from tftransfer.data.loader import known_size
-from tftransfer.feature_cache import cached_features, default_cache_dir, joined_features
+from tftransfer.feature_cache import (cached_features, default_cache_dir, entry_spec,
+                                      joined_features)
 
 logger = logging.getLogger("tftransfer")
 
@@ -150,15 +151,11 @@ def cached_spec(frozen, train):
         train: `(images, labels)` batches.
 
     Returns:
-        `(features, labels)` specs with a batch size of `None`, as
-        `cached_inputs` returns them (features of several tensors are a
-        tuple; every feature is stored as float32).
+        `(features, labels)` specs, as `feature_cache.entry_spec` gives them.
     """
-    features = [tf.TensorSpec((None, *output.shape[1:]), tf.float32)
-                for output in frozen.outputs]
     labels = train.element_spec[1]
-    return (features[0] if len(features) == 1 else tuple(features),
-            tf.TensorSpec((None, *labels.shape[1:]), labels.dtype))
+    return entry_spec([output.shape[1:] for output in frozen.outputs], labels.dtype,
+                      labels.shape[1:])
 
 
 def _activations(bottom, dataset, cache_dir, augmentation, views):

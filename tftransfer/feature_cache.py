@@ -302,15 +302,32 @@ def joined_features(manifests, batch_size, *, shuffle=False, seed=None):
                 yield (_packed([np.load(part, mmap_mode="r")[:] for part in parts]),
                        np.load(labels))
 
-        ds = tf.data.Dataset.from_generator(generate, output_signature=(
-            _packed([tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]),
-            tf.TensorSpec((None,), manifests[0]["label_dtype"]))).unbatch()
+        ds = tf.data.Dataset.from_generator(
+            generate, output_signature=entry_spec(shapes, manifests[0]["label_dtype"])
+        ).unbatch()
         buffer = min(rows, 50_000)
     if shuffle:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     batches = -(-rows // batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def entry_spec(shapes, label_dtype, label_shape=()):
+    """The element spec of a cache entry's batches, as `load_features` reads them.
+
+    Args:
+        shapes: The shape of each output's rows (a manifest's `shapes`).
+        label_dtype: The labels' dtype.
+        label_shape: The shape of each label (scalars by default).
+
+    Returns:
+        `(features, labels)` specs with a batch size of `None`; features of
+        several outputs are a tuple, and every feature is float32, as the
+        entries store them.
+    """
+    return (_packed([tf.TensorSpec((None, *shape), tf.float32) for shape in shapes]),
+            tf.TensorSpec((None, *label_shape), label_dtype))
 
 
 def _packed(parts):
