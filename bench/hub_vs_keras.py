@@ -33,11 +33,10 @@ import tensorflow as tf
 import tftransfer
 from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
 from tftransfer.cli import DEMO_DATA
-from tftransfer.data import register_source, source_key
 
 PATHS = {"keras": BUNDLED_BASE, "hub": str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub")}
-SETTINGS = {"frozen": dict(fine_tune=tftransfer.Phase.fine_tune(epochs=0)),
-            "fine-tuned": dict(fine_tune=tftransfer.Phase.fine_tune(epochs=20,
+SETTINGS = {"frozen": dict(top=tftransfer.Phase.top(epochs=0)),
+            "fine-tuned": dict(top=tftransfer.Phase.top(epochs=20,
                                                                     unfreeze="all"))}
 
 
@@ -48,11 +47,10 @@ def load_demo():
     # A fixed decoding order, so that a seed gives both paths the same epochs.
     options = tf.data.Options()
     options.deterministic = True
-    return dataclasses.replace(data, train=register_source(
-        data.train.with_options(options), source_key(data.train)))
+    return dataclasses.replace(data, train=data.train.with_options(options))
 
 
-def run(spec, seed, options):
+def run(spec, seed, settings):
     data = load_demo()
     base = tftransfer.load_base(spec)
     # Seeded after loading (building a Keras base draws random numbers, a
@@ -61,8 +59,9 @@ def run(spec, seed, options):
     model = tftransfer.build_classifier(base, len(data.class_names))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
-        tftransfer.fine_tune(model, data.train, data.validation, feature_cache=cache,
-                             seed=seed, verbose=0, **options)
+        tftransfer.fine_tune(model, data.train, data.validation, verbose=0,
+                             options=tftransfer.RunOptions(feature_cache=cache, seed=seed),
+                             **settings)
     seconds = time.perf_counter() - start
     return model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"], seconds
 
@@ -72,13 +71,14 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     for path, spec in PATHS.items():  # Warm up both, so neither pays first-use costs.
-        run(spec, 0, dict(head_epochs=1, fine_tune_epochs=1, unfreeze="all"))
+        run(spec, 0, dict(head=tftransfer.Phase.head(epochs=1),
+                          top=tftransfer.Phase.top(epochs=1, unfreeze="all")))
     print("| setting | path | test accuracy (mean of seeds) | seconds (median) |\n"
           "|---|---|---|---|")
     summary = {}
-    for setting, options in SETTINGS.items():
+    for setting, settings in SETTINGS.items():
         for path, spec in PATHS.items():
-            results = [run(spec, seed, options) for seed in range(args.seeds)]
+            results = [run(spec, seed, settings) for seed in range(args.seeds)]
             accuracy = statistics.mean(r[0] for r in results)
             seconds = statistics.median(r[1] for r in results)
             summary[setting, path] = accuracy, seconds

@@ -9,7 +9,7 @@ accuracy, phase 2's test accuracy epoch by epoch, and what was kept; the
 JSON lines it writes hold every epoch's validation loss and accuracy too,
 to judge a rule for stopping or for choosing between the phases.
 
-This is what the phase-2 defaults (`phases.FINE_TUNE`: no early stopping,
+This is what the phase-2 defaults (`phases.TOP`: no early stopping,
 1e-4 over 20 epochs, and the choice between the phases on validation accuracy)
 were chosen with.
 
@@ -33,7 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tftransfer  # noqa: E402
-from tftransfer import training  # noqa: E402
+from tftransfer import plan as plan_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402
@@ -59,15 +59,15 @@ class TestEveryEpoch(keras.callbacks.Callback):
             self.activations = split.bottom.predict(self.images, verbose=0, batch_size=64)
             self.features = split.top_features.predict(self.activations, verbose=0,
                                                        batch_size=64)
-        phase = "fine_tune" if self.model is split.trainer else "head"
-        inputs = self.activations if phase == "fine_tune" else self.features
+        phase = "top" if self.model is split.trainer else "head"
+        inputs = self.activations if phase == "top" else self.features
         predicted = self.model.predict(inputs, verbose=0, batch_size=64).argmax(-1)
         self.epochs.append({"phase": phase, "epoch": epoch, **(logs or {}),
                             "test_accuracy": float((predicted == self.labels).mean())})
 
 
 def parse_phase(text):
-    """`"learning_rate=1e-4,patience=none"` -> a `Phase.fine_tune` with those changes."""
+    """`"learning_rate=1e-4,patience=none"` -> a `Phase.top` with those changes."""
     changes = {}
     for item in filter(None, (text or "").split(",")):
         key, value = item.split("=")
@@ -80,7 +80,7 @@ def parse_phase(text):
             changes[key] = float(value)
         else:
             changes[key] = value
-    return tftransfer.Phase.fine_tune(**changes)
+    return tftransfer.Phase.top(**changes)
 
 
 def run(folder, phase, seed, cache):
@@ -91,7 +91,7 @@ def run(folder, phase, seed, cache):
     labels = np.concatenate([y.numpy() for _, y in data.test])
     model = tftransfer.build_classifier(base, len(data.class_names))
     splits = []
-    original = training.boundary_split
+    original = plan_module.boundary_split
 
     def recording(*args, **kwargs):
         split, why_not = original(*args, **kwargs)
@@ -99,13 +99,14 @@ def run(folder, phase, seed, cache):
         return split, why_not
 
     probe = TestEveryEpoch(images, labels, splits)
-    training.boundary_split = recording
+    plan_module.boundary_split = recording
     try:
-        history = tftransfer.fine_tune(model, data.train, data.validation, fine_tune=phase,
-                                       feature_cache=cache, seed=seed, verbose=0,
-                                       callbacks=[probe])
+        history = tftransfer.fine_tune(model, data.train, data.validation, top=phase,
+                                       verbose=0, callbacks=[probe],
+                                       options=tftransfer.RunOptions(feature_cache=cache,
+                                                                     seed=seed))
     finally:
-        training.boundary_split = original
+        plan_module.boundary_split = original
     if not splits or splits[-1] is None:
         raise SystemExit("phase 2 did not run on cached activations; nothing to probe")
     return {"seed": seed, "phase": repr(phase), "kept_phase": history.kept_phase,

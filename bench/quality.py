@@ -86,24 +86,25 @@ def run_tftransfer(method, folder, seed):
     base = tftransfer.load_base("mobilenet_v2", weights=str(WEIGHTS), input_size=SIZE)
     data = tftransfer.load_data(str(folder), base.input_size, seed=seed)
     Phase = tftransfer.Phase
-    head, fine_tune, augmentation = Phase.head(), Phase.fine_tune(), "auto"
+    head, top, augmentation = Phase.head(), Phase.top(), "auto"
     if method == "features":
-        fine_tune = Phase.fine_tune(epochs=0)
+        top = Phase.top(epochs=0)
     elif method == "unfreeze20":
-        fine_tune, augmentation = Phase.fine_tune(unfreeze=20, learning_rate=1e-5), None
+        top, augmentation = Phase.top(unfreeze=20, learning_rate=1e-5), None
     elif method == "auto_lr":
         head = Phase.head(learning_rate="auto")
     model = tftransfer.build_classifier(base, len(data.class_names),
                                         augmentation=augmentation)
     with tempfile.TemporaryDirectory() as cache:
         history = tftransfer.fine_tune(model, data.train, data.validation, head=head,
-                                       fine_tune=fine_tune, feature_cache=cache,
-                                       seed=seed, verbose=0)
+                                       top=top, verbose=0,
+                                       options=tftransfer.RunOptions(feature_cache=cache,
+                                                                     seed=seed))
     accuracy = model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]
     return {"accuracy": accuracy, "kept_phase": history.kept_phase,
             "unfrozen": history.unfrozen, "head_learning_rate": history.head_learning_rate,
             "head_epochs": history.head_epochs,
-            "fine_tune_epochs": len(history.fine_tune.epoch) if history.fine_tune else 0}
+            "top_epochs": len(history.top.epoch) if history.top else 0}
 
 
 def run_scratch(folder, seed):

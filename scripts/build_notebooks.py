@@ -66,13 +66,13 @@ CELLS = {
                  "for split, classes in report.used.items():\n"
                  "    print(split, {name: len(paths) for name, paths in classes.items()})"),
         ("md", "Build the classifier: the base's `features`, then a new `head`. With "
-               "`fine_tune=Phase.fine_tune(epochs=0)` only the head trains, on features the frozen base "
+               "`top=Phase.top(epochs=0)` only the head trains, on features the frozen base "
                "computes once and caches."),
         ("code", "model = tftransfer.build_classifier(base, len(data.class_names))\n"
                  "history = tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS, learning_rate=3e-3),\n"
-                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)\n"
+                 "    top=tftransfer.Phase.top(epochs=0), verbose=0)\n"
                  "print('validation accuracy', history.history['val_accuracy'][-1])"),
         ("md", "Predictions on validation images, with the true class in brackets."),
         ("code", "images, labels = next(iter(data.validation))\n"
@@ -108,7 +108,7 @@ CELLS = {
         ("code", "history = tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
-                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS),\n"
+                 "    top=tftransfer.Phase.top(epochs=FINE_TUNE_EPOCHS),\n"
                  "    verbose=0)\n"
                  "print('phase 2 trained', history.unfrozen, 'layers; kept the weights of '\n"
                  "      'phase', history.kept_phase)"),
@@ -154,7 +154,7 @@ CELLS = {
                  "history = tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
-                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS, "
+                 "    top=tftransfer.Phase.top(epochs=FINE_TUNE_EPOCHS, "
                  "unfreeze='all'),\n"
                  "    verbose=0)\n"
                  "print(history.kept_phase, history.history['val_accuracy'][-1])"),
@@ -194,8 +194,8 @@ CELLS = {
                  "history = tftransfer.fine_tune(model, model_data.train, "
                  "model_data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
-                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=FINE_TUNE_EPOCHS),\n"
-                 "    options=distribute.RunOptions(backup_dir=tempfile.mkdtemp() + '/backup'),\n"
+                 "    top=tftransfer.Phase.top(epochs=FINE_TUNE_EPOCHS),\n"
+                 "    options=tftransfer.RunOptions(backup_dir=tempfile.mkdtemp() + '/backup'),\n"
                  "    verbose=0)\n"
                  "print(model.output.dtype, history.history['val_accuracy'][-1])"),
         ("md", "What does not change: the model, the data, the export. What changes: "
@@ -213,7 +213,7 @@ CELLS = {
                  "tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS, learning_rate=3e-3),\n"
-                 "    fine_tune=tftransfer.Phase.fine_tune(epochs=0), "
+                 "    top=tftransfer.Phase.top(epochs=0), "
                  "verbose=0)\n"
                  "import tempfile\nout = tempfile.mkdtemp()\n"
                  "path = tftransfer.export_saved_model(model, f'{out}/demo', "

@@ -49,14 +49,14 @@ def main():
     history = tftransfer.fine_tune(
         model, data.train, data.validation,
         head=tftransfer.Phase.head(epochs=3, patience=100),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=4, patience=100, unfreeze=20,
+        top=tftransfer.Phase.top(epochs=4, patience=100, unfreeze=20,
                                              learning_rate=1e-5),
-        options=tftransfer.distribute.RunOptions(backup_dir=args.backup_dir), seed=0,
+        options=tftransfer.RunOptions(backup_dir=args.backup_dir, seed=0),
         verbose=2, callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=maybe_die)])
     np.savez(os.path.join(args.out_dir, f"worker-{task}.npz"), *model.get_weights())
     with open(os.path.join(args.out_dir, f"worker-{task}.json"), "w") as f:
         json.dump({"head": history.head.epoch,
-                   "fine_tune": history.fine_tune.epoch if history.fine_tune else []}, f)
+                   "top": history.top.epoch if history.top else []}, f)
     return 0
 
 

@@ -12,12 +12,12 @@ def test_auto_views_give_about_view_rows_rows_to_the_smallest_class(per_class, v
 
 
 @pytest.mark.parametrize("smallest, fine_tune, refit", [
-    (8, tftransfer.Phase.fine_tune(), True),  # "auto" skips phase 2 below 15.
-    (8, tftransfer.Phase.fine_tune(epochs=0), True),
-    (8, tftransfer.Phase.fine_tune(unfreeze=2), False),  # Phase 2 is the last phase.
-    (20, tftransfer.Phase.fine_tune(), False),
-    (20, tftransfer.Phase.fine_tune(epochs=0), True),
-    (40, tftransfer.Phase.fine_tune(epochs=0), False),
+    (8, tftransfer.Phase.top(), True),  # "auto" skips phase 2 below 15.
+    (8, tftransfer.Phase.top(epochs=0), True),
+    (8, tftransfer.Phase.top(unfreeze=2), False),  # Phase 2 is the last phase.
+    (20, tftransfer.Phase.top(), False),
+    (20, tftransfer.Phase.top(epochs=0), True),
+    (40, tftransfer.Phase.top(epochs=0), False),
 ])
 def test_refit_auto_when_the_head_is_the_last_phase_on_small_data(tiny_base, smallest,
                                                                   fine_tune, refit):
@@ -29,5 +29,5 @@ def test_refit_auto_when_the_head_is_the_last_phase_on_small_data(tiny_base, sma
 
 def test_resolve_leaves_explicit_settings_alone(tiny_base):
     model = tftransfer.build_classifier(tiny_base, 3)
-    phase = tftransfer.Phase.fine_tune(unfreeze=3)
+    phase = tftransfer.Phase.top(unfreeze=3)
     assert auto.resolve(model, None, phase, 2, False) == (phase, 2, False)

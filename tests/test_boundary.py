@@ -6,7 +6,7 @@ import tftransfer
 from tftransfer import feature_cache
 from tftransfer.boundary import split_at
 from tftransfer.builder import set_trainable
-from tftransfer.data import source_key
+from tftransfer.data import identify
 
 from conftest import write_image_folder
 
@@ -36,9 +36,9 @@ def train_phase_two(base_file, data, cache, unfreeze, seed=3):
     model = tftransfer.build_classifier(base, 3, dropout=0.0, augmentation=None)
     history = tftransfer.fine_tune(
         model, data.train, None, head=tftransfer.Phase.head(epochs=0),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=3, learning_rate=1e-2,
+        top=tftransfer.Phase.top(epochs=3, learning_rate=1e-2,
                                              unfreeze=unfreeze, warmup_epochs=0),
-        feature_cache=cache, verbose=0)
+        options=tftransfer.RunOptions(feature_cache=cache), verbose=0)
     return model, history
 
 
@@ -47,9 +47,9 @@ def assert_same_training(base_file, data, tmp_path, unfreeze):
     # either order, and without dropout or augmentation both runs take the
     # same steps. What differs is float rounding in differently fused ops.
     uncached, history = train_phase_two(base_file, data, False, unfreeze)
-    assert history.fine_tune_cache is None
+    assert history.top_cache is None
     cached, history = train_phase_two(base_file, data, tmp_path / "cache", unfreeze)
-    assert history.fine_tune_cache["rows"] == 18 and len(history.fine_tune.epoch) == 3
+    assert history.top_cache["rows"] == 18 and len(history.top.epoch) == 3
     for a, b in zip(uncached.get_weights(), cached.get_weights()):
         np.testing.assert_allclose(a, b, atol=2e-5)
     initial, _ = train_phase_two(base_file, data, tmp_path / "cache", "none")
@@ -75,7 +75,7 @@ def test_a_cut_inside_a_residual_block_is_crossed_by_two_tensors(folder, tmp_pat
     np.testing.assert_allclose(split.trainer(split.bottom(images)), model(images),
                                atol=1e-5)
     cached, history = assert_same_training(base_file, data, tmp_path, unfreeze="conv3")
-    assert history.fine_tune_cache["shapes"] == [[16, 16, 8], [16, 16, 8]]
+    assert history.top_cache["shapes"] == [[16, 16, 8], [16, 16, 8]]
 
 
 def test_a_changed_image_base_or_depth_makes_a_new_entry(tiny_base, tiny_base_file,
@@ -83,7 +83,7 @@ def test_a_changed_image_base_or_depth_makes_a_new_entry(tiny_base, tiny_base_fi
     def key(base, data, unfreeze):
         model = tftransfer.build_classifier(base, 3, augmentation=None)
         split, _ = split_at(model, set_trainable(model, unfreeze))
-        return feature_cache.fingerprint(split.bottom, source_key(data.train))
+        return feature_cache.fingerprint(split.bottom, identify(data.train).key)
 
     def load():
         return tftransfer.image_folder(folder, (32, 32), validation_split=0)
@@ -105,12 +105,12 @@ def test_an_abandoned_extraction_is_removed_and_the_entry_written(tiny_base, tin
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     split, _ = split_at(model, set_trainable(model, 3))
     entry = tmp_path / "cache" / feature_cache.fingerprint(split.bottom,
-                                                           source_key(data.train))
+                                                           identify(data.train).key)
     abandoned = entry.with_name(entry.name + ".partial-999999999-dead")
     abandoned.mkdir(parents=True)
     (abandoned / "features0-00000.npy").write_bytes(b"half")
     _, history = train_phase_two(tiny_base_file, data, tmp_path / "cache", unfreeze=3)
-    assert history.fine_tune_cache["path"] == str(entry)
+    assert history.top_cache["path"] == str(entry)
     assert not abandoned.exists() and feature_cache.read_manifest(entry)
 
 
@@ -118,8 +118,8 @@ def test_phase_two_says_why_it_runs_uncached(tiny_base_file, folder, tmp_path, c
     data = tftransfer.image_folder(folder, (32, 32), validation_split=0)
     with caplog.at_level("INFO", logger="tftransfer"):
         _, history = train_phase_two(tiny_base_file, data, tmp_path / "cache", unfreeze="all")
-    assert history.fine_tune_cache is None
-    assert "phase 2 cache not used: the whole base trains" in caplog.text
+    assert history.top_cache is None
+    assert "top phase cache not used: the whole base trains" in caplog.text
 
 
 def _save(backbone, tmp_path):
@@ -137,6 +137,6 @@ def test_a_sequential_base_trains_phase_two_uncached_and_says_why(folder, tmp_pa
     data = tftransfer.image_folder(folder, (32, 32), validation_split=0)
     with caplog.at_level("INFO", logger="tftransfer"):
         _, history = train_phase_two(base_file, data, tmp_path / "cache", unfreeze=1)
-    assert history.fine_tune_cache is None
-    assert "phase 2 cache not used: the base 'plain' is not a functional" in caplog.text
-    assert len(history.fine_tune.epoch) == 3
+    assert history.top_cache is None
+    assert "top phase cache not used: the base 'plain' is not a functional" in caplog.text
+    assert len(history.top.epoch) == 3

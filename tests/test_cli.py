@@ -26,7 +26,7 @@ def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_pa
                                        caplog):
     export = tmp_path / "export"
     result = run_cli("train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
-                     "--export", str(export), "--head-epochs", "2", "--fine-tune-epochs", "1",
+                     "--export", str(export), "--head-epochs", "2", "--top-epochs", "1",
                      "--unfreeze", "3", "--batch-size", "8", "--quiet",
                      "--save-keras", str(tmp_path / "model.keras"))
     assert result.returncode == 0, result.stderr
@@ -64,7 +64,7 @@ def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
     cache = tmp_path / "cache"
     args = ["train", "--data", str(split_folder_path), "--base", str(tiny_base_file),
             "--export", str(tmp_path / "export"), "--head-epochs", "1",
-            "--fine-tune-epochs", "0", "--quiet", "--feature-cache", str(cache)]
+            "--top-epochs", "0", "--quiet", "--feature-cache", str(cache)]
     first = run_cli(*args)  # Another process: what it left on disk is reused.
     assert first.returncode == 0, first.stderr
     assert f"feature cache: extracting features to {cache}" in first.stderr
@@ -105,7 +105,7 @@ def test_train_takes_a_csv_augmentation_and_class_weights(image_folder_path, tin
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     result = run_cli("train", "--data", str(tmp_path / "labels.csv"), "--base",
                      str(tiny_base_file), "--export", str(tmp_path / "export"),
-                     "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
+                     "--head-epochs", "1", "--top-epochs", "1", "--unfreeze", "2",
                      "--augment", "flip,rotation=0.1,zoom=0.1,contrast=0.2",
                      "--augmented-views", "2", "--class-weight", "auto", "--quiet",
                      "--feature-cache", str(tmp_path / "cache"))
@@ -121,7 +121,7 @@ def test_train_takes_arrays_and_an_image_cache_folder(image_folder_path, tiny_ba
     import numpy as np
 
     common = ["--base", str(tiny_base_file), "--export", str(tmp_path / "export"),
-              "--head-epochs", "1", "--fine-tune-epochs", "0", "--quiet",
+              "--head-epochs", "1", "--top-epochs", "0", "--quiet",
               "--feature-cache", "none"]
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "arrays.npz", images=rng.integers(0, 255, (12, 20, 20, 3)),
@@ -213,13 +213,13 @@ def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, t
     with caplog.at_level("INFO", logger="tftransfer"):
         assert cli.main(["train", "--data", str(image_folder_path), "--base",
                          str(tiny_base_file), "--export", str(tmp_path / "out"), "--quiet",
-                         "--head-epochs", "1", "--fine-tune-epochs", "1", "--unfreeze", "2",
-                         "--patience", "3", "--fine-tune-patience", "2",
+                         "--head-epochs", "1", "--top-epochs", "1", "--unfreeze", "2",
+                         "--head-patience", "3", "--top-patience", "2",
                          "--strategy", "default", "--precision", "mixed_float16",
                          "--jit-compile", "off", "--learning-rate-scaling", "linear",
                          "--backup-dir", str(tmp_path / "backup")]) == 0
     assert seen["precision"] == "mixed_float16"
-    assert (seen["head"].patience, seen["fine_tune"].patience) == (3, 2)
+    assert (seen["head"].patience, seen["top"].patience) == (3, 2)
     assert seen["options"].backup_dir == str(tmp_path / "backup")
     assert seen["options"].jit_compile is False
     assert seen["options"].learning_rate_scaling == "linear"
@@ -238,7 +238,7 @@ def test_train_writes_a_run_record_that_reruns_to_the_same_options(tmp_path, cap
     from tftransfer.runs import NOT_REPLAYED
 
     run_dir = tmp_path / "run"
-    options = ["--head-epochs", "2", "--fine-tune-epochs", "1", "--unfreeze", "4",
+    options = ["--head-epochs", "2", "--top-epochs", "1", "--unfreeze", "4",
                "--head-learning-rate", "0.002", "--augment", "flip", "--seed", "5",
                "--export", str(tmp_path / "export"), "--quiet"]
     status, out, _ = run_here(capsys, caplog, "train", *options, "--run-dir", run_dir)
@@ -254,7 +254,7 @@ def test_train_writes_a_run_record_that_reruns_to_the_same_options(tmp_path, cap
     assert out.strip().splitlines()[-1] == f"report: {page}"
     assert json.loads((run_dir / "report" / "report.json").read_text())["num_examples"] > 0
     rows = list(csv.DictReader((run_dir / "history.csv").open()))
-    assert [r["phase"] for r in rows] == ["head", "head", "fine_tune"]
+    assert [r["phase"] for r in rows] == ["head", "head", "top"]
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert float(rows[0]["loss"]) > 0 and "val_accuracy" in rows[0]
     assert any((run_dir / "logs").rglob("events.out.tfevents.*"))
@@ -283,7 +283,7 @@ def trained_export(tiny_base_file, split_folder_path, tmp_path_factory):
     model = tftransfer.build_classifier(base, 3, augmentation=None)
     tftransfer.fine_tune(model, data.train, data.validation,
                          head=tftransfer.Phase.head(epochs=2),
-                         fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
+                         top=tftransfer.Phase.top(epochs=0), verbose=0)
     return tftransfer.export_saved_model(model, tmp_path_factory.mktemp("export") / "m",
                                          data.class_names)
 
@@ -342,7 +342,7 @@ def test_bad_auto_options_are_rejected_by_name(option, value, capsys):
 def test_train_says_when_its_report_is_on_validation_images_that_the_refit_trained_on(
         tiny_base_file, image_folder_path, tmp_path, capsys, caplog):
     args = ["train", "--data", image_folder_path, "--base", tiny_base_file, "--export",
-            tmp_path / "export", "--head-epochs", "2", "--fine-tune-epochs", "0",
+            tmp_path / "export", "--head-epochs", "2", "--top-epochs", "0",
             "--quiet", "--run-dir", tmp_path / "run"]
     status, out, log = run_here(capsys, caplog, *args)  # No test/ folder: 8 per class.
     assert status == 0
@@ -353,3 +353,29 @@ def test_train_says_when_its_report_is_on_validation_images_that_the_refit_train
     assert status == 0
     assert "refit" not in log and "refit on the validation" not in out
 
+
+
+def test_dry_run_prints_the_demo_plan_and_trains_nothing(tmp_path, capsys, caplog,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("TFTRANSFER_RUNS_DIR", str(runs))
+    status, out, _ = run_here(capsys, caplog, "train", "--dry-run")
+    assert status == 0
+    assert "data: 100 training images, per class [20, 20, 20, 20, 20]; 50 validation" in out
+    assert "head: the head alone, up to 50 epoch(s) at 0.001, patience 5; cached" in out
+    assert "top: the top 14 backbone layer(s) and the head, up to 20 epoch(s)" in out
+    assert "cached (2 tensor(s) cross the cut)" in out  # mobilenet_v2's block 14 tap too.
+    assert "augmented views: 3; refit: no" in out and "keep: the top phase is kept" in out
+    assert not (tmp_path / "saved_models").exists() and not runs.exists()
+
+
+def test_dry_run_of_a_hub_module_says_why_the_top_phase_is_uncached(
+        hub_bn_module, image_folder_path, tmp_path, capsys, caplog):
+    status, out, _ = run_here(capsys, caplog, "train", "--dry-run", "--data",
+                              image_folder_path, "--base", hub_bn_module, "--unfreeze", "all",
+                              "--feature-cache", tmp_path)
+    assert status == 0
+    assert "top: the top 2 variable(s) of the TF Hub module and the head" in out
+    assert "uncached (a TF Hub module runs only as a whole" in out
+    assert f"feature cache: {tmp_path}" in out

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tftransfer
 from tftransfer import distribute
 from tftransfer.errors import TransferError
-from tftransfer.training import SparseCategoricalCrossentropy
+from tftransfer.losses import SparseCategoricalCrossentropy
 
 from conftest import tiny_dense_dataset, tiny_dense_model, write_image_folder
 
@@ -110,72 +110,6 @@ def test_learning_rate_scale_and_global_batch():
     assert distribute.global_batch_size(16) == 16
 
 
-# --- backups and resumption -------------------------------------------------
-
-def test_epoch_backup_restores_weights_and_optimizer(tmp_path):
-    data = tiny_dense_dataset()
-    model = tiny_dense_model()
-    backup = distribute.EpochBackup(tmp_path / "phase")
-    assert backup.restore(model) == 0
-    model.fit(data, epochs=2, callbacks=[backup], verbose=0)
-    assert json.loads((tmp_path / "phase" / "latest.json").read_text())["epoch"] == 2
-    assert [p.name for p in (tmp_path / "phase").glob("*.h5")] == ["epoch-2.weights.h5"]
-
-    fresh = tiny_dense_model()
-    assert distribute.EpochBackup(tmp_path / "phase").restore(fresh) == 2
-    for a, b in zip(model.get_weights(), fresh.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    assert int(fresh.optimizer.iterations) == int(model.optimizer.iterations) == 6
-
-    other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
-    other.compile("adam", "mse")
-    with pytest.raises(TransferError, match="does not fit this model"):
-        distribute.EpochBackup(tmp_path / "phase").restore(other)
-
-
-class Crash(keras.callbacks.Callback):
-    """Raises as a given epoch begins, as a preempted machine would stop."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt(f"crash at epoch {epoch}")
-
-
-@pytest.mark.parametrize("crash_at, resumed_phase", [(1, "head"), (4, "fine_tune")])
-def test_fine_tune_resumes_in_the_right_phase(tiny_base, image_folder_path, tmp_path,
-                                              caplog, crash_at, resumed_phase):
-    data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
-    backup_dir = tmp_path / "backup"
-    options = dict(head=tftransfer.Phase.head(epochs=3, patience=100),
-                   fine_tune=tftransfer.Phase.fine_tune(epochs=3, unfreeze=3, patience=100),
-                   options=tftransfer.distribute.RunOptions(backup_dir=backup_dir), verbose=0)
-
-    keras.utils.set_random_seed(0)
-    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
-    with pytest.raises(KeyboardInterrupt):
-        tftransfer.fine_tune(model, data.train, data.validation,
-                             callbacks=[Crash(crash_at)], **options)
-    assert (backup_dir / resumed_phase / "latest.json").is_file()
-    assert (backup_dir / "head.json").is_file() == (resumed_phase == "fine_tune")
-
-    keras.utils.set_random_seed(0)
-    restarted = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
-    with caplog.at_level("INFO", logger="tftransfer"):
-        history = tftransfer.fine_tune(restarted, data.train, data.validation, **options)
-    assert f"resuming phase '{resumed_phase}' after epoch {crash_at}" in caplog.text
-    if resumed_phase == "head":
-        assert history.head.epoch == [1, 2]
-    else:
-        assert "phase 1 (head) finished earlier after 3 epochs" in caplog.text
-        assert history.head.epoch == [0, 1, 2]
-    assert history.fine_tune.epoch[-1] == 5
-    assert not backup_dir.exists()  # Removed once training ended.
-
-
 # --- several replicas and several workers, in subprocesses --------------------
 
 def _free_ports(count):
@@ -240,7 +174,7 @@ def _test_accuracy(stdout):
 @pytest.mark.timeout(300)
 def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split, tmp_path):
     common = ["train", "--data", str(colors_split), "--base", str(tiny_base_file),
-              "--head-epochs", "40", "--fine-tune-epochs", "2", "--unfreeze", "3",
+              "--head-epochs", "40", "--top-epochs", "2", "--unfreeze", "3",
               "--head-learning-rate", "1e-2", "--learning-rate-scaling", "none", "--quiet",
               "--feature-cache", str(tmp_path / "cache")]
     # The same global batch (2 x 8 = 16), so both take the same steps.
@@ -252,13 +186,13 @@ def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split,
     assert "strategy: one device with 1 replica(s)" in single
     assert "global batch 16" in mirrored and "global batch 16" in single
     for output in (mirrored, single):
-        epochs = re.findall(r"^(?:head|fine_tune) epoch (\d+)/(\d+) - ", output,
+        epochs = re.findall(r"^(?:head|top) epoch (\d+)/(\d+) - ", output,
                             re.MULTILINE)
         head = [e for e in epochs if e[1] == "40"]
-        fine_tune = [e for e in epochs if e[1] != "40"]
+        top = [e for e in epochs if e[1] != "40"]
         assert head and head[0] == ("1", "40")
-        # Phase 2 goes on from where early stopping ended phase 1.
-        assert fine_tune == [(str(len(head) + 1), str(len(head) + 2)),
+        # The top phase goes on from where early stopping ended the head phase.
+        assert top == [(str(len(head) + 1), str(len(head) + 2)),
                              (str(len(head) + 2), str(len(head) + 2))]
     # Trained until early stopping, so that the comparison is of converged
     # models, not of two shuffle orders part-way.
@@ -273,7 +207,7 @@ def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split,
 def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
     save = tmp_path / "model.keras"
     command = ["-m", "tftransfer.cli", "train", "--strategy", "multi_worker",
-               "--head-epochs", "3", "--fine-tune-epochs", "2", "--quiet",
+               "--head-epochs", "3", "--top-epochs", "2", "--quiet",
                "--export", str(tmp_path / "export"), "--save-keras", str(save),
                "--feature-cache", str(tmp_path / "cache")]
     codes = _wait(_start_workers([command, command], tmp_path), timeout=360)
@@ -282,7 +216,7 @@ def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
     for log in logs:
         assert "MultiWorkerMirroredStrategy with 2 replica(s)" in log
         assert "global batch 32" in log
-        assert "fine_tune epoch 5/5" in log and "test accuracy:" in log
+        assert "top epoch 5/5" in log and "test accuracy:" in log
     assert "export: left to the chief" in logs[1]
     assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
     chief = keras.saving.load_model(save)
@@ -300,7 +234,7 @@ def test_killed_worker_resumes_from_the_backup(tmp_path):
     # Worker 1 vanishes as epoch 5 (the second of phase 2) begins; the chief
     # then waits for it forever, as a real cluster would, and is killed too.
     assert _wait([worker], timeout=300) == [-signal.SIGKILL]
-    index = backup / "fine_tune" / "latest.json"
+    index = backup / "top" / "latest.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
             index.is_file() and json.loads(index.read_text())["epoch"] == 5):
@@ -315,10 +249,10 @@ def test_killed_worker_resumes_from_the_backup(tmp_path):
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     for i, log in enumerate(logs):
         restart = log[log.rindex("strategy: MultiWorkerMirroredStrategy"):]
-        assert "phase 1 (head) finished earlier after 3 epochs" in restart
-        assert "resuming phase 'fine_tune' after epoch 5" in restart
+        assert "the head phase finished earlier after 3 epochs" in restart
+        assert "resuming the top phase after epoch 5" in restart
         epochs = json.loads((tmp_path / f"worker-{i}.json").read_text())
-        assert epochs == {"head": [0, 1, 2], "fine_tune": [5, 6]}
+        assert epochs == {"head": [0, 1, 2], "top": [5, 6]}
     with np.load(tmp_path / "worker-0.npz") as a, np.load(tmp_path / "worker-1.npz") as b:
         for name in a.files:
             np.testing.assert_array_equal(a[name], b[name])

@@ -92,7 +92,7 @@ def trained(tiny_base_file, split_folder_path):
     model = tftransfer.build_classifier(base, len(data.class_names), augmentation=None)
     tftransfer.fine_tune(model, data.train, data.validation,
                          head=tftransfer.Phase.head(epochs=3),
-                         fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
+                         top=tftransfer.Phase.top(epochs=0), verbose=0)
     return model, data
 
 

@@ -22,7 +22,7 @@ def trained(tiny_base_file, image_folder_path):
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     tftransfer.fine_tune(
         model, data.train, data.validation, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze=3), verbose=0)
+        top=tftransfer.Phase.top(epochs=1, unfreeze=3), verbose=0)
     return model, data.class_names
 
 
@@ -227,7 +227,7 @@ def demo_model():
     tftransfer.fine_tune(
         model, data.train, data.validation,
         head=tftransfer.Phase.head(epochs=15, learning_rate=3e-3),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
+        top=tftransfer.Phase.top(epochs=0), verbose=0)
     return model, data
 
 

@@ -17,7 +17,6 @@ import tftransfer
 from tftransfer import auto, feature_cache
 from tftransfer.features import assemble_features
 from tftransfer.builder import head_of
-from tftransfer.data import register_source
 from tftransfer.errors import TransferError
 from tftransfer.feature_cache import (cached_features, clear_feature_cache, joined_features,
                                       read_manifest)
@@ -40,7 +39,8 @@ def head_predictions(tiny_base, data, feature_cache_dir, seed=3):
     model = tftransfer.build_classifier(tiny_base, 3, dropout=0.0, augmentation=None)
     history = tftransfer.fine_tune(
         model, data.train, None, head=tftransfer.Phase.head(epochs=4, learning_rate=0.05),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=feature_cache_dir,
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=feature_cache_dir),
         verbose=0)
     probe = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
     return model.predict(probe, verbose=0), history
@@ -51,10 +51,10 @@ def test_cached_and_uncached_heads_agree(tiny_base, folder, tmp_path):
     # whatever the order; without dropout, both runs take the same steps.
     data = load(folder, batch_size=64)
     uncached, history = head_predictions(tiny_base, data, False)
-    assert history.feature_cache is None
+    assert history.head_cache is None
     cached, history = head_predictions(tiny_base, data, tmp_path / "cache")
-    assert history.feature_cache["rows"] == 18
-    assert not history.feature_cache["reused"]
+    assert history.head_cache["rows"] == 18
+    assert not history.head_cache["reused"]
     np.testing.assert_allclose(cached, uncached, atol=1e-4)
     initial, _ = head_predictions(tiny_base, data, tmp_path / "cache", seed=4)
     assert np.abs(initial - cached).max() > 1e-3  # The comparison can fail.
@@ -123,7 +123,6 @@ base = tftransfer.load_base(sys.argv[1], preprocessing="unit")
 data = tftransfer.image_folder(sys.argv[2], (32, 32), batch_size=2, validation_split=0)
 slow = data.train.map(lambda x, y: tf.py_function(
     lambda a, b: (time.sleep(0.5), a, b)[1:], [x, y], [tf.float32, tf.int32]))
-slow = tftransfer.data.register_source(slow, tftransfer.data.source_key(data.train))
 feature_cache.cached_features(base.features, slow, cache_dir=sys.argv[3])
 """
 
@@ -161,16 +160,18 @@ def test_augmentation_falls_back_with_a_note_or_caches_views(tiny_base, folder, 
     with caplog.at_level(logging.INFO, logger="tftransfer"):
         history = tftransfer.fine_tune(
             model, data.train, None, head=tftransfer.Phase.head(epochs=1),
-            fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path,
+            top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=tmp_path),
             augmented_views=0, verbose=0)
-    assert history.feature_cache is None
+    assert history.head_cache is None
     assert "random augmentation" in caplog.text and "augmented_views" in caplog.text
 
     history = tftransfer.fine_tune(
         model, data.train, None, head=tftransfer.Phase.head(epochs=1),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path,
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=tmp_path),
         augmented_views=3, verbose=0)
-    assert history.feature_cache["rows"] == 3 * 18
+    assert history.head_cache["rows"] == 3 * 18
     assert history.head_epochs == 1
 
 
@@ -180,19 +181,21 @@ def test_auto_views_augment_small_classes_and_leave_larger_ones_plain(
     model = tftransfer.build_classifier(tiny_base, 3)  # The default augmentation.
     run = functools.partial(
         tftransfer.fine_tune, model, data.train, None, head=tftransfer.Phase.head(epochs=1),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0)
-    assert run().feature_cache["rows"] == 8 * 18  # 48 rows / 6 images: capped at 8.
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=tmp_path), verbose=0)
+    assert run().head_cache["rows"] == 8 * 18  # 48 rows / 6 images: capped at 8.
     monkeypatch.setattr(auto, "AUGMENT_BELOW", 6)
     with caplog.at_level(logging.INFO, logger="tftransfer"):
-        plain = run().feature_cache
+        plain = run().head_cache
     assert plain["rows"] == 18 and "unaugmented" in caplog.text
     # The same entry as a model without augmentation: the images, not views.
     unaugmented = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     unaugmented.get_layer("features").set_weights(model.get_layer("features").get_weights())
     assert tftransfer.fine_tune(
         unaugmented, data.train, None, head=tftransfer.Phase.head(epochs=1),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path,
-        verbose=0).feature_cache["reused"]
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=tmp_path),
+        verbose=0).head_cache["reused"]
 
 
 def test_the_trained_head_is_the_classifier_head(tiny_base, folder, tmp_path):
@@ -201,7 +204,8 @@ def test_the_trained_head_is_the_classifier_head(tiny_base, folder, tmp_path):
     before = [w.numpy().copy() for w in head_of(model).weights]
     tftransfer.fine_tune(
         model, data.train, None, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0)
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=tmp_path), verbose=0)
     after = head_of(model).weights
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, after))
     assert "accuracy" in model.evaluate(data.train, verbose=0, return_dict=True)
@@ -221,7 +225,6 @@ def test_joined_features_shuffle_the_rows_of_several_entries_together(tmp_path):
     for part, rows in enumerate((5, 3)):
         features = np.full((rows, 2), part, "float32")
         ds = tf.data.Dataset.from_tensor_slices((features, np.full(rows, part))).batch(2)
-        ds = register_source(ds, f"joined-{part}")
         _, manifest = cached_features(keras.Sequential([keras.Input((2,)), keras.layers.Identity()]), ds,
                                       cache_dir=tmp_path)
         manifests.append(manifest)
@@ -238,7 +241,7 @@ def test_extraction_traces_the_base_once_whatever_the_last_batch_size(tmp_path):
     features = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     ds = tf.data.Dataset.from_tensor_slices((np.ones((10, 3), "float32"),
                                              np.zeros(10, "int32"))).batch(4)  # 4, 4, 2
-    _, manifest = cached_features(features, register_source(ds, "trace-once"),
+    _, manifest = cached_features(features, ds,
                                   cache_dir=tmp_path)
     assert manifest["rows"] == 10
     (extract,) = feature_cache._EXTRACTORS[features].values()

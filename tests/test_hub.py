@@ -43,7 +43,7 @@ def test_frozen_training_leaves_module_unchanged_and_fine_tuning_changes_it(
     before = module_weights(model)
     tftransfer.fine_tune(
         model, colors.train, None, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
+        top=tftransfer.Phase.top(epochs=0), verbose=0)
     after_head = module_weights(model)
     for name in before:
         np.testing.assert_array_equal(before[name], after_head[name])
@@ -81,7 +81,7 @@ def test_keras_and_saved_model_round_trips(hub_bn_module, colors, tmp_path):
     model = tftransfer.build_classifier(base, 3, augmentation=None)
     tftransfer.fine_tune(
         model, colors.train, colors.validation, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=1, learning_rate=1e-2, unfreeze="all"),
+        top=tftransfer.Phase.top(epochs=1, learning_rate=1e-2, unfreeze="all"),
         verbose=0)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
@@ -229,9 +229,9 @@ def test_unfreeze_n_trains_only_the_top_n_variables_of_a_hub_module(colors, tmp_
     # No phase 1, so that phase 2's weights are kept whatever its loss.
     history = tftransfer.fine_tune(
         model, colors.train, None, head=tftransfer.Phase.head(epochs=0),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=2, learning_rate=1e-2, unfreeze=unfreeze,
+        top=tftransfer.Phase.top(epochs=2, learning_rate=1e-2, unfreeze=unfreeze,
                                              warmup_epochs=0), verbose=0)
-    assert history.kept_phase == "fine_tune"
+    assert history.kept_phase == "top"
     moved = {v.name for v in module.weights if not np.array_equal(v.numpy(), before[v.name])}
     assert moved == changed
 

@@ -46,10 +46,11 @@ def test_auto_head_rate_runs_on_the_cached_features(tiny_base, image_folder_path
     data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     phases = dict(head=tftransfer.Phase.head(epochs=2, learning_rate="auto"),
-                  fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
+                  top=tftransfer.Phase.top(epochs=0), verbose=0)
     with caplog.at_level(logging.INFO, logger="tftransfer"):
         history = tftransfer.fine_tune(model, data.train, data.validation,
-                                       feature_cache=tmp_path, **phases)
+                                       options=tftransfer.RunOptions(feature_cache=tmp_path),
+                                       **phases)
     assert history.rate_search is not None
     assert history.head_learning_rate == history.rate_search.rate
     assert "from a range test" in caplog.text
@@ -57,6 +58,7 @@ def test_auto_head_rate_runs_on_the_cached_features(tiny_base, image_folder_path
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="tftransfer"):
         history = tftransfer.fine_tune(model, data.train, data.validation,
-                                       feature_cache=False, **phases)
+                                       options=tftransfer.RunOptions(feature_cache=False),
+                                       **phases)
     assert history.rate_search is None and history.head_learning_rate == 1e-3
     assert "needs cached features" in caplog.text

@@ -1,8 +1,10 @@
-"""The package as a whole: no import cycles, small modules, docstring examples that run."""
+"""The package as a whole: no import cycles, small modules and functions, docstring
+examples that run, type hints on the public API."""
 
 import ast
 import doctest
 import importlib
+import inspect
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,63 @@ def test_the_package_has_no_import_cycle():
 def test_no_module_is_over_about_500_lines():
     sizes = {name: len(path.read_text().splitlines()) for name, path in NAMES.items()}
     assert {name: size for name, size in sizes.items() if size > 520} == {}
+
+
+def function_lengths(source):
+    """`{name: lines}` of every function in `source`, not counting its docstring."""
+    lengths = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                lines -= first.end_lineno - first.lineno + 1
+            lengths[f"{node.name}:{node.lineno}"] = lines
+    return lengths
+
+
+def test_function_lengths_leave_the_docstring_out():
+    source = 'def f(a):\n    """One.\n\n    Two.\n    """\n    return a\n\n\ndef g():\n    pass\n'
+    assert function_lengths(source) == {"f:1": 2, "g:9": 2}
+
+
+def test_no_function_is_over_60_lines():
+    long = {f"{name}.{function}": lines
+            for name, path in NAMES.items()
+            for function, lines in function_lengths(path.read_text()).items() if lines > 60}
+    assert long == {}
+
+
+def test_fine_tune_takes_at_most_12_parameters():
+    import tftransfer
+
+    assert len(inspect.signature(tftransfer.fine_tune).parameters) <= 12
+    assert "fine_tune" not in inspect.signature(tftransfer.fine_tune).parameters
+
+
+def test_the_public_functions_and_classes_have_type_hints():
+    import tftransfer
+
+    missing = []
+    for name in tftransfer.__all__:
+        value = getattr(tftransfer, name)
+        if inspect.ismodule(value):
+            continue
+        callables = [value] if inspect.isfunction(value) else [
+            member for key, member in vars(value).items()
+            if inspect.isfunction(member) and not key.startswith("_")]
+        if inspect.isclass(value) and not hasattr(value, "__dataclass_fields__"):
+            callables.append(value.__init__)
+        for function in callables:
+            signature = inspect.signature(function)
+            params = [p for p in signature.parameters.values() if p.name not in ("self", "cls")
+                      and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            if any(p.annotation is p.empty for p in params) or (
+                    signature.return_annotation is signature.empty
+                    and function.__name__ != "__init__"):
+                missing.append(f"{name}.{function.__name__}" if function is not value else name)
+    assert missing == []
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))

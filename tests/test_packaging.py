@@ -12,7 +12,7 @@ import tftransfer
 from tftransfer import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-EPOCH_LINE = re.compile(r"^(head|fine_tune) epoch \d+/\d+ - ")
+EPOCH_LINE = re.compile(r"^(head|top) epoch \d+/\d+ - ")
 
 
 def _snapshot(folder):
@@ -48,7 +48,7 @@ def test_wheel_installs_and_trains_offline_from_an_empty_folder(tmp_path):
     env["TFTRANSFER_CACHE_DIR"] = str(tmp_path / "cache")
     result = subprocess.run(
         [str(venv / "bin" / "tftransfer"), "train", "--head-epochs", "2",
-         "--fine-tune-epochs", "1"], cwd=workdir, env=env, capture_output=True, text=True,
+         "--top-epochs", "1"], cwd=workdir, env=env, capture_output=True, text=True,
         timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     export = workdir / "saved_models" / "demo_classifier" / "1"
@@ -67,7 +67,7 @@ def test_wheel_installs_and_trains_offline_from_an_empty_folder(tmp_path):
 
 
 def _train_demo(capsys, tmp_path, *extra):
-    status = cli.main(["train", "--head-epochs", "3", "--fine-tune-epochs", "2",
+    status = cli.main(["train", "--head-epochs", "3", "--top-epochs", "2",
                        "--export", str(tmp_path / "export"), *extra])
     out = capsys.readouterr().out
     assert status == 0
@@ -84,7 +84,7 @@ def test_piped_train_logs_one_line_per_epoch_and_each_fact_once(capsys, caplog, 
     epochs = [line for line in lines if EPOCH_LINE.match(line)]
     assert [line.split(" - ")[0] for line in epochs] == [
         "head epoch 1/3", "head epoch 2/3", "head epoch 3/3",
-        "fine_tune epoch 4/5", "fine_tune epoch 5/5"]
+        "top epoch 4/5", "top epoch 5/5"]
     assert all("val_accuracy: " in line for line in epochs)
     assert not [line for line in lines if line.startswith("Epoch ")]
     text = out + "\n".join(record.getMessage() for record in caplog.records)
@@ -96,7 +96,7 @@ def test_quiet_is_one_line_per_epoch_even_in_a_terminal(capsys, monkeypatch, tmp
                                                         tiny_base_file, image_folder_path):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     status = cli.main(["train", "--data", str(image_folder_path), "--base",
-                       str(tiny_base_file), "--head-epochs", "2", "--fine-tune-epochs", "1",
+                       str(tiny_base_file), "--head-epochs", "2", "--top-epochs", "1",
                        "--unfreeze", "2", "--export", str(tmp_path / "export"), "--quiet"])
     out = capsys.readouterr().out
     assert status == 0

@@ -5,16 +5,17 @@ import dataclasses
 import pytest
 
 from tftransfer import phases
-from tftransfer.phases import FINE_TUNE, HEAD, Phase
+from tftransfer.errors import TransferError
+from tftransfer.phases import HEAD, TOP, Phase
 
 
 def test_head_and_fine_tune_start_from_the_defaults_and_change_only_what_is_given():
     assert Phase.head() == HEAD
-    assert Phase.fine_tune() == FINE_TUNE
-    changed = Phase.fine_tune(unfreeze=40, epochs=3)
+    assert Phase.top() == TOP
+    changed = Phase.top(unfreeze=40, epochs=3)
     assert (changed.unfreeze, changed.epochs) == (40, 3)
-    assert dataclasses.replace(changed, unfreeze=FINE_TUNE.unfreeze,
-                               epochs=FINE_TUNE.epochs) == FINE_TUNE
+    assert dataclasses.replace(changed, unfreeze=TOP.unfreeze,
+                               epochs=TOP.epochs) == TOP
 
 
 def test_a_phase_cannot_be_changed_in_place():
@@ -23,7 +24,7 @@ def test_a_phase_cannot_be_changed_in_place():
 
 
 @pytest.mark.parametrize("unfreeze, epochs, trains", [
-    ("none", 5, False), (None, 5, False), (0, 5, False),
+    ("none", 5, False),
     (3, 5, True), ("all", 5, True), ("auto", 5, True), ("block_16", 5, True),
     ("all", 0, False),
 ])
@@ -31,22 +32,28 @@ def test_trains_backbone(unfreeze, epochs, trains):
     assert Phase(epochs=epochs, learning_rate=1e-4, unfreeze=unfreeze).trains_backbone is trains
 
 
+@pytest.mark.parametrize("unfreeze", [None, 0, -1])
+def test_no_unfreeze_is_spelled_none_alone(unfreeze):
+    with pytest.raises(TransferError, match="pass 'none'"):
+        Phase(epochs=5, learning_rate=1e-4, unfreeze=unfreeze)
+
+
 def test_the_defaults_train_the_head_alone_then_the_top_at_a_lower_rate_to_the_end():
     assert not HEAD.trains_backbone and HEAD.patience is not None
-    assert FINE_TUNE.trains_backbone and FINE_TUNE.unfreeze == "auto"
-    assert FINE_TUNE.learning_rate < HEAD.learning_rate
-    assert FINE_TUNE.patience is None  # Runs every epoch; see FINE_TUNE's comment.
+    assert TOP.trains_backbone and TOP.unfreeze == "auto"
+    assert TOP.learning_rate < HEAD.learning_rate
+    assert TOP.patience is None  # Runs every epoch; see TOP's comment.
 
 
 def test_training_uses_these_defaults():
     from tftransfer import training
 
-    assert training.HEAD is phases.HEAD and training.FINE_TUNE is phases.FINE_TUNE
+    assert training.HEAD is phases.HEAD and training.TOP is phases.TOP
 
 
 def test_schedule_is_the_rate_itself_without_decay_or_a_known_length():
     assert HEAD.schedule(1e-3, 10) == 1e-3
-    assert FINE_TUNE.schedule(1e-4, None) == 1e-4
+    assert TOP.schedule(1e-4, None) == 1e-4
 
 
 def test_cosine_schedule_warms_up_from_a_tenth_then_decays_to_zero():
@@ -78,7 +85,7 @@ def test_kept_epoch_is_the_best_with_patience_and_the_last_without():
     assert phases.kept_epochs(history, HEAD, "val_loss") == 2
     assert phases.kept_epoch_logs(history, HEAD, "val_loss") == {"val_loss": 0.5,
                                                                  "val_accuracy": 0.8}
-    assert phases.kept_index(history, FINE_TUNE, "val_loss") == 3
+    assert phases.kept_index(history, TOP, "val_loss") == 3
     assert phases.kept_index(history, HEAD, "loss") is None
     assert phases.kept_epochs(history, HEAD, "loss") == 4
 

@@ -28,7 +28,8 @@ def test_data_check_and_extraction_show_progress_in_a_terminal(
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     run = lambda verbose: tftransfer.fine_tune(  # noqa: E731
         model, data.train, None, head=tftransfer.Phase.head(epochs=1),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path / str(verbose),
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=tmp_path / str(verbose)),
         verbose=verbose)
     run("auto")
     assert "18/18" in capsys.readouterr().out  # The training split's extraction.

@@ -28,7 +28,7 @@ def fake_history():
                     "accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.4, 0.6, 0.7]}
     tune.history = {"loss": [0.4, 0.3], "val_loss": [0.5, 0.45],
                     "accuracy": [0.85, 0.9], "val_accuracy": [0.75, 0.8]}
-    return FineTuneHistory(head=head, fine_tune=tune, kept_phase="fine_tune")
+    return FineTuneHistory(head=head, top=tune, kept_phase="top")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-import threading
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 
 import tftransfer
 from tftransfer.builder import backbone_layers, head_of
+from tftransfer.data import DataIdentity
 
 
 class RecordWeights(keras.callbacks.Callback):
@@ -48,22 +49,22 @@ def test_phase_one_changes_only_the_head_and_phase_two_only_the_top(tiny_base, d
     recorder = RecordWeights(model)
     history = tftransfer.fine_tune(
         model, train, None, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=2, learning_rate=1e-2, unfreeze=3,
+        top=tftransfer.Phase.top(epochs=2, learning_rate=1e-2, unfreeze=3,
                                              warmup_epochs=0),
         callbacks=[recorder], verbose=0)
-    assert history.head_epochs == 2 and len(history.fine_tune.epoch) == 2
-    assert history.fine_tune.epoch == [2, 3]  # phase 2 goes on counting epochs
-    after_head, after_fine_tune = recorder.snapshots
+    assert history.head_epochs == 2 and len(history.top.epoch) == 2
+    assert history.top.epoch == [2, 3]  # phase 2 goes on counting epochs
+    after_head, after_top = recorder.snapshots
 
     assert changed(initial, after_head, "head")
     for name in ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]:
         assert not changed(initial, after_head, name), name
 
     # unfreeze=3: conv3, bn3, relu3; BatchNorm stays frozen, statistics included.
-    assert changed(after_head, after_fine_tune, "conv3")
-    assert changed(after_head, after_fine_tune, "head")
+    assert changed(after_head, after_top, "conv3")
+    assert changed(after_head, after_top, "head")
     for name in ["conv1", "bn1", "conv2", "bn2", "bn3"]:
-        assert not changed(after_head, after_fine_tune, name), name
+        assert not changed(after_head, after_top, name), name
 
 
 def test_history_joins_both_phases(tiny_base, datasets):
@@ -71,7 +72,7 @@ def test_history_joins_both_phases(tiny_base, datasets):
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     history = tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze="all"), verbose=0)
+        top=tftransfer.Phase.top(epochs=1, unfreeze="all"), verbose=0)
     assert len(history.history["val_loss"]) == history.head_epochs + 1
 
 
@@ -82,16 +83,16 @@ def test_phase_two_runs_every_epoch_and_is_kept_unless_clearly_less_accurate(tin
     recorder = RecordWeights(model)
     history = tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=4, patience=1),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=3, unfreeze="all"),
+        top=tftransfer.Phase.top(epochs=3, unfreeze="all"),
         callbacks=[recorder], verbose=0)
-    assert tftransfer.Phase.fine_tune().patience is None
-    assert len(history.fine_tune.epoch) == 3  # No early stopping.
+    assert tftransfer.Phase.top().patience is None
+    assert len(history.top.epoch) == 3  # No early stopping.
     head = history.head.history
     p = head["val_accuracy"][int(np.argmin(head["val_loss"]))]
     rows = sum(int(y.shape[0]) for _, y in validation)
     margin = (p * (1 - p) / rows) ** 0.5
-    last = history.fine_tune.history["val_accuracy"][-1]
-    assert history.kept_phase == ("head" if last < p - margin else "fine_tune")
+    last = history.top.history["val_accuracy"][-1]
+    assert history.kept_phase == ("head" if last < p - margin else "top")
     kept = recorder.snapshots[0 if history.kept_phase == "head" else -1]
     final = snapshot(model)
     assert not any(changed(kept, final, name) for name in final)
@@ -111,19 +112,21 @@ def test_phase_two_within_the_validation_noise_of_phase_one_is_kept(tiny_base, d
         head.history = {"val_loss": [0.9, 0.5, 0.6], "val_accuracy": [0.5, p, 0.9]}
         tuned = keras.callbacks.History()
         tuned.history = {"val_loss": [0.4, 0.7], "val_accuracy": [1.0, second_accuracy]}
-        return training.FineTuneHistory(head=head, fine_tune=tuned)
+        return training.FineTuneHistory(head=head, top=tuned)
 
-    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
-    phases = (training.HEAD, training.FINE_TUNE)  # Phase 1 keeps its best, phase 2 its last.
-    lost = [training._phase_two_lost(result(p + delta), *phases, "val_loss", model, validation)
+    # The head phase keeps its best epoch, the top phase its last.
+    plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
+                           top=SimpleNamespace(phase=training.TOP),
+                           validation=DataIdentity(None, rows))
+    lost = [training._top_lost(result(p + delta), plan, "val_loss")
             for delta in (-1.5 * margin, -0.5 * margin, 0.0, 0.1)]
     assert lost == [True, False, False, False]
     no_validation = keras.callbacks.History()
     no_validation.history = {"loss": [0.3, 0.2]}
     worse = keras.callbacks.History()
     worse.history = {"loss": [0.1, 0.25]}
-    assert training._phase_two_lost(training.FineTuneHistory(head=no_validation, fine_tune=worse),
-                                    *phases, "loss", model, None)
+    assert training._top_lost(training.FineTuneHistory(head=no_validation, top=worse),
+                              plan, "loss")
 
 
 def test_early_stopping_in_phase_two_only_with_a_patience(tiny_base, datasets, monkeypatch):
@@ -142,7 +145,7 @@ def test_early_stopping_in_phase_two_only_with_a_patience(tiny_base, datasets, m
     for patience in (None, 1):
         model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
         tftransfer.fine_tune(model, train, validation, head=tftransfer.Phase.head(epochs=1),
-                             fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze="all",
+                             top=tftransfer.Phase.top(epochs=1, unfreeze="all",
                                                                   patience=patience),
                              verbose=0)
     assert stoppers == [[5], [], [5], [1]]  # Phase 1, phase 2; twice.
@@ -153,8 +156,8 @@ def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     history = tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=1),
-        fine_tune=tftransfer.Phase.fine_tune(unfreeze=0), verbose=0)
-    assert history.fine_tune is None and history.kept_phase == "head"
+        top=tftransfer.Phase.top(unfreeze="none"), verbose=0)
+    assert history.top is None and history.kept_phase == "head"
 
 
 def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_base, datasets):
@@ -164,7 +167,7 @@ def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_bas
     # A huge phase-2 learning rate ruins the top layers.
     history = tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=10, learning_rate=0.05),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=2, learning_rate=50.0, unfreeze="all",
+        top=tftransfer.Phase.top(epochs=2, learning_rate=50.0, unfreeze="all",
                                              warmup_epochs=0),
         callbacks=[recorder], verbose=0)
     assert history.kept_phase == "head"
@@ -178,7 +181,7 @@ def test_invalid_unfreeze_fails_before_training(tiny_base, datasets):
     before = snapshot(model)
     with pytest.raises(tftransfer.TransferError, match="cannot unfreeze 99 layers"):
         tftransfer.fine_tune(
-            model, train, validation, fine_tune=tftransfer.Phase.fine_tune(unfreeze=99),
+            model, train, validation, top=tftransfer.Phase.top(unfreeze=99),
             verbose=0)
     assert not changed(before, snapshot(model), "head")
 
@@ -203,7 +206,7 @@ def test_auto_class_weight_balances_imbalanced_data(tiny_base, tmp_path, caplog)
     with caplog.at_level(logging.INFO, logger="tftransfer"):
         tftransfer.fine_tune(
             model, data.train, head=tftransfer.Phase.head(epochs=1),
-            fine_tune=tftransfer.Phase.fine_tune(epochs=0), verbose=0)
+            top=tftransfer.Phase.top(epochs=0), verbose=0)
     assert "class weights for imbalanced data (counts [6, 6, 2])" in caplog.text
     shutil.rmtree(root)
 
@@ -215,7 +218,7 @@ def test_log_dir_gets_tensorboard_logs_of_both_phases(tiny_base, datasets, tmp_p
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     tftransfer.fine_tune(
         model, train, validation, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=1, unfreeze=3),
+        top=tftransfer.Phase.top(epochs=1, unfreeze=3),
         callbacks=[keras.callbacks.TensorBoard(str(tmp_path))], verbose=0)
     epochs = []
     for events in (tmp_path / "validation").glob("events.out.tfevents.*"):
@@ -231,13 +234,13 @@ def test_auto_unfreeze_skips_phase_two_on_few_images_and_trains_the_top_on_more(
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     run = lambda: tftransfer.fine_tune(  # noqa: E731
         model, train, validation, head=tftransfer.Phase.head(epochs=1),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=1), verbose=0)
+        top=tftransfer.Phase.top(epochs=1), verbose=0)
     history = run()
-    assert history.fine_tune is None and history.unfrozen == 0
+    assert history.top is None and history.unfrozen == 0
     monkeypatch.setattr("tftransfer.auto.AUTO_UNFREEZE", ((5, 0.0), (1e9, 0.5)))
     history = run()
     assert history.unfrozen == round(0.5 * len(backbone_layers(model))) > 0
-    assert history.fine_tune is not None
+    assert history.top is not None
 
 
 def _rows(dataset):
@@ -251,8 +254,9 @@ def test_refit_trains_the_head_again_on_train_and_validation_for_the_best_epochs
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     history = tftransfer.fine_tune(
         model, data.train, data.validation, head=tftransfer.Phase.head(epochs=4),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0),
-        feature_cache=feature_cache and tmp_path, seed=0, verbose=0)
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=feature_cache and tmp_path, seed=0),
+        verbose=0)
     assert history.refit is not None  # "auto": 8 images per class, phase 2 skipped.
     best = int(np.argmin(history.head.history["val_loss"])) + 1
     assert len(history.refit.epoch) == best
@@ -270,10 +274,10 @@ def test_refit_weighs_each_validation_image_as_a_training_image_of_k_views(
     model = tftransfer.build_classifier(tiny_base, 3)  # With augmentation.
     history = tftransfer.fine_tune(
         model, data.train, data.validation, head=tftransfer.Phase.head(epochs=2),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), augmented_views=3, refit=True,
-        feature_cache=tmp_path, seed=0, verbose=0)
+        top=tftransfer.Phase.top(epochs=0), augmented_views=3, refit=True,
+        options=tftransfer.RunOptions(feature_cache=tmp_path, seed=0), verbose=0)
     rows = 3 * (_rows(data.train) + _rows(data.validation))
-    assert history.feature_cache["rows"] == 3 * _rows(data.train)
+    assert history.head_cache["rows"] == 3 * _rows(data.train)
     assert history.refit.params["steps"] == -(-rows // 4)
 
 
@@ -283,8 +287,8 @@ def test_refit_off_without_validation_and_on_larger_data(tiny_base, datasets, tm
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     run = lambda validation, **options: tftransfer.fine_tune(  # noqa: E731
         model, train, validation, head=tftransfer.Phase.head(epochs=1),
-        fine_tune=tftransfer.Phase.fine_tune(epochs=0), feature_cache=tmp_path, verbose=0,
-        **options)
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(feature_cache=tmp_path), verbose=0, **options)
     assert run(validation, refit=False).refit is None
     assert run(None).refit is None
     monkeypatch.setattr("tftransfer.auto.REFIT_BELOW", 5)
@@ -297,7 +301,7 @@ def test_refit_fails_when_phase_two_would_run(tiny_base, datasets):
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     with pytest.raises(tftransfer.TransferError, match="refit"):
         tftransfer.fine_tune(model, train, validation,
-                             fine_tune=tftransfer.Phase.fine_tune(unfreeze=2), refit=True,
+                             top=tftransfer.Phase.top(unfreeze=2), refit=True,
                              verbose=0)
 
 
@@ -305,42 +309,9 @@ def test_cached_phases_run_several_steps_per_call(tiny_base, datasets, tmp_path)
     train, validation = datasets
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     tftransfer.fine_tune(model, train, validation, head=tftransfer.Phase.head(epochs=1),
-                         fine_tune=tftransfer.Phase.fine_tune(epochs=0), refit=False,
-                         feature_cache=tmp_path, verbose=0)
+                         top=tftransfer.Phase.top(epochs=0), refit=False,
+                         options=tftransfer.RunOptions(feature_cache=tmp_path), verbose=0)
     steps = -(-_rows(train) // 8)
     assert head_of(model).steps_per_execution == min(
         tftransfer.training.CACHED_STEPS_PER_EXECUTION["head"], steps) > 1
     assert model.steps_per_execution == 1  # Compiled for `evaluate` as usual.
-
-
-@pytest.mark.parametrize("validated", [True, False])
-def test_head_step_is_traced_while_features_are_extracted_and_trains_as_without(
-        tiny_base, datasets, tmp_path, monkeypatch, validated):
-    train, validation = datasets
-    validation = validation if validated else None
-    phases = dict(head=tftransfer.Phase.head(epochs=2),
-                  fine_tune=tftransfer.Phase.fine_tune(epochs=0), refit=False, seed=0)
-
-    def trained(cache, traces=None):
-        keras.utils.set_random_seed(0)
-        model = tftransfer.build_classifier(tiny_base, 3, augmentation=None, dropout=0.0)
-        if traces is not None:
-            head, step = head_of(model), head_of(model).train_step
-
-            def counted(data):
-                traces.append(threading.current_thread().name)
-                return step(data)
-
-            head.train_step = counted
-        tftransfer.fine_tune(model, train, validation, feature_cache=cache, verbose=0,
-                             **phases)
-        return model
-
-    traces = []
-    ahead = trained(tmp_path, traces)
-    assert traces and set(traces) == {"tftransfer-trace-ahead"}  # Never by fit.
-    # The same cache: the loader shuffles the images, and the entry fixes their order.
-    monkeypatch.setattr(tftransfer.training, "_trace_ahead", lambda *a: (None, None))
-    plain = trained(tmp_path)
-    for a, b in zip(plain.get_weights(), ahead.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -5,8 +5,7 @@
     base = tftransfer.load_base("efficientnet_v2_b0")
     train, val, class_names = tftransfer.image_folder("photos/", base.input_size)
     model = tftransfer.build_classifier(base, len(class_names))
-    tftransfer.fine_tune(model, train, val,
-                         fine_tune=tftransfer.Phase.fine_tune(unfreeze=30))
+    tftransfer.fine_tune(model, train, val, top=tftransfer.Phase.top(unfreeze=30))
     tftransfer.export_saved_model(model, "exports/photos", class_names)
     tftransfer.evaluate(model, "photos/").save("report/")
 """
@@ -22,13 +21,17 @@ from tftransfer.export import export_saved_model, predict_files
 from tftransfer.feature_cache import clear_feature_cache
 from tftransfer.features import Base
 from tftransfer.phases import Phase
-from tftransfer.training import fine_tune
+from tftransfer.plan import Plan, RunOptions, plan_fine_tune
+from tftransfer.training import FineTuneHistory, fine_tune
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Base",
+    "FineTuneHistory",
     "Phase",
+    "Plan",
+    "RunOptions",
     "TransferError",
     "build_augmentation",
     "build_classifier",
@@ -42,6 +45,7 @@ __all__ = [
     "list_bases",
     "load_data",
     "load_base",
+    "plan_fine_tune",
     "predict_files",
     "register_base",
     "set_trainable",

@@ -19,8 +19,9 @@ import keras
 import numpy as np
 
 from tftransfer.builder import augmentation_of, backbone_layers
-from tftransfer.data import class_counts
+from tftransfer.data.identity import identify
 from tftransfer.features import find_backbone
+from tftransfer.phases import NO_UNFREEZE
 
 logger = logging.getLogger("tftransfer")
 
@@ -97,9 +98,9 @@ def resolve(model, counts, phase, views, refit="auto"):
 
     Args:
         model: A classifier from `build_classifier`.
-        counts: The training images of each class (`data.class_counts`);
+        counts: The training images of each class (`DataIdentity.counts`);
             only read when something is `"auto"`.
-        phase: Phase 2's `Phase`.
+        phase: The top phase's `Phase`.
         views: `augmented_views`.
         refit: `refit`.
 
@@ -115,7 +116,7 @@ def resolve(model, counts, phase, views, refit="auto"):
         logger.info("unfreeze 'auto': the top %d backbone layer(s) for %d training images "
                     "in the smallest class%s", depth, smallest,
                     "; phase 2 skipped" if depth == 0 else "")
-        phase = dataclasses.replace(phase, unfreeze=depth or "none")
+        phase = dataclasses.replace(phase, unfreeze=depth or NO_UNFREEZE)
     if views == "auto":
         views = None
         if augmentation_of(model) is not None:
@@ -143,7 +144,7 @@ def balanced_class_weight(train, num_classes):
         A dict for `model.fit(class_weight=...)`, or `None` when the
         classes are balanced (every weight would be 1).
     """
-    return weights_for_counts(class_counts(train, num_classes))
+    return weights_for_counts(identify(train, num_classes).counts)
 
 
 def weights_for_counts(counts):

@@ -12,7 +12,7 @@ Adding a base is one call to `register_base` (or one row in
 import dataclasses
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import keras
 
@@ -72,8 +72,9 @@ class BaseSpec:
 _REGISTRY: dict[str, BaseSpec] = {}
 
 
-def register_base(name, build, input_size, preprocessing, default_weights="imagenet",
-                  description="", taps=()):
+def register_base(name: str, build: Callable, input_size: int, preprocessing: str,
+                  default_weights: Optional[str] = "imagenet", description: str = "",
+                  taps: Sequence[str] = ()) -> "BaseSpec":
     """Adds a named base to the registry.
 
     Args:
@@ -98,7 +99,7 @@ def register_base(name, build, input_size, preprocessing, default_weights="image
     return spec
 
 
-def list_bases():
+def list_bases() -> list:
     """Returns every registered `BaseSpec`, sorted by name.
 
     Example:
@@ -236,7 +237,9 @@ register_base(
 )
 
 
-def load_base(spec, weights=DEFAULT, *, input_size=None, preprocessing=None, taps=DEFAULT):
+def load_base(spec: str, weights: Optional[str] = DEFAULT, *,
+              input_size: Optional[Sequence[int]] = None, preprocessing: Optional[str] = None,
+              taps: Union[str, Sequence[str], None] = DEFAULT) -> Base:
     """Loads a pretrained base.
 
     Args:

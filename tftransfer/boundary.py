@@ -14,6 +14,7 @@ trains the classifier itself, which stays the normal full `keras.Model`.
 import dataclasses
 
 import keras
+from keras import tree
 
 from tftransfer.builder import backbone_layers, head_of
 from tftransfer.features import Preprocess, find_backbone
@@ -55,14 +56,25 @@ def split_at(model, unfreeze_count):
     """
     backbone = find_backbone(model)
     if not isinstance(backbone, keras.Model):
-        return None, ("a TF Hub module runs only as a whole, so phase 2 runs through it "
-                      "every epoch")
+        return None, ("a TF Hub module runs only as a whole, so the top phase runs through "
+                      "it every epoch")
     layers = backbone_layers(model)
     if not 0 < unfreeze_count < len(layers):
         return None, "the whole base trains; nothing below the unfrozen layers is fixed"
     crossing = _crossing_tensors(backbone, layers[len(layers) - unfreeze_count:])
+    not_functional = f"the base {backbone.name!r} is not a functional model of one input"
     if crossing is None:
-        return None, f"the base {backbone.name!r} is not a functional model of one input"
+        return None, not_functional
+    try:
+        return _cut(model, backbone, crossing), None
+    except ValueError as error:
+        # Keras refuses a model whose outputs its inputs do not reach: the
+        # layers' tensors are not the backbone's own graph (a Sequential).
+        return None, f"{not_functional} that can be cut there ({error})"
+
+
+def _cut(model, backbone, crossing):
+    """The `Split` of a classifier whose backbone is crossed by `crossing`."""
     features = model.get_layer("features")
     preprocess = next(layer for layer in features.layers if isinstance(layer, Preprocess))
     bottom_backbone = keras.Model(backbone.inputs, crossing, name="frozen_bottom")
@@ -80,26 +92,30 @@ def split_at(model, unfreeze_count):
         x = pool(x)
     top_features = keras.Model(inputs, x, name="top_features")
     trainer = keras.Model(inputs, head_of(model)(x), name="trainer")
-    return Split(bottom, trainer, len(crossing), top_features), None
+    return Split(bottom, trainer, len(crossing), top_features)
 
 
 def _crossing_tensors(backbone, top_layers):
-    """The tensors made below the cut (or the input) that the top layers read."""
-    if getattr(backbone, "_nodes_by_depth", None) is None or len(backbone.inputs) != 1:
-        return None  # Not a functional graph (a Sequential model, a subclass).
-    # A layer shared with another model has nodes there too; keep this model's.
-    in_graph = {id(node) for nodes in backbone._nodes_by_depth.values() for node in nodes}
-    top = {id(layer) for layer in top_layers}
+    """The tensors made below the cut (or the input) that the top layers read.
+
+    `None` if the backbone is not a functional graph of one input, where
+    `layer.input` names no tensor of it (a subclassed model).
+    """
+    try:
+        if len(backbone.inputs) != 1:
+            return None
+        # `layer.input`/`.output` are the tensors of the layer's first call,
+        # which is the backbone's own graph: the splits below reuse its
+        # tensors and call no layer again.
+        made_on_top = {id(t) for layer in top_layers for t in tree.flatten(layer.output)}
+        read_on_top = [t for layer in top_layers for t in tree.flatten(layer.input)]
+    except (AttributeError, ValueError, TypeError):
+        return None
     crossing, seen = [], set()
-    for layer in top_layers:
-        for node in layer._inbound_nodes:
-            if id(node) not in in_graph:
-                continue
-            for tensor in node.input_tensors:
-                producer = tensor._keras_history.operation
-                if id(producer) not in top and id(tensor) not in seen:
-                    seen.add(id(tensor))
-                    crossing.append(tensor)
+    for tensor in read_on_top:
+        if id(tensor) not in made_on_top and id(tensor) not in seen:
+            seen.add(id(tensor))
+            crossing.append(tensor)
     return crossing
 
 

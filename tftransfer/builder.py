@@ -11,10 +11,13 @@ features and still be the head of the full classifier, and a base can be
 swapped without touching the head code.
 """
 
+from typing import Optional, Union
+
 import keras
 
 from tftransfer.features import find_backbone
 from tftransfer.errors import TransferError
+from tftransfer.phases import NO_UNFREEZE
 
 
 #: `augmentation="auto"`: what `build_classifier` adds by default. Flips,
@@ -24,8 +27,10 @@ from tftransfer.errors import TransferError
 DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": (-0.2, 0.0)}
 
 
-def build_classifier(base, num_classes, *, dropout=0.2, augmentation="auto",
-                     unfreeze="none", name="classifier"):
+def build_classifier(base: "Base", num_classes: int, *, dropout: float = 0.2,
+                     augmentation: Union[str, dict, keras.Model, None] = "auto",
+                     unfreeze: Union[str, int] = "none",
+                     name: str = "classifier") -> keras.Model:
     """Builds a classifier from a base and a new Dense softmax head.
 
     Args:
@@ -93,8 +98,9 @@ def build_head(feature_dim, num_classes, *, dropout=0.2):
     )
 
 
-def build_augmentation(*, flip="horizontal", rotation=0.0, zoom=0.0, translation=0.0,
-                       contrast=0.0, seed=None):
+def build_augmentation(*, flip: Optional[str] = "horizontal", rotation: float = 0.0,
+                       zoom: float = 0.0, translation: float = 0.0, contrast: float = 0.0,
+                       seed: Optional[int] = None) -> keras.Sequential:
     """Builds random augmentation from Keras preprocessing layers.
 
     The layers act only in training; at inference (and in the export) they
@@ -160,7 +166,7 @@ def backbone_layers(model):
     return [l for l in backbone.layers if not isinstance(l, keras.layers.InputLayer)]
 
 
-def set_trainable(model, unfreeze):
+def set_trainable(model: keras.Model, unfreeze: Union[str, int]) -> int:
     """Freezes the backbone of a classifier, all but its top layers.
 
     BatchNormalization layers always stay frozen. In Keras 3 a frozen
@@ -170,7 +176,7 @@ def set_trainable(model, unfreeze):
 
     Args:
         model: A classifier from `build_classifier`.
-        unfreeze: `"none"`, `None` or `0` (freeze all), `"all"`, an int N
+        unfreeze: `"none"` (freeze all, `phases.NO_UNFREEZE`), `"all"`, an int N
             (the top N layers), or the name of the lowest layer to train.
             For a TF Hub module, which is one layer, N counts its
             variables: the last N of `HubModule.fine_tunable_variables`.
@@ -199,7 +205,7 @@ def _set_module_trainable(model, module, unfreeze):
     if isinstance(unfreeze, str) and unfreeze not in ("none", "all") and not unfreeze.isdigit():
         raise TransferError(f"the TF Hub module {module.name!r} has no layer names; "
                             "unfreeze 'none', 'all' or a number of its variables")
-    count = 0 if unfreeze in (None, "none", 0) else None if unfreeze == "all" else int(unfreeze)
+    count = 0 if unfreeze == NO_UNFREEZE else None if unfreeze == "all" else int(unfreeze)
     set_trainable_flag(model.get_layer("features"), count != 0)
     if count != 0:
         module.unfrozen_variables = count
@@ -220,8 +226,10 @@ def set_trainable_flag(layer, value):
 
 
 def _count_trainable(trainable, layers, backbone_name):
-    if trainable in (None, "none", 0):
+    if trainable == NO_UNFREEZE:
         return 0
+    if trainable is None:
+        raise TransferError(f"unfreeze=None: pass {NO_UNFREEZE!r} to freeze the whole base")
     if trainable == "all":
         return len(layers)
     if isinstance(trainable, str) and not trainable.isdigit():

@@ -13,16 +13,10 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import tensorflow as tf
 
-from tftransfer.boundary import split_at
-from tftransfer.builder import augmentation_of
-from tftransfer.data import register_source
-from tftransfer.data.cache import free_space
-from tftransfer.data.loader import known_size
-from tftransfer.feature_cache import (cached_features, default_cache_dir, entry_spec,
-                                      joined_features)
+from tftransfer.data.identity import DataIdentity
+from tftransfer.feature_cache import cached_features, joined_features
 
 logger = logging.getLogger("tftransfer")
 
@@ -46,55 +40,7 @@ class CachedInputs:
     joined: Optional[tf.data.Dataset] = None
 
 
-def why_not_cached(model, train, feature_cache, views):
-    """Returns why the phases cannot train on cached inputs, or `None` if they can.
-
-    Args:
-        model: A classifier from `build_classifier`.
-        train: The training data.
-        feature_cache: As in `fine_tune`.
-        views: The resolved `augmented_views` (`None` or 0 for none).
-
-    Returns:
-        A reason for the log, or `None`.
-    """
-    if not feature_cache:
-        return "disabled"
-    spec = getattr(train, "element_spec", None)
-    if not isinstance(spec, tuple) or len(spec) != 2:
-        return "the training data is not a tf.data.Dataset of (images, labels)"
-    if augmentation_of(model) is not None and views == 0:
-        return ("random augmentation makes every epoch's images new; pass "
-                "augmented_views=K (--augmented-views K) to cache K views per image")
-    return None
-
-
-def boundary_split(model, train, unfrozen, feature_cache, views):
-    """Cuts a classifier for phase 2's cache, if its activations can be cached.
-
-    Args:
-        model: A classifier from `build_classifier`; the split is built
-            under its strategy's scope, as the trainer trains under it.
-        train: The training data.
-        unfrozen: How many backbone layers phase 2 trains.
-        feature_cache: As in `fine_tune`.
-        views: The resolved `augmented_views`.
-
-    Returns:
-        `(split, None)` or `(None, reason)`.
-    """
-    why_not = why_not_cached(model, train, feature_cache, views)
-    if why_not is not None:
-        return None, why_not
-    with model.distribute_strategy.scope():
-        split, why_not = split_at(model, unfrozen)
-    if split is None:
-        return None, why_not
-    why_not = _short_of_disk(split, train, feature_cache, views)
-    return (None, why_not) if why_not else (split, None)
-
-
-def cached_inputs(frozen, train, validation_data, *, model, feature_cache, views, seed,
+def cached_inputs(frozen, train, validation_data, plan, *, augmentation=None,
                   join_validation=False, below=None):
     """Extracts (or reuses) what `frozen` computes from the data, for a cached phase.
 
@@ -103,10 +49,10 @@ def cached_inputs(frozen, train, validation_data, *, model, feature_cache, views
             `"features"` model for phase 1, a `Split.bottom` for phase 2.
         train: `(images, labels)` batches.
         validation_data: The same, or `None`.
-        model: The classifier (its augmentation makes the views).
-        feature_cache: `True` or a folder, as in `fine_tune`.
-        views: The resolved `augmented_views`.
-        seed: Seeds the shuffling.
+        plan: The `Plan`: the data's identities, the cache folder, the
+            views and the seed.
+        augmentation: The classifier's augmentation model, which makes the
+            views (used only when `plan.views`).
         join_validation: Also return the training rows and the validation
             rows (unaugmented, each repeated once per view) as one dataset,
             for the refit.
@@ -117,68 +63,42 @@ def cached_inputs(frozen, train, validation_data, *, model, feature_cache, views
     Returns:
         A `CachedInputs`.
     """
-    cache_dir = None if feature_cache is True else feature_cache
-    augmentation = augmentation_of(model) if views else None  # None: unaugmented.
-    views = max(1, views or 0)
+    augmentation = augmentation if plan.views else None  # None: unaugmented.
+    views = max(1, plan.views or 0)
+    train_id, validation_id = plan.train, plan.validation
     if below is not None:
-        logger.info("feature cache: phase 1's features from the activations that phase 2 "
-                    "trains on, so that the base runs once for both phases")
-        train = _activations(below.bottom, train, cache_dir, augmentation, views)
+        logger.info("feature cache: the head's features from the activations that the top "
+                    "phase trains on, so that the base runs once for both phases")
+        train, train_id = _activations(below.bottom, train, train_id, plan, augmentation,
+                                       views)
         if validation_data is not None:
-            validation_data = _activations(below.bottom, validation_data, cache_dir, None, 1)
+            validation_data, validation_id = _activations(below.bottom, validation_data,
+                                                          validation_id, plan, None, 1)
         augmentation, views = None, 1  # Already in the activations.
-    cached_train, manifest = cached_features(frozen, train, cache_dir=cache_dir,
+    cached_train, manifest = cached_features(frozen, train, identity=train_id,
+                                             cache_dir=plan.cache_dir,
                                              augmentation=augmentation, views=views,
-                                             shuffle=True, seed=seed)
+                                             shuffle=True, seed=plan.seed)
     cached_validation = joined = None
     if validation_data is not None:
         cached_validation, plain = cached_features(frozen, validation_data,
-                                                   cache_dir=cache_dir)
+                                                   identity=validation_id,
+                                                   cache_dir=plan.cache_dir)
     if join_validation:
         # Each validation image weighs as much as a training image, with as
         # many rows as it has views. Unaugmented rows were as accurate as
         # augmented views on 10 photos per class, and need no extraction.
         joined = joined_features([manifest] + [plain] * views, manifest["batch_size"],
-                                 shuffle=True, seed=seed)
+                                 shuffle=True, seed=plan.seed)
     return CachedInputs(cached_train, cached_validation, manifest, joined)
 
 
-def cached_spec(frozen, train):
-    """The element spec of the cached batches of what `frozen` computes from `train`.
-
-    Args:
-        frozen: As in `cached_inputs`.
-        train: `(images, labels)` batches.
-
-    Returns:
-        `(features, labels)` specs, as `feature_cache.entry_spec` gives them.
-    """
-    labels = train.element_spec[1]
-    return entry_spec([output.shape[1:] for output in frozen.outputs], labels.dtype,
-                      labels.shape[1:])
-
-
-def _activations(bottom, dataset, cache_dir, augmentation, views):
-    """The bottom's cached activations, as a dataset named by their entry."""
-    activations, manifest = cached_features(bottom, dataset, cache_dir=cache_dir,
+def _activations(bottom, dataset, identity, plan, augmentation, views):
+    """The bottom's cached activations, and the `DataIdentity` that names them."""
+    activations, manifest = cached_features(bottom, dataset, identity=identity,
+                                            cache_dir=plan.cache_dir,
                                             augmentation=augmentation, views=views)
     # The entry's name fingerprints the bottom, the data and the views, so
     # it names this content for the next cache's fingerprint.
-    return register_source(activations, f"activations:{Path(manifest['path']).name}")
-
-
-def _short_of_disk(split, train, feature_cache, views):
-    """Why the boundary activations cannot be cached on disk, or `None` if they can."""
-    folder = default_cache_dir() if feature_cache is True else feature_cache
-    rows = known_size(train)
-    if rows is None:
-        return None  # Counted while they are written; a full disk then fails there.
-    rows *= max(1, views or 0)
-    row_bytes = 4 * sum(int(np.prod(t.shape[1:])) for t in split.bottom.outputs)
-    free = free_space(folder)
-    if rows * row_bytes > free:
-        logger.warning("phase 2 cache: the activations (%.1f GB) would not fit in %s "
-                       "(%.1f GB free); phase 2 runs uncached", rows * row_bytes / 1e9,
-                       folder, free / 1e9)
-        return "not enough disk space"
-    return None
+    return activations, DataIdentity(f"activations:{Path(manifest['path']).name}",
+                                     manifest["rows"])

@@ -6,20 +6,26 @@ split, three classifiers, scored on the same held-out images.
 * `scratch`: the base's architecture with fresh random weights, every
   layer trained (BatchNorm included), the same head;
 * `features`: the pretrained base frozen, only the new head trained
-  (feature extraction, phase 1 of `fine_tune`);
+  (feature extraction, the head phase of `fine_tune`);
 * `fine_tune`: both phases of `fine_tune` with its defaults.
 """
 
 import dataclasses
 import time
+from pathlib import Path
+from typing import Sequence, Union
 
 import keras
 
 from tftransfer.builder import build_classifier, set_trainable_flag
+from tftransfer.data.loader import DataSplits
 from tftransfer.errors import TransferError
 from tftransfer.evaluation import evaluate
+from tftransfer.features import Base
+from tftransfer.losses import SparseCategoricalCrossentropy
 from tftransfer.phases import Phase
-from tftransfer.training import SparseCategoricalCrossentropy, fine_tune
+from tftransfer.plan import RunOptions
+from tftransfer.training import fine_tune
 
 METHODS = ("scratch", "features", "fine_tune")
 
@@ -68,8 +74,10 @@ class Comparison:
         return write_comparison_page(self, folder)
 
 
-def compare(base, data, *, methods=METHODS, scratch_epochs=30, seed=0, feature_cache=True,
-            verbose=0):
+def compare(base: Base, data: DataSplits, *, methods: Sequence[str] = METHODS,
+            scratch_epochs: int = 30, seed: int = 0,
+            feature_cache: Union[bool, str, Path] = True,
+            verbose: Union[int, str] = 0) -> "Comparison":
     """Trains from scratch, by feature extraction and by fine-tuning; scores each.
 
     Args:
@@ -82,7 +90,7 @@ def compare(base, data, *, methods=METHODS, scratch_epochs=30, seed=0, feature_c
         scratch_epochs: The most epochs from scratch (early stopping on
             the validation loss usually ends it sooner).
         seed: Seeds each method's initialisation and shuffling.
-        feature_cache: As in `fine_tune`.
+        feature_cache: As in `RunOptions`.
         verbose: As in `fine_tune`.
 
     Returns:
@@ -103,9 +111,9 @@ def compare(base, data, *, methods=METHODS, scratch_epochs=30, seed=0, feature_c
             model = _train_from_scratch(model, data, scratch_epochs, verbose)
         else:
             fine_tune(model, data.train, data.validation,
-                      fine_tune=Phase.fine_tune(**({"epochs": 0} if method == "features"
-                                                   else {})),
-                      feature_cache=feature_cache, seed=seed, verbose=verbose,
+                      top=Phase.top(**({"epochs": 0} if method == "features" else {})),
+                      verbose=verbose,
+                      options=RunOptions(feature_cache=feature_cache, seed=seed),
                       # Refitting on the split that is scored would flatter it.
                       refit="auto" if split == "test" else False)
         seconds = time.perf_counter() - start

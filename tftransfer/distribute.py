@@ -1,4 +1,4 @@
-"""Where training runs: `tf.distribute` strategies, mixed precision, and resumption.
+"""Where training runs: `tf.distribute` strategies, mixed precision, `fit` under them.
 
 The same `fine_tune` call trains on a laptop, a multi-GPU box, a TPU or a
 cluster of workers; what changes is the strategy that the classifier is
@@ -9,60 +9,29 @@ built under:
     with strategy.scope():
         model = build_classifier(load_base(...), num_classes)
     train, val, names = image_folder(path, size, batch_size=global_batch_size(16, strategy))
-    fine_tune(model, train, val, backup_dir="backups/run1")
+    fine_tune(model, train, val, options=RunOptions(backup_dir="backups/run1"))
 
 Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy`
 (keras-team/keras#20585), so `fit` here runs `multi_worker.train_loop`
 there; every other strategy uses `model.fit` itself.
 """
 
-import dataclasses
 import glob
 import json
-import shutil
 import logging
 import math
 import os
-from pathlib import Path
-from typing import Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tftransfer import _atomic, multi_worker
+from tftransfer import multi_worker
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """How `fine_tune` runs on its devices.
-
-    Attributes:
-        jit_compile: XLA compilation of the training step: `True`, `False`,
-            or `"auto"` (Keras' choice: on for GPUs and TPUs).
-        learning_rate_scaling: The learning rates are for one replica's
-            batch; with N replicas in sync they are multiplied by sqrt(N)
-            (`"sqrt"`, suited to Adam), N (`"linear"`), or not (`None`).
-        backup_dir: If set, each epoch of both phases is backed up there
-            (weights and optimizer state), and a call with the same folder
-            after a crash or preemption resumes where the last one stopped,
-            in the right phase. Removed once training ends. With several
-            workers it must be on storage that all of them share.
-
-    Example:
-    >>> RunOptions(backup_dir="backups/run1").learning_rate_scaling
-    'sqrt'
-    """
-
-    jit_compile: object = "auto"
-    learning_rate_scaling: Optional[str] = "sqrt"
-    backup_dir: Optional[str] = None
 
 
 def select_strategy(name="auto"):
@@ -346,124 +315,3 @@ def evaluate(model, dataset):
     if not is_multi_worker(model.distribute_strategy):
         return model.evaluate(dataset, verbose=0, return_dict=True)
     return multi_worker.evaluate_loop(model, dataset)
-
-
-class EpochBackup(keras.callbacks.Callback):
-    """Backs up weights and optimizer state after every epoch, for resumption.
-
-    Like `keras.callbacks.BackupAndRestore`, but safe with several workers:
-    only the chief writes, each backup is written under a new name and
-    then published by an atomic rename of its small index file, so a kill
-    at any moment leaves the previous backup readable; every worker
-    restores from the same files before training.
-
-    Args:
-        directory: The backup folder (shared by all workers).
-    """
-
-    INDEX = "latest.json"
-
-    def __init__(self, directory):
-        super().__init__()
-        self.directory = Path(directory)
-
-    def restore(self, model):
-        """Loads the latest backup into a compiled model.
-
-        Returns:
-            The epoch to resume at (the number of epochs done), 0 if there
-            is no backup.
-        """
-        try:
-            index = json.loads((self.directory / self.INDEX).read_text())
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError) as error:
-            raise TransferError(f"cannot read the backup index "
-                                f"{self.directory / self.INDEX}: {error}") from None
-        path = self.directory / index["weights"]
-        with model.distribute_strategy.scope():
-            if model.optimizer is not None and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)
-        try:
-            model.load_weights(path)
-        except (OSError, ValueError) as error:
-            raise TransferError(
-                f"the backup {path} does not fit this model ({error}); delete "
-                f"{self.directory.parent} or choose another backup folder") from None
-        return int(index["epoch"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not is_chief(self.model.distribute_strategy):
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1}.weights.h5"
-        self.model.save_weights(self.directory / name, overwrite=True)
-        index = json.dumps({"epoch": epoch + 1, "weights": name})
-        _atomic.replace_file(self.directory / self.INDEX, lambda path: path.write_text(index))
-        for old in self.directory.glob("epoch-*.weights.h5"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-
-class PhaseBackups:
-    """The backups of one `fine_tune` run, for resuming it in the right phase.
-
-    `DIR/head/` and `DIR/fine_tune/` hold each phase's epoch backups
-    (`EpochBackup`); once phase 1 ends, its result (the weights that it
-    kept, and its history) is saved as `DIR/head.npz` + `DIR/head.json`, so
-    that a restart goes straight to phase 2.
-    """
-
-    def __init__(self, directory):
-        self.directory = Path(directory)
-
-    def for_phase(self, phase):
-        return EpochBackup(self.directory / phase)
-
-    def finished_head(self, model):
-        """Restores a finished phase 1 into `model`.
-
-        Returns:
-            `(history, feature_cache)`: phase 1's `History` and its feature
-            cache manifest, or `None` if phase 1 did not finish.
-        """
-        try:
-            state = json.loads((self.directory / "head.json").read_text())
-            with np.load(self.directory / "head.npz") as arrays:
-                weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError) as error:
-            raise TransferError(f"cannot read the backup of phase 1 in {self.directory}: "
-                                f"{error}") from None
-        try:
-            model.set_weights(weights)
-        except ValueError as error:
-            raise TransferError(f"the backup in {self.directory} is from another model "
-                                f"({error}); delete it or choose another backup "
-                                "folder") from None
-        history = keras.callbacks.History()
-        history.history = state["history"]
-        history.epoch = state["epoch"]
-        logger.info("resuming: phase 1 (head) finished earlier after %d epochs; its "
-                    "weights are restored from %s", state["epochs"], self.directory)
-        return history, state.get("feature_cache")
-
-    def save_head(self, model, result):
-        if not is_chief(model.distribute_strategy):
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-        _atomic.replace_file(self.directory / "head.npz",
-                           lambda path: np.savez(path, **weights))
-        state = json.dumps({"epochs": result.head_epochs, "epoch": result.head.epoch,
-                            "history": result.head.history,
-                            "feature_cache": result.feature_cache}, default=float)
-        _atomic.replace_file(self.directory / "head.json",
-                           lambda path: path.write_text(state))
-        shutil.rmtree(self.directory / "head", ignore_errors=True)
-
-    def remove(self, model):
-        if is_chief(model.distribute_strategy):
-            shutil.rmtree(self.directory, ignore_errors=True)

@@ -19,7 +19,7 @@ predicted probabilities, so that every number can be checked by hand:
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -207,7 +207,9 @@ def _top_losses(labels, probabilities, predicted, class_names, files, count):
              "loss": float(losses[i])} for i in worst]
 
 
-def evaluate(model, data, class_names=None, *, top_k=5, num_top_losses=16):
+def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Dataset", str, Path],
+             class_names: Optional[Sequence[str]] = None, *, top_k: int = 5,
+             num_top_losses: int = 16) -> "Report":
     """Scores a classifier on labelled images in one pass.
 
     Args:

@@ -21,6 +21,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -39,8 +40,10 @@ TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
 logger = logging.getLogger("tftransfer")
 
 
-def export_saved_model(model, directory, class_names, *, version=None, top_k=5,
-                       overwrite=False, metadata=None):
+def export_saved_model(model: keras.Model, directory: Union[str, Path],
+                       class_names: Sequence[str], *, version: Optional[int] = None,
+                       top_k: int = 5, overwrite: bool = False,
+                       metadata: Optional[dict] = None) -> Path:
     """Writes a classifier as a TF Serving SavedModel version.
 
     The version is written to a temporary folder beside its final place and
@@ -377,7 +380,8 @@ def _keras_accuracy(model, dataset):
     return correct / max(total, 1)
 
 
-def predict_files(model_dir, paths, *, top_k=3):
+def predict_files(model_dir: Union[str, Path], paths: Sequence[Union[str, Path]], *,
+                  top_k: int = 3) -> list:
     """Classifies image files with an exported SavedModel.
 
     Args:

@@ -8,8 +8,8 @@ fraction of the time.
 
 A cache entry is a folder named by a fingerprint of everything that
 determines its content: the base's weights and configuration (preprocessing
-and input size included), the data's source (for an image folder, each
-file's path, size and mtime), and the augmentation views. Any change gives
+and input size included), the data's content (every example's pixels and
+label, `data.identify`), and the augmentation views. Any change gives
 a new fingerprint, so a stale entry is never read. An entry is written in a
 `.partial-*` folder and renamed into place only once its manifest is
 written, so an extraction killed half-way is never used.
@@ -22,18 +22,17 @@ import os
 import re
 import shutil
 import time
-import uuid
 import weakref
 from pathlib import Path
+from typing import Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tftransfer import _atomic
-from tftransfer.data import register_source, source_key
+from tftransfer.data.identity import identify
 from tftransfer.data.cache import memory_short_of
-from tftransfer.data.loader import known_size
 from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
 from tftransfer.progress import Progress
@@ -44,7 +43,6 @@ logger = logging.getLogger("tftransfer")
 MANIFEST = "manifest.json"
 # Part of every fingerprint: bumped when the entries' layout changes.
 _FORMAT = 2
-_UNKNOWN = "unknown-source-"
 _ENTRY_NAME = re.compile(r"[0-9a-f]{64}(\.partial-.*)?")
 # Rows per shard are chosen so that a shard holds about this many bytes.
 _SHARD_BYTES = 64 * 2**20
@@ -61,7 +59,7 @@ def fingerprint(features, data_key, *, augmentation=None, views=1):
 
     Args:
         features: The base's `"features"` model.
-        data_key: A string that identifies the data, as `source_key` gives.
+        data_key: A string that identifies the data (`DataIdentity.key`).
         augmentation: The random augmentation model applied before the base,
             or `None`.
         views: Augmented views per image.
@@ -83,8 +81,8 @@ def fingerprint(features, data_key, *, augmentation=None, views=1):
     return digest.hexdigest()
 
 
-def cached_features(features, dataset, *, cache_dir=None, augmentation=None, views=1,
-                    batch_size=None, shuffle=False, seed=None):
+def cached_features(features, dataset, *, identity=None, cache_dir=None, augmentation=None,
+                    views=1, batch_size=None, shuffle=False, seed=None):
     """Returns a dataset of the base's features, extracting them only once.
 
     Args:
@@ -92,10 +90,10 @@ def cached_features(features, dataset, *, cache_dir=None, augmentation=None, vie
             model, or the frozen bottom of its base (`boundary.split_at`),
             whose outputs may be several tensors.
         dataset: `(images, labels)` batches.
+        identity: The dataset's `data.DataIdentity`, whose key names its
+            content in the entry's fingerprint (default: `data.identify`
+            reads the dataset once for it).
         cache_dir: The cache's root folder (default: `default_cache_dir()`).
-            A dataset whose source is unknown (not made by a tftransfer
-            loader) is cached in a temporary folder, reused only within
-            this process.
         augmentation: A model of random augmentation layers; each of the
             `views` passes applies it once per image.
         views: Augmented views per image (1 without augmentation).
@@ -109,18 +107,15 @@ def cached_features(features, dataset, *, cache_dir=None, augmentation=None, vie
         entry's manifest (a dict with `rows`, `shapes` (of each output's
         rows), `shards`, `path` and `reused`).
     """
-    key = source_key(dataset)
+    identity = identity or identify(dataset)
+    if identity.key is None:
+        raise TransferError(f"cannot cache the features: {identity.why_no_key}")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    if key is None or key.startswith(_UNKNOWN):
-        if key is None:
-            key = f"{_UNKNOWN}{uuid.uuid4().hex}"
-            register_source(dataset, key)
-        root = Path(_session_dir())
-    entry = root / fingerprint(features, key, augmentation=augmentation, views=views)
+    entry = root / fingerprint(features, identity.key, augmentation=augmentation, views=views)
     manifest = read_manifest(entry)
     if manifest is None:
         manifest = extract_features(features, dataset, entry, augmentation=augmentation,
-                                    views=views)
+                                    views=views, rows=identity.rows)
         manifest["reused"] = False
     else:
         logger.info("feature cache: reusing %s (%d rows)", entry, manifest["rows"])
@@ -130,7 +125,7 @@ def cached_features(features, dataset, *, cache_dir=None, augmentation=None, vie
                          shuffle=shuffle, seed=seed), manifest
 
 
-def extract_features(features, dataset, entry, *, augmentation=None, views=1):
+def extract_features(features, dataset, entry, *, augmentation=None, views=1, rows=None):
     """Runs the base over a dataset and writes its features to a cache entry.
 
     The shards go to a partial folder beside `entry`, which is renamed to
@@ -142,6 +137,7 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
         entry: The entry's folder.
         augmentation: Random augmentation applied before the base, or `None`.
         views: Passes over the data (each with fresh augmentation).
+        rows: The examples in `dataset`, if known, for the progress bar.
 
     Returns:
         The manifest dict.
@@ -154,7 +150,6 @@ def extract_features(features, dataset, entry, *, augmentation=None, views=1):
     extract = _extractor(features, augmentation, strategy, dataset.element_spec)
     manifest = {}
 
-    rows = known_size(dataset)
     progress = Progress(None if rows is None else rows * views, "images")
     start = time.perf_counter()
 
@@ -334,7 +329,7 @@ def _packed(parts):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def clear_feature_cache(cache_dir=None):
+def clear_feature_cache(cache_dir: Union[str, Path, None] = None) -> int:
     """Deletes every entry of a feature cache.
 
     Args:
@@ -425,16 +420,3 @@ def _remove_abandoned(entry):
         shutil.rmtree(entry, ignore_errors=True)  # Damaged after the rename.
 
 
-_SESSION_DIR = None
-
-
-def _session_dir():
-    """A temporary root for sources that cannot be fingerprinted."""
-    import atexit
-    import tempfile
-
-    global _SESSION_DIR
-    if _SESSION_DIR is None:
-        _SESSION_DIR = tempfile.mkdtemp(prefix="tftransfer-features-")
-        atexit.register(shutil.rmtree, _SESSION_DIR, True)
-    return _SESSION_DIR

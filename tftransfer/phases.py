@@ -1,19 +1,23 @@
 """The two phases of `fine_tune` and their defaults.
 
 A `Phase` says how long a phase runs, how fast it learns and which layers
-train. `HEAD` is phase 1 (the new head on the frozen base) and `FINE_TUNE`
-phase 2 (the top of the base too); `fine_tune` takes one of each. Here too:
+train. `HEAD` is phase 1, the head (the new head on the frozen base), and
+`TOP` phase 2, the top (the top of the base too); `fine_tune` takes one of
+each, as `head=` and `top=`. Here too:
 a phase's learning-rate schedule, and which of its epochs it kept.
 """
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import keras
 import numpy as np
 
 from tftransfer.errors import TransferError
+
+#: The `unfreeze` of a phase that trains no backbone layer: the head's.
+NO_UNFREEZE = "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +31,8 @@ class Phase:
             the head, `"auto"` picks it with a learning-rate range test on
             the cached features (see `tftransfer.lr_finder`).
         unfreeze: The backbone layers that train, as in `set_trainable`:
-            `"none"` (only the head), `"all"`, an int N (the top N), the
+            `"none"` (only the head, `NO_UNFREEZE`), `"all"`, an int N > 0
+            (the top N), the
             name of the lowest layer to train, or `"auto"`: a fraction of
             the backbone that grows with the images per class (see
             `auto.AUTO_UNFREEZE`).
@@ -43,7 +48,7 @@ class Phase:
     Example:
     >>> Phase(epochs=10, learning_rate=1e-5, unfreeze="all").unfreeze
     'all'
-    >>> Phase.fine_tune(unfreeze=40)
+    >>> Phase.top(unfreeze=40)
     Phase(epochs=20, learning_rate=0.0001, unfreeze=40, warmup_epochs=1, decay='cosine', patience=None)
     """
 
@@ -54,17 +59,22 @@ class Phase:
     decay: Optional[str] = None
     patience: Optional[int] = 5
 
+    def __post_init__(self):
+        if self.unfreeze is None or (isinstance(self.unfreeze, int) and self.unfreeze <= 0):
+            raise TransferError(f"unfreeze={self.unfreeze!r}: pass {NO_UNFREEZE!r} to train "
+                                "no backbone layer, or a positive count")
+
     @property
     def trains_backbone(self):
         """Whether the phase runs and trains part of the backbone.
 
         Example:
-        >>> Phase.fine_tune(epochs=0).trains_backbone
+        >>> Phase.top(epochs=0).trains_backbone
         False
-        >>> Phase.fine_tune(unfreeze=3).trains_backbone
+        >>> Phase.top(unfreeze=3).trains_backbone
         True
         """
-        return self.epochs > 0 and self.unfreeze not in ("none", None, 0)
+        return self.epochs > 0 and self.unfreeze != NO_UNFREEZE
 
     @classmethod
     def head(cls, **changes):
@@ -72,11 +82,12 @@ class Phase:
         return dataclasses.replace(HEAD, **changes)
 
     @classmethod
-    def fine_tune(cls, **changes):
-        """Returns phase 2's defaults (`FINE_TUNE`) with `changes`, e.g. `unfreeze=40`."""
-        return dataclasses.replace(FINE_TUNE, **changes)
+    def top(cls, **changes):
+        """Returns phase 2's defaults (`TOP`) with `changes`, e.g. `unfreeze=40`."""
+        return dataclasses.replace(TOP, **changes)
 
-    def schedule(self, peak, steps_per_epoch):
+    def schedule(self, peak: float, steps_per_epoch: Optional[int]
+                 ) -> Union[float, keras.optimizers.schedules.LearningRateSchedule]:
         """The learning rate of this phase, for the optimizer.
 
         Args:
@@ -102,15 +113,15 @@ class Phase:
             decay_steps=max(1, self.epochs * steps_per_epoch - warmup))
 
 
-#: Phase 1: the new head alone, on the frozen base's cached features.
+#: Phase 1, the head: the new head alone, on the frozen base's cached features.
 HEAD = Phase(epochs=50, learning_rate=1e-3)
-#: Phase 2: the top of the backbone too (`"auto"`: a share that grows with the
+#: Phase 2, the top: the top of the backbone too (`"auto"`: a share that grows with the
 #: data), at a rate 10x lower, warmed up and decayed over all its epochs.
 #: No early stopping: on a validation split of a few hundred photos the
 #: loss swings from epoch to epoch while the rate is high, and stopping on
 #: it cut phase 2 short where its last epochs were the most accurate
 #: (bench/phase_two.py).
-FINE_TUNE = Phase(epochs=20, learning_rate=1e-4, unfreeze="auto", warmup_epochs=1,
+TOP = Phase(epochs=20, learning_rate=1e-4, unfreeze="auto", warmup_epochs=1,
                   decay="cosine", patience=None)
 
 

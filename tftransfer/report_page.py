@@ -107,9 +107,9 @@ def plot_history(history, path):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             if logs.get(key):
                 ax.plot(epochs[:len(logs[key])], logs[key], style, label=key)
-        if history.fine_tune is not None and history.fine_tune.epoch:
+        if history.top is not None and history.top.epoch:
             ax.axvline(history.head_epochs + 0.5, color="gray", linestyle=":")
-            ax.text(history.head_epochs + 0.5, ax.get_ylim()[1], " fine-tuning",
+            ax.text(history.head_epochs + 0.5, ax.get_ylim()[1], " top phase",
                     va="top", fontsize=7, color="gray")
         ax.set_xlabel("epoch")
         ax.set_title(metric)

@@ -29,7 +29,7 @@ from tftransfer.errors import TransferError
 
 CONFIG_FILE = "config.json"
 #: Options that say where this run's own files go, not how it trains.
-NOT_REPLAYED = ("config", "run_dir", "command")
+NOT_REPLAYED = ("config", "run_dir", "command", "dry_run")
 
 
 def default_run_dir(data, now=None, root=None):
@@ -73,18 +73,19 @@ def versions():
 def data_digest(splits):
     """Returns a digest naming the content of a `DataSplits` (files, labels, sizes).
 
-    Two runs on the same files, split alike, get the same digest; any
-    changed, added or moved image changes it. `None` when a split's loader
-    registered no key (see `data.register_source`).
+    Two runs on the same images, split alike, get the same digest; any
+    changed, added, removed or relabelled image changes it (see
+    `data.identify`, which reads each split once). `None` when a split
+    cannot be read as `(images, labels)` pairs.
     """
-    from tftransfer.data import source_key
+    from tftransfer.data.identity import identify
 
     keys = []
     for name in ("train", "validation", "test"):
         dataset = getattr(splits, name)
         if dataset is None:
             continue
-        key = source_key(dataset)
+        key = identify(dataset).key
         if key is None:
             return None
         keys.append(f"{name}={key}")
@@ -144,7 +145,7 @@ class RunRecord:
             The path written.
         """
         rows = []
-        for phase, phase_history in (("head", history.head), ("fine_tune", history.fine_tune)):
+        for phase, phase_history in (("head", history.head), ("top", history.top)):
             if phase_history is None:
                 continue
             for i, epoch in enumerate(phase_history.epoch):

@@ -1,9 +1,11 @@
 """The two-phase routine: train the new head, then fine-tune the top layers.
 
-Phase 1 trains only the head at a normal learning rate; the base is frozen.
-Phase 2 unfreezes the top of the base and goes on at a learning rate 10x
-lower, warmed up and cosine-decayed, so that the large gradients of a
-fresh head never wreck the pretrained features. Each phase is a `Phase`.
+`fine_tune` resolves its arguments into a `Plan` (`tftransfer.plan`), then
+runs it: the head phase trains only the head at a normal learning rate,
+the base frozen; the top phase unfreezes the top of the base and goes on at
+a learning rate 10x lower, warmed up and cosine-decayed, so that the large
+gradients of a fresh head never wreck the pretrained features; then the
+better of the two phases' weights is kept. Each phase is a `Phase`.
 """
 
 import contextlib
@@ -11,123 +13,119 @@ import dataclasses
 import logging
 import math
 import sys
-from typing import Optional
+from typing import Optional, Union
 
 import keras
+import tensorflow as tf
 
-from tftransfer import auto
-from tftransfer.builder import head_of, set_trainable
-from tftransfer.data import class_counts
-from tftransfer.distribute import (PhaseBackups, RunOptions, fit, is_multi_worker,
-                                   learning_rate_scale)
-from tftransfer.cached_inputs import (boundary_split, cached_inputs, cached_spec,
-                                      why_not_cached)
-from tftransfer.errors import TransferError
+from tftransfer.backups import PhaseBackups
+from tftransfer.builder import augmentation_of, head_of, set_trainable
+from tftransfer.cached_inputs import cached_inputs
+from tftransfer.distribute import fit, learning_rate_scale
 from tftransfer.losses import SparseCategoricalCrossentropy
 from tftransfer.lr_finder import RateSearch, find_learning_rate
-from tftransfer.phases import (FINE_TUNE, HEAD, finite_or_inf, kept_epoch_logs,
-                                kept_epochs)
+from tftransfer.phases import HEAD, TOP, Phase, finite_or_inf, kept_epoch_logs, kept_epochs
+from tftransfer.plan import DISABLED, Plan, RunOptions, plan_fine_tune
 from tftransfer.progress import EpochLine, no_bars
-from tftransfer.trace_ahead import TraceAhead
 
 logger = logging.getLogger("tftransfer")
 
 
 #: Steps per call of the training function in the cached phases, by phase.
 #: A step of the head on cached features is so cheap that Keras' per-call
-#: work (a Python round trip, callbacks) was most of an epoch: 64 steps a
-#: call ran ten head epochs on 2,000 rows in 1.8 s, against 2.0 s with 8
-#: and 3.0 s with 1 (docs/benchmarks.md). Keras loops over the steps in the
-#: graph, so a longer call costs no longer a trace. Phase 2's steps run
-#: layers of the base and take long enough on their own; 8 keeps its
+#: work (a Python round trip, callbacks) was most of an epoch
+#: (docs/benchmarks.md#feature-cache). Keras loops over the steps in the
+#: graph, so a longer call costs no longer a trace. The top phase's steps
+#: run layers of the base and take long enough on their own; 8 keeps its
 #: progress bar moving.
-CACHED_STEPS_PER_EXECUTION = {"head": 64, "refit": 64, "fine_tune": 8}
+CACHED_STEPS_PER_EXECUTION = {"head": 64, "refit": 64, "top": 8}
 #: The head's rate when `"auto"` cannot run its range test (no cached features).
 FALLBACK_HEAD_RATE = 1e-3
 
 
 @dataclasses.dataclass
 class FineTuneHistory:
-    """The Keras `History` of each phase.
+    """The Keras `History` of each phase, and the plan they ran.
 
     Attributes:
-        head: Phase 1 (the head alone).
-        fine_tune: Phase 2 (the unfrozen top), or `None` if it did not run.
-        kept_phase: `"head"` if phase 2 ended clearly less accurate on
-            validation than phase 1 (by more than the standard error of
-            phase 1's accuracy; without validation data: with a higher
-            training loss) and phase 1's weights were restored, else
-            `"fine_tune"`.
-        feature_cache: The manifest of the cached training features used
-            by phase 1 (see `cached_features`), or `None`.
-        fine_tune_cache: The manifest of the cached activations at the
-            unfreeze boundary used by phase 2, or `None`.
-        head_learning_rate: Phase 1's learning rate (the one picked, with
-            `"auto"`).
+        head: The head phase's (phase 1: the head alone).
+        top: The top phase's (phase 2: the unfrozen top), or `None` if it
+            did not run.
+        kept_phase: `"head"` if the top phase ended clearly less accurate
+            (see `plan.KEEP_RULE`) and the head phase's weights were
+            restored, else `"top"`.
+        head_cache: The manifest of the cached training features used by
+            the head phase (see `cached_features`), or `None`.
+        top_cache: The manifest of the cached activations at the unfreeze
+            boundary used by the top phase, or `None`.
+        head_learning_rate: The head phase's learning rate (the one picked,
+            with `"auto"`).
         rate_search: With a head rate of `"auto"`, the range test's
             `lr_finder.RateSearch`.
         unfrozen: The backbone layers (or a hub module's variables) that
-            phase 2 trained; 0 if it did not run.
+            the top phase trained; 0 if it did not run.
         refit: With `refit`, the `History` of the head's second training,
             on the training and validation data together (no validation
             metrics; not part of `history`), else `None`.
+        plan: The `Plan` that ran.
     """
 
     head: keras.callbacks.History
-    fine_tune: Optional[keras.callbacks.History] = None
+    top: Optional[keras.callbacks.History] = None
     kept_phase: str = "head"
-    feature_cache: Optional[dict] = None
-    fine_tune_cache: Optional[dict] = None
+    head_cache: Optional[dict] = None
+    top_cache: Optional[dict] = None
     head_learning_rate: Optional[float] = None
     rate_search: Optional[RateSearch] = None
     unfrozen: int = 0
     refit: Optional[keras.callbacks.History] = None
+    plan: Optional[Plan] = None
 
     @property
-    def history(self):
+    def history(self) -> dict:
         """Both phases' logs joined epoch by epoch, as in `History.history`."""
-        phases = [h for h in (self.head, self.fine_tune) if h is not None]
+        phases = [h for h in (self.head, self.top) if h is not None]
         keys = {k for h in phases for k in h.history}
         return {k: [v for h in phases for v in h.history.get(k, [])] for k in keys}
 
     @property
-    def head_epochs(self):
-        """The number of epochs phase 1 ran (counting those before a resume)."""
+    def head_epochs(self) -> int:
+        """The number of epochs the head phase ran (counting those before a resume)."""
         return self.head.epoch[-1] + 1 if self.head.epoch else 0
 
 
-def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_TUNE,
-              class_weight="auto", label_smoothing=0.0, feature_cache=True,
-              augmented_views="auto", refit="auto", callbacks=None, seed=None,
-              verbose="auto", options=None):
+def fine_tune(model: keras.Model, train: tf.data.Dataset,
+              validation_data: Optional[tf.data.Dataset] = None, *,
+              head: Phase = HEAD, top: Phase = TOP,
+              class_weight: Union[str, dict, None] = "auto",
+              label_smoothing: float = 0.0,
+              augmented_views: Union[str, int] = "auto",
+              refit: Union[str, bool] = "auto",
+              callbacks: Optional[list] = None,
+              verbose: Union[str, int] = "auto",
+              options: Optional[RunOptions] = None) -> FineTuneHistory:
     """Trains a classifier in two phases: the head, then the unfrozen top.
 
-    Phase 1 stops early and keeps its best weights; phase 2 runs all its
-    epochs (see `Phase.patience`). If phase 2 ends clearly less accurate on
-    the validation data than phase 1, phase 1's weights are kept (see
-    `FineTuneHistory.kept_phase`).
+    Resolves the arguments first (`plan_fine_tune`; `tftransfer train
+    --dry-run` prints that plan), then runs it. The head phase stops early
+    and keeps its best weights; the top phase runs all its epochs (see
+    `Phase.patience`). If the top phase ends clearly less accurate on the
+    validation data than the head phase, the head phase's weights are kept
+    (see `FineTuneHistory.kept_phase`).
 
     Args:
         model: A classifier from `build_classifier`, built under the
             strategy it will train under.
-        train: A `tf.data.Dataset` of `(images, labels)` batches.
+        train: A finite `tf.data.Dataset` of `(images, labels)` batches.
         validation_data: Batches to monitor for early stopping (else the
             training loss is monitored).
-        head: Phase 1, a `Phase` whose `unfreeze` is `"none"`.
-        fine_tune: Phase 2, a `Phase`; `epochs=0` or `unfreeze="none"`
+        head: The head phase, a `Phase` whose `unfreeze` is `"none"`.
+        top: The top phase, a `Phase`; `epochs=0` or `unfreeze="none"`
             skips it.
         class_weight: `"auto"` weighs each class by `total / (classes *
             count)`, so that imbalanced classes count equally (all 1.0 on
             balanced data); a `{label: weight}` dict; or `None`.
         label_smoothing: Label smoothing of the cross-entropy.
-        feature_cache: Phase 1 trains the head on features that the frozen
-            base computes once, and phase 2 trains the unfrozen top on the
-            activations that the frozen layers below it compute once (see
-            `tftransfer.boundary`); when both run, one pass of the base
-            serves both (see `tftransfer.cached_inputs`). `True` caches them
-            in the default folder (see `default_cache_dir`), a path caches
-            them there, `False` runs the whole model every epoch of both
-            phases.
         augmented_views: With a classifier that has random augmentation
             (see `build_classifier`), cache this many augmented views of
             each image for both phases; 0 runs both phases uncached, with
@@ -136,82 +134,43 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
             augmentation pays, enough views for about 48 rows in it (at most
             8); with more, the cached phases see the images unaugmented,
             which is as accurate and faster.
-        refit: When phase 2 does not run, train the head a second time, from
-            its initial weights, on the training and validation data
-            together, for the number of epochs that early stopping picked
-            on validation. The validation data is then no longer held out:
-            judge the model on a test split. `"auto"`: when the smallest
-            class has fewer than 30 training images (`auto.REFIT_BELOW`),
-            where the held-out fifth is a loss worth having back.
+        refit: When the top phase does not run, train the head a second
+            time, from its initial weights, on the training and validation
+            data together, for the number of epochs that early stopping
+            picked on validation. The validation data is then no longer held
+            out: judge the model on a test split. `"auto"`: when the
+            smallest class has fewer than 30 training images
+            (`auto.REFIT_BELOW`), where the held-out fifth is a loss worth
+            having back.
         callbacks: Keras callbacks, used in both phases (a
             `keras.callbacks.TensorBoard` among them logs both). While a
             phase runs on cached inputs, their `model` is the part that
-            trains: the head in phase 1, `boundary.Split.trainer` in phase 2.
-        seed: Seeds the shuffling of cached features.
+            trains: the head in the head phase, `boundary.Split.trainer` in
+            the top phase.
         verbose: `1`: Keras progress bars; `2`: one line per epoch (an
             `EpochLine`, for log files); `0`: silent; `"auto"`: 1 when
             standard output is a terminal, else 2.
-        options: A `distribute.RunOptions`: XLA, learning-rate scaling
-            with the replicas, and backups for resuming after a crash.
+        options: A `RunOptions`: the feature cache, the seed, XLA,
+            learning-rate scaling with the replicas, and backups for
+            resuming after a crash.
 
     Returns:
         A `FineTuneHistory`.
     """
     options = options or RunOptions()
-    if head.unfreeze not in (None, "none", 0):
-        raise TransferError(f"phase 1 trains the head alone; its unfreeze must be "
-                            f"'none', got {head.unfreeze!r}")
-    if isinstance(class_weight, str) and class_weight != "auto":
-        raise TransferError(f"class_weight must be 'auto', a dict or None, got "
-                            f"{class_weight!r}")
-    counts = None
-    if "auto" in (class_weight, fine_tune.unfreeze, augmented_views, refit):
-        # One count, shared by the rules: on unregistered data it is a pass.
-        counts = class_counts(train, int(model.output_shape[-1]))
-    if class_weight == "auto":
-        class_weight = auto.weights_for_counts(counts)
-    fine_tune, augmented_views, refit = auto.resolve(model, counts, fine_tune,
-                                                     augmented_views, refit)
-    if refit and validation_data is None:
-        logger.info("refit: skipped, as there is no validation data to pick its epochs")
-        refit = False
-    if refit and fine_tune.trains_backbone:
-        raise TransferError("refit=True retrains the head alone, so phase 2 must not run; "
-                            "pass fine_tune=Phase.fine_tune(epochs=0) or refit=False")
-    runner = _PhaseRunner(model, options, callbacks, class_weight, label_smoothing,
-                          verbose, validation_data is not None)
-    unfrozen, split, why_not = 0, None, None
-    if fine_tune.epochs > 0:
-        unfrozen = set_trainable(model, fine_tune.unfreeze)  # Fails now, not after phase 1.
-    if unfrozen > 0:
-        # Cut before phase 1, so that one pass of the base serves both phases.
-        split, why_not = boundary_split(model, train, unfrozen, feature_cache,
-                                        augmented_views)
-    set_trainable(model, "none")
-    finished = runner.backup.finished_head(model) if runner.backup else None
-    result = None
-    if finished:
-        result = FineTuneHistory(head=finished[0], feature_cache=finished[1])
-    if result is None:
-        result = _train_head(model, train, validation_data, runner, head,
-                             feature_cache=feature_cache, views=augmented_views, seed=seed,
-                             refit=refit, below=split)
-        # So that `model.evaluate` works.
-        runner.compile(model, dataclasses.replace(head, learning_rate=result.head_learning_rate))
-        if runner.backup:
-            runner.backup.save_head(model, result)
-    if unfrozen > 0:
-        set_trainable(model, fine_tune.unfreeze)
+    plan = plan_fine_tune(model, train, validation_data, head=head, top=top,
+                          class_weight=class_weight, label_smoothing=label_smoothing,
+                          augmented_views=augmented_views, refit=refit, options=options)
+    runner = _PhaseRunner(model, plan, options, callbacks, verbose,
+                          validation_data is not None)
+    result = _resumed_head(model, runner) or _train_head(model, plan, train,
+                                                         validation_data, runner)
+    result.plan = plan
+    if plan.top.runs:
         head_weights = model.get_weights()
-        result.fine_tune, result.fine_tune_cache = _train_top(
-            model, train, validation_data, runner, fine_tune, unfrozen, split, why_not,
-            feature_cache=feature_cache, views=augmented_views, seed=seed,
-            initial_epoch=result.head_epochs)
-        result.kept_phase = "fine_tune"
-        result.unfrozen = unfrozen
-        # A phase 2 resumed after its last epoch has no history; its weights stay.
-        if result.fine_tune.epoch and _phase_two_lost(result, head, fine_tune, runner.monitor,
-                                                      model, validation_data):
+        _train_top(model, plan, train, validation_data, runner, result)
+        # A top phase resumed after its last epoch has no history; its weights stay.
+        if result.top.epoch and _top_lost(result, plan, runner.monitor):
             model.set_weights(head_weights)
             result.kept_phase = "head"
     if runner.backup:
@@ -222,13 +181,12 @@ def fine_tune(model, train, validation_data=None, *, head=HEAD, fine_tune=FINE_T
 class _PhaseRunner:
     """What both phases share: the loss, the callbacks, the backups, the device options."""
 
-    def __init__(self, model, options, callbacks, class_weight, label_smoothing, verbose,
-                 validated):
+    def __init__(self, model, plan, options, callbacks, verbose, validated):
         self.strategy = model.distribute_strategy
         self.options = options
         self.callbacks = list(callbacks or [])
-        self.class_weight = class_weight
-        self.loss = SparseCategoricalCrossentropy(label_smoothing)
+        self.class_weight = plan.class_weight
+        self.loss = SparseCategoricalCrossentropy(plan.label_smoothing)
         self.verbose = verbose
         self.monitor = "val_loss" if validated else "loss"
         self.scale = learning_rate_scale(self.strategy.num_replicas_in_sync,
@@ -245,31 +203,24 @@ class _PhaseRunner:
                            metrics=["accuracy"], jit_compile=self.options.jit_compile,
                            steps_per_execution=steps_per_execution)
 
-    def compile_phase(self, name, target, phase, steps, cached=False):
-        """Compiles `target` for `phase` over `steps` batches an epoch.
+    def run(self, name, target, phase, data, validation_data, initial_epoch=0,
+            cached=False):
+        """Compiles `target` for `phase` and fits it.
 
         A `cached` phase on one replica runs `CACHED_STEPS_PER_EXECUTION[name]`
-        steps per call.
+        steps per call. Without validation data for a validated run (the
+        refit), the phase runs all its epochs, with no early stopping.
+
+        Returns:
+            The `History`.
         """
+        steps = _steps_per_epoch(data)
         # Several replicas run one step a call: Keras 3.15's multi-step loop
         # fails under MirroredStrategy ("You must feed a value for
         # placeholder tensor"), and their steps are the heavier ones anyway.
         several = cached and self.strategy.num_replicas_in_sync == 1
         self.compile(target, phase, steps,
                      min(CACHED_STEPS_PER_EXECUTION[name], steps or 1) if several else 1)
-
-    def run(self, name, target, phase, data, validation_data, initial_epoch=0,
-            cached=False, compiled=False):
-        """Compiles `target` for `phase` (unless `compiled`) and fits it.
-
-        Without validation data for a validated run (the refit), the phase
-        runs all its epochs, with no early stopping.
-
-        Returns:
-            The `History`.
-        """
-        if not compiled:
-            self.compile_phase(name, target, phase, _steps_per_epoch(data), cached)
         callbacks = list(self.callbacks)
         if phase.patience is not None and (validation_data is not None
                                            or self.monitor == "loss"):
@@ -280,7 +231,7 @@ class _PhaseRunner:
             saver = self.backup.for_phase(name)
             restored = saver.restore(target)
             if restored > initial_epoch:
-                logger.info("resuming phase %r after epoch %d, from %s", name, restored,
+                logger.info("resuming the %s phase after epoch %d, from %s", name, restored,
                             saver.directory)
                 initial_epoch = restored
             callbacks.append(saver)
@@ -295,43 +246,55 @@ class _PhaseRunner:
                    class_weight=self.class_weight, verbose=verbose)
 
 
-def _train_head(model, train, validation_data, runner, phase, *, feature_cache, views,
-                seed, refit=False, below=None):
-    """Phase 1: the head on cached features if possible, else the whole model.
+def _resumed_head(model, runner):
+    """The head phase's result from the backups, restored into `model`, or `None`."""
+    finished = runner.backup.finished_head(model) if runner.backup else None
+    if not finished:
+        return None
+    return FineTuneHistory(head=finished[0], head_cache=finished[1])
 
-    With `below` (phase 2's `boundary.Split`), the features come from the
-    cached activations at phase 2's boundary.
+
+def _train_head(model, plan, train, validation_data, runner):
+    """The head phase: the head on cached features if possible, else the whole model.
+
+    When the top phase is cached too, the features come from its cached
+    activations at the cut (`plan.split`), so that the base runs once.
     """
     initial = head_of(model).get_weights()
-    why_not = why_not_cached(model, train, feature_cache, views)
-    if why_not is not None:
-        if feature_cache:
-            logger.info("feature cache not used: %s", why_not)
+    phase = plan.head.phase
+    if not plan.head.cached:
+        if plan.head.why_not_cached != DISABLED:
+            logger.info("feature cache not used: %s", plan.head.why_not_cached)
         if phase.learning_rate == "auto":
             logger.info("head learning rate 'auto' needs cached features; using %g",
                         FALLBACK_HEAD_RATE)
             phase = dataclasses.replace(phase, learning_rate=FALLBACK_HEAD_RATE)
         result = FineTuneHistory(head=runner.run("head", model, phase, train, validation_data),
                                  head_learning_rate=phase.learning_rate)
-        if refit:
+        if plan.refit:
             result.refit = _refit(runner, model, phase, result, initial,
                                   train.concatenate(validation_data), cached=False)
-        return result
-    frozen = below.top_features if below is not None else model.get_layer("features")
-    history, manifest, search, joined = _run_cached(
-        runner, "head", phase, model, frozen, head_of(model), train, validation_data,
-        feature_cache=feature_cache, views=views, seed=seed, join_validation=refit,
-        below=below)
-    result = FineTuneHistory(head=history, feature_cache=manifest, rate_search=search,
-                             head_learning_rate=search.rate if search else phase.learning_rate)
-    if refit:
-        result.refit = _refit(runner, head_of(model), phase, result, initial, joined,
-                              cached=True)
+    else:
+        frozen = plan.split.top_features if plan.split else model.get_layer("features")
+        history, inputs, search = _run_cached(
+            runner, "head", phase, model, frozen, head_of(model), train, validation_data,
+            plan, below=plan.split)
+        result = FineTuneHistory(head=history, head_cache=inputs.manifest,
+                                 rate_search=search,
+                                 head_learning_rate=search.rate if search else
+                                 phase.learning_rate)
+        if plan.refit:
+            result.refit = _refit(runner, head_of(model), phase, result, initial,
+                                  inputs.joined, cached=True)
+    # So that `model.evaluate` works.
+    runner.compile(model, dataclasses.replace(phase, learning_rate=result.head_learning_rate))
+    if runner.backup:
+        runner.backup.save_head(model, result.head, result.head_cache)
     return result
 
 
 def _refit(runner, target, phase, result, initial, data, cached):
-    """Trains `target` again on `data` for phase 1's best epoch count.
+    """Trains `target` again on `data` for the head phase's best epoch count.
 
     The head (`target` or a part of it) starts again from `initial`.
     """
@@ -344,49 +307,42 @@ def _refit(runner, target, phase, result, initial, data, cached):
     return runner.run("refit", target, phase, data, None, cached=cached)
 
 
-def _train_top(model, train, validation_data, runner, phase, unfrozen, split, why_not, *,
-               feature_cache, views, seed, initial_epoch):
-    """Phase 2: the unfrozen top on cached boundary activations if possible.
+def _train_top(model, plan, train, validation_data, runner, result):
+    """The top phase: the unfrozen top on cached boundary activations if possible.
 
-    `split` is the classifier cut at the boundary (`cached_inputs.boundary_split`),
-    or `None`, and `why_not` says why it could not be cut or cached.
+    Fills in `result`'s `top`, `top_cache`, `unfrozen` and `kept_phase`.
     """
-    if split is None:
-        if feature_cache:
-            logger.info("phase 2 cache not used: %s", why_not)
-        return runner.run("fine_tune", model, phase, train, validation_data,
-                          initial_epoch=initial_epoch), None
-    logger.info("phase 2 cache: %d tensor(s) cross the cut below the top %d layer(s)",
-                split.crossing, unfrozen)
-    history, manifest, _, _ = _run_cached(
-        runner, "fine_tune", phase, model, split.bottom, split.trainer, train,
-        validation_data, feature_cache=feature_cache, views=views, seed=seed,
-        initial_epoch=initial_epoch)
-    return history, manifest
+    part = plan.top
+    set_trainable(model, part.phase.unfreeze)
+    if not part.cached:
+        if part.why_not_cached != DISABLED:
+            logger.info("top phase cache not used: %s", part.why_not_cached)
+        result.top = runner.run("top", model, part.phase, train, validation_data,
+                                initial_epoch=result.head_epochs)
+    else:
+        logger.info("top phase cache: %d tensor(s) cross the cut below the top %d layer(s)",
+                    plan.split.crossing, part.phase.unfreeze)
+        result.top, inputs, _ = _run_cached(
+            runner, "top", part.phase, model, plan.split.bottom, plan.split.trainer, train,
+            validation_data, plan, initial_epoch=result.head_epochs)
+        result.top_cache = inputs.manifest
+    result.unfrozen = part.phase.unfreeze
+    result.kept_phase = "top"
 
 
-def _run_cached(runner, name, phase, model, frozen, target, train, validation_data, *,
-                feature_cache, views, seed, initial_epoch=0, join_validation=False,
-                below=None):
+def _run_cached(runner, name, phase, model, frozen, target, train, validation_data, plan, *,
+                initial_epoch=0, below=None):
     """Runs a phase of `target` on what `frozen` computes, cached once.
 
     Returns:
-        `(history, manifest, search, joined)`: the phase's `History`, the
-        training entry's manifest, the `RateSearch` if the rate was
-        `"auto"`, and with `join_validation`, the cached training and
-        validation rows as one dataset (`CachedInputs.joined`), else `None`.
+        `(history, inputs, search)`: the phase's `History`, its
+        `CachedInputs`, and the `RateSearch` if the rate was `"auto"`.
     """
-    if seed is None and is_multi_worker(model.distribute_strategy):
-        seed = 0  # Every worker must shuffle alike, or their shares would overlap.
     bars = contextlib.nullcontext() if runner.verbose in (1, "auto") else no_bars()
-    ahead, steps = _trace_ahead(runner, name, phase, target, frozen, train, validation_data,
-                                views)
-    with bars, ahead or contextlib.nullcontext():
-        inputs = cached_inputs(frozen, train, validation_data, model=model,
-                               feature_cache=feature_cache, views=views, seed=seed,
-                               join_validation=join_validation, below=below)
-    compiled = (ahead is not None and ahead.traced_for(inputs.train)
-                and steps == _steps_per_epoch(inputs.train))
+    with bars:
+        inputs = cached_inputs(frozen, train, validation_data, plan,
+                               augmentation=augmentation_of(model),
+                               join_validation=name == "head" and plan.refit, below=below)
     search = None
     if phase.learning_rate == "auto":
         search = find_learning_rate(target, inputs.train, loss=runner.loss)
@@ -394,49 +350,25 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
                     name, search.rate, search.lowest)
         phase = dataclasses.replace(phase, learning_rate=search.rate)
     history = runner.run(name, target, phase, inputs.train, inputs.validation,
-                         initial_epoch=initial_epoch, cached=True, compiled=compiled)
-    return history, inputs.manifest, search, inputs.joined
+                         initial_epoch=initial_epoch, cached=True)
+    return history, inputs, search
 
 
-def _trace_ahead(runner, name, phase, target, frozen, train, validation_data, views):
-    """Compiles `target` for phase 1 and starts tracing its step.
+def _top_lost(result, plan, monitor):
+    """Whether the top phase ended clearly worse than the head phase (`plan.KEEP_RULE`).
 
-    Only where the cached batches' signature and count are known before the
-    extraction: one replica, a fixed learning rate (`"auto"` runs a range
-    test first), and one view, so that the cached entry has as many
-    batches as `train`; and two batches or more (see `TraceAhead`).
-    Elsewhere `fit` traces the step, as it always does.
-
-    Returns:
-        `(TraceAhead, steps)`: not started yet, and the batches an epoch
-        that `target` was compiled for; or `(None, None)`.
+    With validation data: its validation accuracy is lower than the head
+    phase's by more than the standard error of the head phase's,
+    sqrt(p (1 - p) / n). A smaller gap is within what the validation
+    images can tell (docs/benchmarks.md#the-keep-rule). The loss is not the
+    measure, as it rose in the top phase while the accuracy rose too.
+    Without validation data: a higher training loss.
     """
-    steps = _steps_per_epoch(train)
-    if (name != "head" or phase.learning_rate == "auto" or steps is None or steps < 2
-            or (views or 1) > 1 or runner.strategy.num_replicas_in_sync != 1
-            or is_multi_worker(runner.strategy)):
-        return None, None
-    runner.compile_phase(name, target, phase, steps, cached=True)
-    return TraceAhead(target, cached_spec(frozen, train), class_weight=runner.class_weight,
-                      validation=validation_data is not None), steps
-
-
-def _phase_two_lost(result, head, fine_tune, monitor, model, validation_data):
-    """Whether phase 2 ended clearly worse than phase 1, whose weights are then kept.
-
-    With validation data: its validation accuracy is lower than phase 1's
-    by more than the standard error of phase 1's, sqrt(p (1 - p) / n). A
-    smaller gap is within what the validation images can tell: on real
-    photos, gaps of a photo or two on 204 of them hid test gains of 3
-    points (docs/benchmarks.md). The loss is not the measure, as it rose
-    in phase 2 while the accuracy rose too. Without validation data: a
-    higher training loss.
-    """
-    first = kept_epoch_logs(result.head, head, monitor)
-    second = kept_epoch_logs(result.fine_tune, fine_tune, monitor)
+    first = kept_epoch_logs(result.head, plan.head.phase, monitor)
+    second = kept_epoch_logs(result.top, plan.top.phase, monitor)
     if monitor == "val_loss" and "val_accuracy" in first and "val_accuracy" in second:
         p = first["val_accuracy"]
-        rows = int(class_counts(validation_data, int(model.output_shape[-1])).sum())
+        rows = plan.validation.rows if plan.validation else 0
         return second["val_accuracy"] < p - math.sqrt(p * (1 - p) / max(rows, 1))
     return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
 

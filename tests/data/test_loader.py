@@ -41,20 +41,6 @@ def test_train_split_is_reshuffled_each_epoch(image_folder_path):
     assert sorted(first) == sorted(second) and not np.array_equal(first, second)
 
 
-def test_class_counts(image_folder_path):
-    data = tftransfer.image_folder(image_folder_path, (8, 8), validation_split=0.25)
-    assert tftransfer.data.class_counts(data.train, 3).tolist() == [6, 6, 6]
-
-
-def test_class_counts_come_from_the_loader_without_a_pass(tmp_path):
-    root = write_image_folder(tmp_path / "data", 4)
-    (root / "red" / "003.png").unlink()
-    data = tftransfer.image_folder(root, (16, 16), validation_split=0, image_cache=False)
-    for path in root.rglob("*.png"):
-        path.unlink()  # A pass over the data would now fail.
-    assert tftransfer.data.class_counts(data.train, 3).tolist() == [4, 4, 3]
-
-
 def test_cached_order_is_fixed_so_workers_shard_the_same_sequence(tmp_path):
     root = write_image_folder(tmp_path / "data", 10)
     options = tf.data.Options()

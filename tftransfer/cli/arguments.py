@@ -162,14 +162,12 @@ def base_arguments():
 
 
 def add_train(commands, parents):
-    from tftransfer.phases import FINE_TUNE, HEAD
-
     train = commands.add_parser(
         "train", parents=parents, help="train a classifier on labelled images and export it",
-        description="Train a classifier in two phases (the new head on the frozen base, "
-                    "then the top layers at a low learning rate) and export it as a "
-                    "versioned SavedModel. With no arguments, trains the bundled demo: "
-                    "Fashion-MNIST classes 5-9 on the bundled base.")
+        description="Train a classifier in two phases (the head: the new head on the frozen "
+                    "base; the top: the top layers too, at a low learning rate) and export "
+                    "it as a versioned SavedModel. With no arguments, trains the bundled "
+                    "demo: Fashion-MNIST classes 5-9 on the bundled base.")
     model = train.add_argument_group("head")
     model.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
     model.add_argument("--augment", type=_augmentation, metavar="SPEC", default="auto",
@@ -177,38 +175,46 @@ def add_train(commands, parents):
                             "0.1, zoom in up to 0.2), 'none', or e.g. "
                             "'flip,rotation=0.1,zoom=0.1,translation=0.1,contrast=0.2' "
                             "(fractions; flip may be flip=vertical) (default: auto)")
-    phases = train.add_argument_group("phases")
+    _phase_arguments(train.add_argument_group("phases"))
+    _output_arguments(train.add_argument_group("output"))
+    add_device_arguments(train)
+    train.set_defaults(data=str(DEMO_DATA))
+    return train
+
+
+def _phase_arguments(phases):
+    from tftransfer.phases import HEAD, TOP
+
     phases.add_argument("--head-epochs", type=int, default=HEAD.epochs,
-                        help="most epochs of phase 1, the head alone; early stopping "
-                             f"usually ends it sooner (default: {HEAD.epochs})")
+                        help="most epochs of the head phase (the head alone); early "
+                             f"stopping usually ends it sooner (default: {HEAD.epochs})")
     phases.add_argument("--head-learning-rate", type=_rate, default=HEAD.learning_rate,
-                        help="learning rate of phase 1, or 'auto' to pick it with a "
+                        help="learning rate of the head phase, or 'auto' to pick it with a "
                              "learning-rate range test on the cached features (see "
                              f"`tftransfer lr-find`) (default: {HEAD.learning_rate})")
-    phases.add_argument("--fine-tune-epochs", type=int, default=FINE_TUNE.epochs,
-                        help="epochs of phase 2, the unfrozen top, which runs them all "
-                             "unless --fine-tune-patience is set; 0 skips it "
-                             f"(default: {FINE_TUNE.epochs})")
-    phases.add_argument("--fine-tune-learning-rate", type=float,
-                        default=FINE_TUNE.learning_rate,
-                        help="peak learning rate of phase 2 (default: "
-                             f"{FINE_TUNE.learning_rate})")
-    phases.add_argument("--unfreeze", type=_unfreeze, default=FINE_TUNE.unfreeze,
-                        help="layers trained in phase 2: 'auto' (a share of the base "
-                             "that grows with the images per class; see docs/training.md), "
-                             "a number N (the top N), 'all', or a layer name (it and all "
-                             f"above) (default: {FINE_TUNE.unfreeze})")
-    phases.add_argument("--warmup-epochs", type=int, default=FINE_TUNE.warmup_epochs,
-                        help="phase 2's rate ramps up over these epochs, then decays "
-                             f"along a cosine (default: {FINE_TUNE.warmup_epochs})")
-    phases.add_argument("--patience", type=int, default=HEAD.patience,
+    phases.add_argument("--head-patience", type=int, default=HEAD.patience,
                         help="epochs without improvement of the validation loss before "
-                             f"phase 1 stops (default: {HEAD.patience})")
-    phases.add_argument("--fine-tune-patience", type=int, default=FINE_TUNE.patience,
-                        help="stop phase 2 early after this many epochs without "
+                             f"the head phase stops (default: {HEAD.patience})")
+    phases.add_argument("--top-epochs", type=int, default=TOP.epochs,
+                        help="epochs of the top phase (the unfrozen top of the base), "
+                             "which runs them all unless --top-patience is set; 0 skips "
+                             f"it (default: {TOP.epochs})")
+    phases.add_argument("--top-learning-rate", type=float, default=TOP.learning_rate,
+                        help=f"peak learning rate of the top phase (default: "
+                             f"{TOP.learning_rate})")
+    phases.add_argument("--top-patience", type=int, default=TOP.patience,
+                        help="stop the top phase early after this many epochs without "
                              "improvement, and keep its best epoch (default: none; it runs "
                              "every epoch and keeps the last, which is more accurate on "
                              "real photos: docs/training.md)")
+    phases.add_argument("--unfreeze", type=_unfreeze, default=TOP.unfreeze,
+                        help="layers trained in the top phase: 'auto' (a share of the base "
+                             "that grows with the images per class; see docs/training.md), "
+                             "a number N (the top N), 'all', a layer name (it and all "
+                             f"above), or 'none' (default: {TOP.unfreeze})")
+    phases.add_argument("--warmup-epochs", type=int, default=TOP.warmup_epochs,
+                        help="the top phase's rate ramps up over these epochs, then decays "
+                             f"along a cosine (default: {TOP.warmup_epochs})")
     phases.add_argument("--class-weight", choices=["auto", "none"], default="auto",
                         help="'auto' weighs classes by inverse frequency on imbalanced "
                              "data (default: auto)")
@@ -220,11 +226,17 @@ def add_train(commands, parents):
                              "48 rows in the smallest class (at most 8), else the images "
                              "unaugmented (default: auto)")
     phases.add_argument("--refit", choices=("auto", "on", "off"), default="auto",
-                        help="when phase 2 does not run, train the head again on train + "
-                             "validation for the epochs early stopping picked (the "
+                        help="when the top phase does not run, train the head again on "
+                             "train + validation for the epochs early stopping picked (the "
                              "validation split is then trained on: judge on a test split); "
                              "'auto': below 30 images per class (default: auto)")
-    output = train.add_argument_group("output")
+
+
+def _output_arguments(output):
+    output.add_argument("--dry-run", action="store_true",
+                        help="print what the run would do (each phase's epochs, rate and "
+                             "depth, what is cached and why not, the views, the refit, "
+                             "the keep rule) and stop without training")
     output.add_argument("--export", default=str(DEFAULT_EXPORT),
                         help="SavedModel base path; a new version folder is written in "
                              f"it (default: {DEFAULT_EXPORT}, under the current folder)")
@@ -243,9 +255,6 @@ def add_train(commands, parents):
     output.add_argument("--quiet", action="store_true",
                         help="one line per epoch, never progress bars (by default: "
                              "progress bars in a terminal, one line per epoch otherwise)")
-    add_device_arguments(train)
-    train.set_defaults(data=str(DEMO_DATA))
-    return train
 
 
 def add_device_arguments(train):

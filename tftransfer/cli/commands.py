@@ -35,64 +35,92 @@ def _feature_cache(args):
 
 def train_command(args):
     """Runs `tftransfer train`; returns the exit status."""
-    import keras
-
     import tftransfer
-    from tftransfer import Phase, distribute
+    from tftransfer import distribute
 
     # Multi-worker and TPU strategies set up the runtime: before any other op.
     strategy = distribute.select_strategy(args.strategy)
     distribute.select_precision(args.precision, strategy)
     base, data = _base_and_data(args, strategy)
+    with strategy.scope():
+        model = tftransfer.build_classifier(base, len(data.class_names),
+                                            dropout=args.dropout,
+                                            augmentation=args.augment)
+    settings = _fine_tune_settings(args)
+    if args.dry_run:
+        plan = tftransfer.plan_fine_tune(model, data.train, data.validation, **settings)
+        print(plan.describe())
+        return 0
     record = None
     if distribute.is_chief(strategy):  # Workers sharing a disk leave it to the chief.
         record = RunRecord(args.run_dir or default_run_dir(args.data))
         record.write_config(vars(args), seed=args.seed, digest=data_digest(data))
         print(f"run: {os.path.abspath(record.folder)}")
-    with strategy.scope():
-        model = tftransfer.build_classifier(base, len(data.class_names),
-                                            dropout=args.dropout,
-                                            augmentation=args.augment)
-    start = time.time()
-    log_dir = args.log_dir or (record.log_dir if record else None)
-    callbacks = [keras.callbacks.TensorBoard(str(log_dir))] if log_dir else []
-    history = tftransfer.fine_tune(
-        model, data.train, data.validation,
-        head=Phase.head(epochs=args.head_epochs, learning_rate=args.head_learning_rate,
-                        patience=args.patience),
-        fine_tune=Phase.fine_tune(epochs=args.fine_tune_epochs,
-                                  learning_rate=args.fine_tune_learning_rate,
-                                  unfreeze=args.unfreeze, warmup_epochs=args.warmup_epochs,
-                                  patience=args.fine_tune_patience),
-        class_weight=None if args.class_weight == "none" else "auto",
-        label_smoothing=args.label_smoothing,
-        feature_cache=_feature_cache(args),
-        augmented_views=args.augmented_views,
-        refit={"auto": "auto", "on": True, "off": False}[args.refit],
-        callbacks=callbacks, seed=args.seed,
-        verbose=2 if args.quiet else "auto",
-        options=distribute.RunOptions(
-            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-            learning_rate_scaling=(None if args.learning_rate_scaling == "none"
-                                   else args.learning_rate_scaling),
-            backup_dir=args.backup_dir))
-    print(f"trained in {time.time() - start:.0f} s; kept the weights of phase "
-          f"'{history.kept_phase}'")
+    history = _fine_tune(model, data, args, record, settings)
     metrics = {}
     if data.test is not None:  # Every worker: under several, evaluation is collective.
         metrics = distribute.evaluate(model, data.test)
         print(f"test accuracy: {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})")
     if args.save_keras:
-        save_as = Path(args.save_keras)
-        if not distribute.is_chief(strategy):
-            # So that workers sharing a disk do not overwrite the chief's file.
-            task = strategy.cluster_resolver.task_id
-            save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
-        model.save(save_as)
-        print(f"saved the Keras model to {save_as}")
+        _save_keras(model, Path(args.save_keras), strategy)
     if record is None:
         print("export: left to the chief")
         return 0
+    _export_and_report(args, model, base, data, record, history, metrics)
+    return 0
+
+
+def _fine_tune_settings(args):
+    """The keyword arguments of `fine_tune` and `plan_fine_tune` that the flags set."""
+    from tftransfer import Phase, RunOptions
+
+    on_off = {"auto": "auto", "on": True, "off": False}
+    return dict(
+        head=Phase.head(epochs=args.head_epochs, learning_rate=args.head_learning_rate,
+                        patience=args.head_patience),
+        top=Phase.top(epochs=args.top_epochs, learning_rate=args.top_learning_rate,
+                      unfreeze=args.unfreeze, warmup_epochs=args.warmup_epochs,
+                      patience=args.top_patience),
+        class_weight=None if args.class_weight == "none" else "auto",
+        label_smoothing=args.label_smoothing, augmented_views=args.augmented_views,
+        refit=on_off[args.refit],
+        options=RunOptions(
+            jit_compile=on_off[args.jit_compile],
+            learning_rate_scaling=(None if args.learning_rate_scaling == "none"
+                                   else args.learning_rate_scaling),
+            backup_dir=args.backup_dir, feature_cache=_feature_cache(args), seed=args.seed))
+
+
+def _fine_tune(model, data, args, record, settings):
+    """Trains with TensorBoard logs in the run folder (or `--log-dir`); returns the history."""
+    import keras
+
+    import tftransfer
+
+    start = time.time()
+    log_dir = args.log_dir or (record.log_dir if record else None)
+    callbacks = [keras.callbacks.TensorBoard(str(log_dir))] if log_dir else []
+    history = tftransfer.fine_tune(model, data.train, data.validation, callbacks=callbacks,
+                                   verbose=2 if args.quiet else "auto", **settings)
+    print(f"trained in {time.time() - start:.0f} s; kept the weights of the "
+          f"'{history.kept_phase}' phase")
+    return history
+
+
+def _save_keras(model, save_as, strategy):
+    from tftransfer import distribute
+
+    if not distribute.is_chief(strategy):
+        # So that workers sharing a disk do not overwrite the chief's file.
+        task = strategy.cluster_resolver.task_id
+        save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
+    model.save(save_as)
+    print(f"saved the Keras model to {save_as}")
+
+
+def _export_and_report(args, model, base, data, record, history, metrics):
+    import tftransfer
+
     record.write_history(history)
     path = tftransfer.export_saved_model(
         model, args.export, data.class_names, version=args.model_version,
@@ -105,7 +133,6 @@ def train_command(args):
     if page is not None:
         record.add_outputs(report=os.path.abspath(page))
         print(f"report: {os.path.abspath(page)}")
-    return 0
 
 
 def _report_after_training(model, data, record, history):

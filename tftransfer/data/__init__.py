@@ -12,33 +12,35 @@ The path of the data, one module each:
 * `check`: lists files and decodes each once, naming every one skipped;
 * `decode`: the decoder that training and the export share;
 * `cache`: where the decoded pixels are kept between epochs and runs;
-* `loader`: splits, shuffling and batching.
+* `loader`: splits, shuffling and batching;
+* `identity`: what a dataset holds, read from its content (the feature
+  cache's key, the class counts).
 """
 
 from tftransfer.data.cache import default_image_cache_dir
 from tftransfer.data.check import DataReport, check_data, check_images, list_class_folder
 from tftransfer.data.decode import IMAGE_EXTENSIONS, decode_image, jpeg_ratio
-from tftransfer.data.loader import DataSplits, class_counts, register_source, source_key
+from tftransfer.data.identity import DataIdentity, identify
+from tftransfer.data.loader import DataSplits
 from tftransfer.data.sources import csv_file, image_folder, load_data, numpy_arrays
 from tftransfer.data.tf_data import dataset_source, tfds_dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "DataIdentity",
     "DataReport",
     "DataSplits",
     "check_data",
     "check_images",
-    "class_counts",
     "csv_file",
     "dataset_source",
     "decode_image",
     "default_image_cache_dir",
+    "identify",
     "image_folder",
     "jpeg_ratio",
     "list_class_folder",
     "load_data",
     "numpy_arrays",
-    "register_source",
-    "source_key",
     "tfds_dataset",
 ]

@@ -1,9 +1,8 @@
-"""From kept pixels to batches: the splits, shuffling and batching, source keys.
+"""From kept pixels to batches: the splits, shuffling and batching.
 
 Every source ends here: `DataSplits` of `(images, labels)` batches of
-float32 RGB pixels in `[0, 255]`. Each dataset can carry a key naming its
-content (`register_source`), which the feature cache uses to reuse what it
-extracted, and its class counts.
+float32 RGB pixels in `[0, 255]`. What a dataset holds, for the feature
+cache, is read from its content (`data.identity`), not recorded here.
 """
 
 import dataclasses
@@ -23,12 +22,7 @@ from tftransfer.errors import TransferError
 DEFAULT_BATCH_SIZE = 16
 
 
-# Dataset -> a string naming its content, for the feature cache's key.
-_SOURCE_KEYS = weakref.WeakKeyDictionary()
-
-
-# Dataset -> its label counts, where the loader knows them.
-_SOURCE_COUNTS = weakref.WeakKeyDictionary()
+# Dataset -> the file of each example, for the reports (see `source_files`).
 _SOURCE_FILES = weakref.WeakKeyDictionary()
 
 
@@ -65,44 +59,27 @@ class DataSplits:
         return "validation", self.validation
 
 
-def register_source(dataset, key, *, class_counts=None, files=None):
-    """Records what a dataset holds, so that cached features can be reused.
+def register_files(dataset, files):
+    """Records the file of each example of an unshuffled dataset, for the reports.
 
     Args:
         dataset: A `tf.data.Dataset`.
-        key: A string that changes whenever the content does (for files:
-            their paths, sizes and modification times).
-        class_counts: The number of examples of each label, if known;
-            `class_counts()` then needs no pass over the data.
-        files: The file of each example, in the order of an unshuffled
-            dataset, if known (see `source_files`).
+        files: The file of each example, in the dataset's order.
 
     Returns:
         `dataset`.
     """
-    _SOURCE_KEYS[dataset] = str(key)
-    if class_counts is not None:
-        _SOURCE_COUNTS[dataset] = np.asarray(class_counts, np.int64)
-    if files is not None:
-        _SOURCE_FILES[dataset] = [str(f) for f in files]
+    _SOURCE_FILES[dataset] = [str(f) for f in files]
     return dataset
 
 
 def source_files(dataset):
-    """Returns the file of each example that `register_source` recorded, or `None`.
+    """Returns the file of each example that `register_files` recorded, or `None`.
 
     Evaluation reports name the images they show by these paths.
     """
     try:
         return _SOURCE_FILES.get(dataset)
-    except TypeError:
-        return None
-
-
-def source_key(dataset):
-    """Returns the key `register_source` recorded for a dataset, or `None`."""
-    try:
-        return _SOURCE_KEYS.get(dataset)
     except TypeError:
         return None
 
@@ -114,40 +91,6 @@ def files_key(paths, labels, *extra):
         stat = Path(path).stat()
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
     return "files-" + digest.hexdigest()
-
-
-def known_size(dataset):
-    """The number of examples its loader registered for `dataset`, or `None`."""
-    counts = _registered_counts(dataset)
-    return None if counts is None else int(counts.sum())
-
-
-def _registered_counts(dataset):
-    try:
-        return _SOURCE_COUNTS.get(dataset)
-    except TypeError:  # Not hashable by reference: nothing was registered.
-        return None
-
-
-def class_counts(dataset, num_classes):
-    """Counts the labels of a dataset of `(images, labels)` batches.
-
-    Args:
-        dataset: The dataset. Counts that its loader registered (see
-            `register_source`) are returned as they are; otherwise one
-            pass is made over it.
-        num_classes: The number of classes.
-
-    Returns:
-        An int numpy array of `num_classes` counts.
-    """
-    known = _registered_counts(dataset)
-    if known is not None and len(known) == num_classes:
-        return known.copy()
-    counts = np.zeros(num_classes, np.int64)
-    for labels in dataset.map(lambda x, y: y).as_numpy_iterator():
-        counts += np.bincount(np.asarray(labels).reshape(-1), minlength=num_classes)
-    return counts
 
 
 def check_class_count(where, class_names):
@@ -172,8 +115,7 @@ def stratified_split(files, validation_split, seed):
     return splits
 
 
-def file_splits(decoded, paths, split_files, class_names, image_size, batch_size, seed,
-                 skipped):
+def file_splits(decoded, paths, split_files, class_names, batch_size, seed, skipped):
     """`DataSplits` of the files that `decode_once` passed.
 
     Args:
@@ -200,11 +142,8 @@ def file_splits(decoded, paths, split_files, class_names, image_size, batch_size
         ds = ds.map(_pixels_and_label).apply(
             tf.data.experimental.assert_cardinality(len(indices)))
         ds = batched(ds, len(indices), batch_size, seed, training)
-        return register_source(
-            ds, files_key([paths[i] for i in indices], labels, tuple(image_size)),
-            class_counts=np.bincount(labels, minlength=len(class_names)),
-            # The filter keeps the source's order; only the training split is shuffled.
-            files=None if training else [paths[i] for i in sorted(indices)])
+        # The filter keeps the source's order; only the training split is shuffled.
+        return ds if training else register_files(ds, [paths[i] for i in sorted(indices)])
 
     return DataSplits(make("train", True), make("val", False), class_names,
                       test=make("test", False), skipped=skipped)

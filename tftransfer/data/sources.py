@@ -5,8 +5,8 @@ Every source gives the same `DataSplits`. Files are checked first (see
 """
 
 import functools
-import hashlib
 from pathlib import Path
+from typing import Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -15,14 +15,14 @@ from tftransfer.data import cache as data_cache
 from tftransfer.data.check import DataReport, check_folder, decode_once, log_skipped
 from tftransfer.data.decode import check_channels, fit_pixels
 from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched,
-                                    check_class_count, file_splits, register_source,
-                                    stratified_split)
+                                    check_class_count, file_splits, stratified_split)
 from tftransfer.data.tf_data import dataset_source, tfds_dataset
 from tftransfer.errors import TransferError
 
 
-def image_folder(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_split=0.2,
-                 seed=1337, image_cache=True):
+def image_folder(path: Union[str, Path], image_size: Sequence[int], *,
+                 batch_size: int = DEFAULT_BATCH_SIZE, validation_split: float = 0.2,
+                 seed: int = 1337, image_cache: Union[bool, str, Path] = True) -> DataSplits:
     """Reads a folder of labelled images into train and validation datasets.
 
     Two layouts are understood: `path/<class>/<image>`, split here into
@@ -53,7 +53,7 @@ def image_folder(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_
     report, decoded, paths, split_files = _checked_folder(path, image_size, image_cache)
     if "val" not in split_files:
         split_files.update(stratified_split(split_files["train"], validation_split, seed))
-    return file_splits(decoded, paths, split_files, report.class_names, image_size,
+    return file_splits(decoded, paths, split_files, report.class_names,
                         batch_size, seed, report.skipped)
 
 
@@ -75,7 +75,7 @@ def evaluation_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_
     chosen = ["test"] if "test" in split_files else list(split_files)
     every = {"test": {name: [i for split in chosen for i in split_files[split].get(name, [])]
                       for name in report.class_names}}
-    splits = file_splits(decoded, paths, every, report.class_names, image_size, batch_size,
+    splits = file_splits(decoded, paths, every, report.class_names, batch_size,
                          0, report.skipped)
     return splits.test, report.class_names
 
@@ -144,7 +144,7 @@ def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_spli
         raise TransferError(f"no usable images for class(es) {', '.join(empty)} in {path}")
     log_skipped(DataReport(len(rows), {"train": files}, decoded.skipped, [], class_names))
     return file_splits(decoded, paths, stratified_split(files, validation_split, seed),
-                        class_names, image_size, batch_size, seed, decoded.skipped)
+                        class_names, batch_size, seed, decoded.skipped)
 
 
 def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=DEFAULT_BATCH_SIZE,
@@ -188,9 +188,6 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=DEF
     check_class_count("the labels", class_names)
     image_size = tuple(image_size)
     batch = _image_batch(images, image_size)
-    digest = hashlib.sha256(labels.tobytes())
-    digest.update(f"{batch.shape} {batch.dtype.str} {image_size}".encode())
-    digest.update(np.ascontiguousarray(batch).data)
     fitted = batch.shape[1:] == (*image_size, 3) and batch.dtype == np.uint8
     by_class = {name: [i for i in np.flatnonzero(labels == label)]
                 for label, name in enumerate(class_names)}
@@ -212,13 +209,12 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=DEF
             else:
                 data_cache.warn_not_in_memory(size_bytes, available,
                                               "resizing them every epoch instead")
-        key = f"numpy-{digest.hexdigest()}-{split}-{validation_split}-{seed}"
-        return register_source(batched(ds, len(indices), batch_size, seed, training), key)
+        return batched(ds, len(indices), batch_size, seed, training)
 
     return DataSplits(make("train", True), make("val", False), class_names)
 
 
-def load_data(source, image_size, **options):
+def load_data(source: object, image_size: Sequence[int], **options) -> DataSplits:
     """Loads labelled images from any supported source.
 
     Args:

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tftransfer.data import cache as data_cache
 from tftransfer.data.decode import check_channels, decode_image, fit_pixels
 from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched, check_class_count,
-                                    register_source, stratified_split)
+                                    stratified_split)
 from tftransfer.errors import TransferError
 
 
@@ -157,11 +157,6 @@ def tfds_dataset(name, image_size, *, split="train", validation=None, data_dir=N
                             batch_size=batch_size,
                             validation_split=0 if validation else validation_split,
                             seed=seed, image_cache=image_cache)
-    key = f"tfds-{builder.name}-{builder.version}-{builder.data_dir}-{image_size}"
-    for split_name, ds in (("train", splits.train), ("val", splits.validation)):
-        if ds is not None:
-            register_source(ds, f"{key}-{split}-{validation}-{validation_split}-{seed}-"
-                                f"{split_name}")
     return splits
 
 
