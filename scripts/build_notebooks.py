@@ -26,7 +26,7 @@ IN_COLAB = "google.colab" in sys.modules
 DATA = "tfds:tf_flowers" if IN_COLAB else None  # None: the bundled demo.
 BASE = "efficientnet_v2_b0" if IN_COLAB else "fashion_mobilenet_v2"
 HEAD_EPOCHS = 20 if IN_COLAB else 10
-FINE_TUNE_EPOCHS = 10 if IN_COLAB else 5'''
+TOP_EPOCHS = 10 if IN_COLAB else 5'''
 
 SETUP = '''import matplotlib.pyplot as plt
 import numpy as np
@@ -86,14 +86,14 @@ CELLS = {
                  "plt.show()"),
     ],
     "02_fine_tuning.ipynb": [
-        ("md", "# Two-phase fine-tuning, and what the model learned\n\nPhase 1 trains "
-               "the new head on the frozen base. Phase 2 unfreezes the top of the base "
-               "and goes on at a learning rate 10x lower, warmed up, so the large "
+        ("md", "# Two-phase fine-tuning, and what the model learned\n\nThe head phase "
+               "trains the new head on the frozen base. The top phase unfreezes the top "
+               "of the base and goes on at a learning rate 10x lower, warmed up, so the large "
                "gradients of a fresh head never wreck the pretrained features. "
                "BatchNormalization layers stay frozen, which in Keras 3 means inference "
                "mode: small batches never overwrite the pretrained statistics."),
         ("code", SETUP),
-        ("md", "How much of the base trains in phase 2 follows the data: "
+        ("md", "How much of the base trains in the top phase follows the data: "
                "`unfreeze='auto'` (the default) picks a share of the backbone by the "
                "training images in the smallest class (none below 15, a quarter up to "
                "99, half up to 499, then all)."),
@@ -103,15 +103,24 @@ CELLS = {
                  "for per_class in (10, 50, 200, 1000):\n"
                  "    print(per_class, 'images per class ->', auto_unfreeze(model, per_class),\n"
                  "          'of', len(backbone_layers(model)), 'layers')"),
-        ("md", "Train both phases with the defaults; early stopping keeps each phase's "
-               "best weights."),
+        ("md", "Before training, `plan_fine_tune` says what `fine_tune` will do with "
+               "these arguments: what `'auto'` chose from the data, what is cached and "
+               "why not, and the rule that keeps one phase's weights "
+               "(`tftransfer train --dry-run` prints the same)."),
+        ("code", "plan = tftransfer.plan_fine_tune(\n"
+                 "    model, data.train, data.validation,\n"
+                 "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
+                 "    top=tftransfer.Phase.top(epochs=TOP_EPOCHS))\n"
+                 "print(plan.describe())"),
+        ("md", "Train both phases with the defaults; early stopping keeps the head "
+               "phase's best weights, and the top phase runs down its cosine."),
         ("code", "history = tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
-                 "    top=tftransfer.Phase.top(epochs=FINE_TUNE_EPOCHS),\n"
+                 "    top=tftransfer.Phase.top(epochs=TOP_EPOCHS),\n"
                  "    verbose=0)\n"
-                 "print('phase 2 trained', history.unfrozen, 'layers; kept the weights of '\n"
-                 "      'phase', history.kept_phase)"),
+                 "print('the top phase trained', history.unfrozen, 'layers; kept the weights '\n"
+                 "      'of the', history.kept_phase, 'phase')"),
         ("md", "What the model learned, on images it never saw: per-class metrics, "
                "the confusion matrix, the most confidently wrong images, calibration "
                "and both phases' curves. `report.save` writes `report.html`, one "
@@ -140,7 +149,7 @@ CELLS = {
                  "          '100-224-feature-vector/2') if IN_COLAB else str(\n"
                  "    SAVED_MODELS_DIR / 'fashion_mobilenet_v2_hub')\n"
                  "DATA = 'tfds:tf_flowers' if IN_COLAB else None\n"
-                 "HEAD_EPOCHS, FINE_TUNE_EPOCHS = (10, 3) if IN_COLAB else (5, 1)"),
+                 "HEAD_EPOCHS, TOP_EPOCHS = (10, 3) if IN_COLAB else (5, 1)"),
         ("md", "Load the module: a handle, a local folder, or a module in "
                "`TFHUB_CACHE_DIR`. Hub image modules take `[0, 1]` pixels; the base "
                "carries that."),
@@ -154,7 +163,7 @@ CELLS = {
                  "history = tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
-                 "    top=tftransfer.Phase.top(epochs=FINE_TUNE_EPOCHS, "
+                 "    top=tftransfer.Phase.top(epochs=TOP_EPOCHS, "
                  "unfreeze='all'),\n"
                  "    verbose=0)\n"
                  "print(history.kept_phase, history.history['val_accuracy'][-1])"),
@@ -194,7 +203,7 @@ CELLS = {
                  "history = tftransfer.fine_tune(model, model_data.train, "
                  "model_data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
-                 "    top=tftransfer.Phase.top(epochs=FINE_TUNE_EPOCHS),\n"
+                 "    top=tftransfer.Phase.top(epochs=TOP_EPOCHS),\n"
                  "    options=tftransfer.RunOptions(backup_dir=tempfile.mkdtemp() + '/backup'),\n"
                  "    verbose=0)\n"
                  "print(model.output.dtype, history.history['val_accuracy'][-1])"),

@@ -26,11 +26,10 @@ from tftransfer.phases import NO_UNFREEZE
 logger = logging.getLogger("tftransfer")
 
 #: `unfreeze="auto"`: `(fewer than N training images in the smallest class,
-#: fraction of the backbone's layers that phase 2 trains)`. More data
+#: fraction of the backbone's layers that the top phase trains)`. More data
 #: supports more trainable layers without overfitting (Yosinski et al.,
-#: 2014). Below 15 images per class fine-tuning did not pay on real photos
-#: and is skipped; at 48 per class the top quarter beat the top 20 layers of
-#: MobileNetV2 (about an eighth) by 2 points (`bench/quality.py`).
+#: 2014); with very few images fine-tuning does not pay and is skipped
+#: (docs/benchmarks.md#the-defaults-evidence).
 AUTO_UNFREEZE = ((15, 0.0), (100, 0.25), (500, 0.5), (math.inf, 1.0))
 
 
@@ -56,20 +55,17 @@ def auto_unfreeze(model, images_per_class):
 
 
 #: `augmented_views="auto"` augments when the smallest class has fewer
-#: training images than this; with more, augmentation gained nothing on real
-#: photos (`bench/quality.py`, 48 per class) and the cached phases see the
-#: images as they are.
+#: training images than this; with more, the cached phases see the images as
+#: they are (docs/benchmarks.md#the-defaults-evidence).
 AUGMENT_BELOW = 30
 #: ... with enough views that the smallest class has about this many cached
-#: rows, and at most `MAX_VIEWS`: on 8 photos per class, with the refit,
-#: 6 views of flip, rotation and zoom gained 1.6-1.8 points over 4, and 8
-#: views no more than 6 (`bench/head_choices.py`).
+#: rows, and at most `MAX_VIEWS`, past which more views stopped paying.
 VIEW_ROWS = 48
 MAX_VIEWS = 8
 #: `refit="auto"` refits the head when the smallest class has fewer training
-#: images than this and phase 2 does not run. Holding out a fifth of 10
-#: photos per class for validation costs accuracy; once early stopping has
-#: found the epoch count, training again on all of them gained 1.4-2 points.
+#: images than this and the top phase does not run: holding out a fifth of a
+#: few photos per class for validation costs accuracy, which training again
+#: on all of them, for the epochs early stopping found, wins back.
 REFIT_BELOW = 30
 
 

@@ -183,10 +183,9 @@ _KERAS_APPLICATIONS = [
     ("xception", "Xception", 299, "tf"),
 ]
 
-# Inner layers whose pooled outputs join the features by default. On 10 and
-# 60 oxford17 photos per class, MobileNetV2's block 14 added 2.7 and 2.2
-# points to the head alone (bench/head_choices.py); the other families are
-# not measured yet.
+# Inner layers whose pooled outputs join the features by default, where a
+# measurement showed them paying (docs/bases.md#taps-features-from-inside-the-base);
+# the other families are not measured yet.
 _TAPS = {"mobilenet_v2": ("block_14_add",)}
 
 for _name, _constructor, _size, _mode in _KERAS_APPLICATIONS:

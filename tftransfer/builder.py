@@ -21,9 +21,9 @@ from tftransfer.phases import NO_UNFREEZE
 
 
 #: `augmentation="auto"`: what `build_classifier` adds by default. Flips,
-#: small rotations and zooming in keep a photo's class; on 10 photos per
-#: class they gain about 2 points (`bench/quality.py`). `fine_tune` caches
-#: augmented views only where that pays (see `augmented_views`).
+#: small rotations and zooming in keep a photo's class
+#: (docs/benchmarks.md#the-defaults-evidence). `fine_tune` caches augmented
+#: views only where that pays (see `augmented_views`).
 DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": (-0.2, 0.0)}
 
 

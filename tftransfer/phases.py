@@ -115,14 +115,14 @@ class Phase:
 
 #: Phase 1, the head: the new head alone, on the frozen base's cached features.
 HEAD = Phase(epochs=50, learning_rate=1e-3)
-#: Phase 2, the top: the top of the backbone too (`"auto"`: a share that grows with the
-#: data), at a rate 10x lower, warmed up and decayed over all its epochs.
+#: Phase 2, the top: the top of the backbone too (`"auto"`: a share that grows
+#: with the data), at a rate 10x lower, warmed up and decayed over all its epochs.
 #: No early stopping: on a validation split of a few hundred photos the
 #: loss swings from epoch to epoch while the rate is high, and stopping on
-#: it cut phase 2 short where its last epochs were the most accurate
-#: (bench/phase_two.py).
+#: it cut the top phase short where its last epochs were the most accurate
+#: (docs/benchmarks.md#the-top-phase-when-to-stop-and-which-weights-to-keep).
 TOP = Phase(epochs=20, learning_rate=1e-4, unfreeze="auto", warmup_epochs=1,
-                  decay="cosine", patience=None)
+            decay="cosine", patience=None)
 
 
 def kept_index(history, phase, monitor):

@@ -215,9 +215,9 @@ class _PhaseRunner:
             The `History`.
         """
         steps = _steps_per_epoch(data)
-        # Several replicas run one step a call: Keras 3.15's multi-step loop
-        # fails under MirroredStrategy ("You must feed a value for
-        # placeholder tensor"), and their steps are the heavier ones anyway.
+        # Several replicas run one step a call: Keras's multi-step loop fails
+        # under MirroredStrategy (docs/scale.md), and their steps are the
+        # heavier ones anyway.
         several = cached and self.strategy.num_replicas_in_sync == 1
         self.compile(target, phase, steps,
                      min(CACHED_STEPS_PER_EXECUTION[name], steps or 1) if several else 1)
@@ -360,9 +360,10 @@ def _top_lost(result, plan, monitor):
     With validation data: its validation accuracy is lower than the head
     phase's by more than the standard error of the head phase's,
     sqrt(p (1 - p) / n). A smaller gap is within what the validation
-    images can tell (docs/benchmarks.md#the-keep-rule). The loss is not the
-    measure, as it rose in the top phase while the accuracy rose too.
-    Without validation data: a higher training loss.
+    images can tell
+    (docs/benchmarks.md#the-top-phase-when-to-stop-and-which-weights-to-keep). The
+    loss is not the measure, as it rose in the top phase while the accuracy
+    rose too. Without validation data: a higher training loss.
     """
     first = kept_epoch_logs(result.head, plan.head.phase, monitor)
     second = kept_epoch_logs(result.top, plan.top.phase, monitor)
