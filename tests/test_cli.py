@@ -264,7 +264,8 @@ def test_train_writes_a_run_record_that_reruns_to_the_same_options(tmp_path, cap
     original = vars(parser.parse_args(["train", *options, "--run-dir", str(run_dir)]))
     again = cli._with_config(parser, ["train", "--config", str(run_dir / "config.json")],
                              run_dir / "config.json")
-    replayed = {k: v for k, v in vars(again).items() if k not in NOT_REPLAYED}
+    replayed = {k: v for k, v in vars(again).items()
+                if k not in NOT_REPLAYED and k != "replayed_digest"}
     assert replayed == {k: v for k, v in original.items() if k not in NOT_REPLAYED}
     changed = cli._with_config(parser, ["train", "--config", str(run_dir), "--seed", "9"],
                                run_dir)
@@ -379,3 +380,42 @@ def test_dry_run_of_a_hub_module_says_why_the_top_phase_is_uncached(
     assert "top: the top 2 variable(s) of the TF Hub module and the head" in out
     assert "uncached (a TF Hub module runs only as a whole" in out
     assert f"feature cache: {tmp_path}" in out
+
+
+def test_a_config_replays_training_settings_only_and_checks_each_value(tmp_path, capsys):
+    import json
+
+    parser = cli.build_parser()
+    config = tmp_path / "config.json"
+    written = {"head_epochs": 3, "refit": "off", "export": "/srv/models/served",
+               "overwrite": True, "model_version": 1, "backup_dir": "/home/me",
+               "base": "https://example.invalid/module", "weights": "evil.h5",
+               "feature_cache": "/etc", "save_keras": "/tmp/x.keras", "log_dir": "/tmp/l"}
+    config.write_text(json.dumps({"options": written, "data_digest": "0" * 64}))
+    args = cli._with_config(parser, ["train", "--config", str(config)], config)
+    defaults = parser.parse_args(["train"])
+    assert args.head_epochs == 3 and args.refit == "off"
+    for name in ("export", "overwrite", "model_version", "backup_dir", "base", "weights",
+                 "feature_cache", "save_keras", "log_dir"):
+        assert getattr(args, name) == getattr(defaults, name), name
+    assert "was trained with --base https://example.invalid/module" in capsys.readouterr().out
+    for bad in ({"refit": "maybe"}, {"head_epochs": "many"}, {"quiet": "yes"},
+                {"augment": {"spin": 3}}, {"head_learning_rate": -1}):
+        config.write_text(json.dumps({"options": bad}))
+        parser = cli.build_parser()
+        with pytest.raises(cli.TransferError, match="is not valid"):
+            cli._with_config(parser, ["train", "--config", str(config)], config)
+
+
+def test_a_replayed_run_on_changed_data_says_so(tmp_path, capsys, caplog, tiny_base_file):
+    from conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "data", 4)
+    options = ["--data", data, "--base", tiny_base_file, "--head-epochs", "1",
+               "--top-epochs", "0", "--export", tmp_path / "export", "--quiet"]
+    assert run_here(capsys, caplog, "train", *options, "--run-dir", tmp_path / "one")[0] == 0
+    write_image_folder(data, 4, seed=5)  # Other pixels under the same names.
+    status, out, _ = run_here(capsys, caplog, "train", "--config", tmp_path / "one",
+                              "--data", data, "--base", tiny_base_file,
+                              "--export", tmp_path / "export", "--run-dir", tmp_path / "two")
+    assert status == 0 and "note: the data differ from those of --config" in out

@@ -125,3 +125,23 @@ def test_a_folder_without_test_split_is_evaluated_whole(trained, image_folder_pa
     report = evaluate(model, image_folder_path)
     assert report.num_examples == 24
     assert sum(map(sum, report.confusion_matrix)) == 24
+
+
+def test_the_data_is_matched_to_the_model_by_class_name(trained, split_folder_path, tmp_path):
+    import shutil
+
+    model, data = trained
+    exported = tftransfer.export_saved_model(model, tmp_path / "export", data.class_names)
+    # A folder with two of the model's classes, under other label numbers.
+    subset = tmp_path / "subset"
+    for name in data.class_names[1:]:
+        shutil.copytree(split_folder_path / "test" / name, subset / name)
+    report = evaluate(exported, subset)
+    assert report.class_names == data.class_names
+    whole = evaluate(exported, split_folder_path)
+    assert report.confusion_matrix[1:] == whole.confusion_matrix[1:]
+    assert report.confusion_matrix[0] == [0, 0, 0]
+    assert "absent from the data" in report.per_class[data.class_names[0]]["note"]
+    shutil.copytree(split_folder_path / "test" / data.class_names[0], subset / "zebra")
+    with pytest.raises(tftransfer.TransferError, match="does not know: zebra"):
+        evaluate(exported, subset)

@@ -267,3 +267,55 @@ def test_tflite_errors_name_the_problem(trained, tmp_path):
         export_tflite(model, tmp_path / "m.tflite", quantization="int8")
     with pytest.raises(tftransfer.TransferError, match="unknown TFLite quantization"):
         export_tflite(model, tmp_path / "m.tflite", quantization="int4")
+
+
+def test_serving_refuses_huge_images_from_their_header_before_decoding(exported):
+    import time
+
+    _, _, path = exported
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    buffer = io.BytesIO()
+    Image.new("L", (20000, 20000)).save(buffer, "PNG")  # 400 MP in about 390 KB.
+    huge = buffer.getvalue()
+    assert len(huge) < 500_000
+    small = encoded(np.zeros((20, 20, 3), np.uint8), "PNG")
+    serve(image_bytes=tf.constant([small]))  # Traced and warm: what follows is the check.
+    start = time.perf_counter()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        serve(image_bytes=tf.constant([small, huge, huge, huge]))
+    assert time.perf_counter() - start < 1.0  # Decoding one would take seconds and 1.2 GB.
+    assert json.loads((path / "assets.extra" / "metadata.json").read_text())[
+        "max_pixels"] == 200_000_000
+
+
+def test_the_export_sets_its_own_pixel_limit(trained, tmp_path):
+    model, class_names = trained
+    path = tftransfer.export_saved_model(model, tmp_path / "m", class_names, max_pixels=1000)
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    serve(image_bytes=tf.constant([encoded(np.zeros((20, 30, 3), np.uint8), "PNG")]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 1000 pixels"):
+        serve(image_bytes=tf.constant([encoded(np.zeros((40, 30, 3), np.uint8), "JPEG")]))
+
+
+def test_an_export_that_loses_the_race_for_a_version_takes_the_next(trained, tmp_path,
+                                                                    monkeypatch):
+    from tftransfer import export
+
+    model, class_names = trained
+    base = tmp_path / "m"
+    real, raced = export._write_saved_model, []
+
+    def meanwhile(model, staging, *args):
+        # Another process publishes the version this export picked, while it writes.
+        if not raced:
+            raced.append(True)
+            tftransfer.export_saved_model(model, base, class_names, version=1)
+        real(model, staging, *args)
+
+    monkeypatch.setattr(export, "_write_saved_model", meanwhile)
+    path = tftransfer.export_saved_model(model, base, class_names)
+    assert path == base / "2" and (base / "1" / "saved_model.pb").is_file()
+    assert (path / "saved_model.pb").is_file()  # The trained model is not lost.
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # No staging left.
+    with pytest.raises(tftransfer.TransferError, match="already exists"):
+        tftransfer.export_saved_model(model, base, class_names, version=2)

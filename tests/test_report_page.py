@@ -86,3 +86,21 @@ def test_headless_chromium_renders_every_image(page, tmp_path):
     assert len(widths) >= 4 and all(w > 0 for w in widths), widths
     pixels = np.asarray(Image.open(screenshot).convert("L"), np.float32)
     assert pixels.std() > 10  # Not a blank page.
+
+
+def test_a_thousand_classes_give_a_bounded_matrix_and_the_whole_table(tmp_path):
+    from tftransfer.report_page import MATRIX_CLASSES, most_confused
+
+    rng = np.random.default_rng(0)
+    classes = 1000
+    labels = np.repeat(np.arange(classes), 2)
+    probabilities = rng.dirichlet(np.full(classes, 0.05), len(labels)).astype("float32")
+    names = [f"class {i}" for i in range(classes)]
+    report = classification_report(labels, probabilities, names)
+    page = write_report_page(report, tmp_path)
+    matrix = Image.open(tmp_path / "confusion_matrix.png")
+    assert matrix.size[0] * matrix.size[1] < 4000 * 4000  # Not 1,000 rows of cells.
+    text = page.read_text()
+    assert all(f">class {i}<" in text for i in (0, 499, 999))  # Every row of the table.
+    assert (tmp_path / "confusion_matrix.png").stat().st_size < 2_000_000
+    assert len(most_confused(report.confusion_matrix)) == MATRIX_CLASSES

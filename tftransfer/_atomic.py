@@ -31,11 +31,13 @@ def partial_path(path):
                           f"{path.suffix}")
 
 
-def publish_folder(entry, write, *, replace=False):
+def publish_folder(entry, write, *, replace=False, next_entry=None):
     """Fills a folder through `write(staging)` and renames it to `entry`.
 
     If `write` raises (Ctrl-C included), the staging folder is removed and
-    the error goes on.
+    the error goes on. Every file and the folder are flushed to disk
+    (`fsync`) before the rename, and the parent after it, so that after a
+    power cut the entry is there whole or not at all.
 
     Args:
         entry: The folder's final path.
@@ -45,16 +47,20 @@ def publish_folder(entry, write, *, replace=False):
             folder or the new one. Without `replace`, an `entry` that
             another process published first is kept and this call's copy
             discarded.
+        next_entry: With `replace=False`: when another process published
+            `entry` first, `next_entry(entry)` names the next path to try
+            with the same copy (say, the next version), or `None` to give up.
 
     Returns:
-        `True` if this call's folder was published, `False` if another
-        process's was there first.
+        The path this call's folder was published at, or `None` if another
+        process's was there first (and `next_entry` gave no other).
     """
     entry = Path(entry)
     staging = partial_path(entry)
     staging.mkdir(parents=True)
     try:
         write(staging)
+        sync_tree(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -62,16 +68,47 @@ def publish_folder(entry, write, *, replace=False):
         aside = partial_path(entry)
         os.rename(entry, aside)
         os.rename(staging, entry)
+        _sync_folder(entry.parent)
         shutil.rmtree(aside, ignore_errors=True)
-        return True
+        return entry
+    while entry is not None:
+        try:
+            os.rename(staging, entry)
+        except OSError:
+            if not entry.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            entry = next_entry(entry) if next_entry else None
+            continue
+        _sync_folder(entry.parent)
+        return entry
+    shutil.rmtree(staging, ignore_errors=True)
+    return None
+
+
+def sync_tree(folder):
+    """`fsync`s every file below `folder`, then each folder, deepest first."""
+    folders = []
+    for root, _, files in os.walk(folder):
+        folders.append(root)
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+    for root in reversed(folders):
+        _sync_folder(root)
+
+
+def _sync_folder(folder):
     try:
-        os.rename(staging, entry)
+        descriptor = os.open(folder, os.O_RDONLY)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not entry.exists():
-            raise
-        return False
-    return True
+        return  # Some file systems cannot open a folder; nothing to flush then.
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def replace_file(path, write):
@@ -92,10 +129,13 @@ def replace_file(path, write):
     staging = partial_path(path)
     try:
         write(staging)
+        with open(staging, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
 
 
 def remove_abandoned(entry):

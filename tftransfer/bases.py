@@ -19,6 +19,7 @@ import keras
 from tftransfer import hub
 from tftransfer.errors import TransferError
 from tftransfer.features import Base, add_taps, assemble_features
+from tftransfer.saving import load_model
 
 
 
@@ -329,7 +330,7 @@ def _build_backbone(entry, input_shape, weights):
 def _load_keras_file(path, input_size, preprocessing, taps):
     if not path.is_file():
         raise TransferError(f"base not found: {path} does not exist")
-    model = keras.saving.load_model(path)
+    model = load_model(path)
     size = tuple(model.input_shape[1:3])
     if input_size and tuple(input_size) != size:
         raise TransferError(f"{path} takes {size[0]}x{size[1]} images; it "

@@ -209,7 +209,7 @@ def _top_losses(labels, probabilities, predicted, class_names, files, count):
 
 def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Dataset", str, Path],
              class_names: Optional[Sequence[str]] = None, *, top_k: int = 5,
-             num_top_losses: int = 16) -> "Report":
+             num_top_losses: int = 16, safe_mode: bool = True) -> "Report":
     """Scores a classifier on labelled images in one pass.
 
     Args:
@@ -222,16 +222,17 @@ def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Datase
             export's `labels.txt`).
         top_k: The k of `top_k_accuracy`.
         num_top_losses: How many confidently wrong images to keep.
+        safe_mode: Load a `.keras` file in Keras's safe mode (see
+            `saving.load_model`); `False` only for a file you trust.
 
     Returns:
         A `Report`. When `data` is a path, or batches from `load_data`,
         each top loss names its file.
     """
-    predictor = _predictor(model)
-    dataset, data_names = _dataset(data, predictor.input_size)
-    class_names = list(class_names or data_names or predictor.class_names or [])
     from tftransfer.data.loader import source_files
 
+    predictor = _predictor(model, safe_mode)
+    dataset, data_names = _dataset(data, predictor.input_size)
     labels, probabilities = [], []
     for images, batch_labels in dataset:
         probabilities.append(np.asarray(predictor.predict(images)))
@@ -239,11 +240,50 @@ def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Datase
     if not probabilities:
         raise TransferError("the evaluation data is empty")
     probabilities = np.concatenate(probabilities)
-    if not class_names:
-        class_names = [str(i) for i in range(probabilities.shape[1])]
-    return classification_report(np.concatenate(labels), probabilities, class_names,
+    labels = np.concatenate(labels)
+    names = class_names or predictor.class_names
+    if names and data_names:
+        labels = labels_by_name(labels, data_names, names)
+    class_names = list(names or data_names or
+                       [str(i) for i in range(probabilities.shape[1])])
+    return classification_report(labels, probabilities, class_names,
                                  files=source_files(dataset), top_k=top_k,
                                  num_top_losses=num_top_losses)
+
+
+def labels_by_name(labels: np.ndarray, data_names: Sequence[str],
+                   model_names: Sequence[str]) -> np.ndarray:
+    """The data's labels renumbered as the model numbers the same class names.
+
+    A folder names its classes by its subfolders, sorted; the model by its
+    training data's. Matching them by name keeps a folder with fewer
+    classes, or the same ones in another order, from being scored against
+    the wrong outputs. A model class with no image in the data is reported
+    as absent by `classification_report`.
+
+    Args:
+        labels: The data's integer labels.
+        data_names: The data's class names, in its label order.
+        model_names: The model's class names, in output order.
+
+    Returns:
+        The labels as indices into `model_names`.
+
+    Raises:
+        TransferError: A class of the data that the model does not know.
+
+    Example:
+    >>> labels_by_name(np.array([0, 1, 1]), ["cat", "dog"], ["dog", "bird", "cat"]).tolist()
+    [2, 0, 0]
+    """
+    model_names = [str(name) for name in model_names]
+    unknown = [str(name) for name in data_names if str(name) not in model_names]
+    if unknown:
+        raise TransferError(f"the data has class(es) that the model does not know: "
+                            f"{', '.join(unknown)} (the model knows "
+                            f"{', '.join(model_names)})")
+    mapping = np.array([model_names.index(str(name)) for name in data_names], np.int64)
+    return mapping[np.asarray(labels, np.int64)]
 
 
 @dataclasses.dataclass
@@ -253,7 +293,7 @@ class _Predictor:
     class_names: Optional[list] = None
 
 
-def _predictor(model):
+def _predictor(model, safe_mode=True):
     import keras
 
     if isinstance(model, keras.Model):
@@ -276,7 +316,9 @@ def _predictor(model):
     if path.is_dir():
         return _saved_model_predictor(path)
     if path.suffix == ".keras" and path.is_file():
-        return _predictor(keras.saving.load_model(path))
+        from tftransfer.saving import load_model
+
+        return _predictor(load_model(path, safe_mode=safe_mode))
     raise TransferError(f"cannot evaluate {path}: not a Keras model, a SavedModel "
                         "folder, a .keras file or a .tflite file")
 

@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tftransfer.data import decode_image
+from tftransfer.data.decode import MAX_PIXELS
 from tftransfer import _atomic
 from tftransfer.errors import TransferError
 
@@ -43,7 +44,8 @@ logger = logging.getLogger("tftransfer")
 def export_saved_model(model: keras.Model, directory: Union[str, Path],
                        class_names: Sequence[str], *, version: Optional[int] = None,
                        top_k: int = 5, overwrite: bool = False,
-                       metadata: Optional[dict] = None) -> Path:
+                       metadata: Optional[dict] = None,
+                       max_pixels: int = MAX_PIXELS) -> Path:
     """Writes a classifier as a TF Serving SavedModel version.
 
     The version is written to a temporary folder beside its final place and
@@ -60,6 +62,9 @@ def export_saved_model(model: keras.Model, directory: Union[str, Path],
         metadata: A JSON-serializable dict stored in
             `assets.extra/metadata.json`, beside the class names and
             input size.
+        max_pixels: `serving_default` refuses an image of more pixels
+            (width x height x GIF frames, read from its header) with
+            `InvalidArgument`, before decoding it (see `data.decode`).
 
     Returns:
         The `Path` of the written version folder.
@@ -71,28 +76,32 @@ def export_saved_model(model: keras.Model, directory: Union[str, Path],
                             f"{num_classes} outputs")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    version = next_version(directory) if version is None else int(version)
-    target = directory / str(version)
+    chosen = version is not None
+    target = directory / str(int(version) if chosen else next_version(directory))
     if target.exists() and not overwrite:
         raise TransferError(f"{target} already exists; pass overwrite=True "
                             "(--overwrite) or another version")
 
     def write(staging):
-        _write_saved_model(model, staging, class_names, min(top_k, num_classes))
+        _write_saved_model(model, staging, class_names, min(top_k, num_classes), max_pixels)
         extra = staging / "assets.extra"
         extra.mkdir()
         (extra / METADATA_FILE).write_text(json.dumps(
             {"class_names": class_names,
-             "input_size": list(model.input_shape[1:3]),
+             "input_size": list(model.input_shape[1:3]), "max_pixels": int(max_pixels),
              "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
              **(metadata or {})}, indent=2, default=float))
         write_warmup_requests(extra / WARMUP_FILE, model.input_shape[1:3])
 
     # The staging folder's name is not a number, so TF Serving ignores it.
-    if not _atomic.publish_folder(target, write, replace=overwrite):
+    # Another export that took the next version first only moves this one on.
+    published = _atomic.publish_folder(
+        target, write, replace=overwrite,
+        next_entry=None if chosen else lambda taken: directory / str(int(taken.name) + 1))
+    if published is None:
         raise TransferError(f"{target} was written by another process meanwhile; pass "
                             "overwrite=True (--overwrite) or another version")
-    return target
+    return published
 
 
 def next_version(directory):
@@ -121,7 +130,7 @@ def latest_version(directory):
     return directory / str(version)
 
 
-def _write_saved_model(model, path, class_names, top_k):
+def _write_saved_model(model, path, class_names, top_k, max_pixels=MAX_PIXELS):
     height, width = model.input_shape[1:3]
     names = tf.constant(class_names)
 
@@ -137,7 +146,7 @@ def _write_saved_model(model, path, class_names, top_k):
         }
 
     def serve_bytes(image_bytes):
-        images = tf.map_fn(lambda b: decode_image(b, (height, width)), image_bytes,
+        images = tf.map_fn(lambda b: decode_image(b, (height, width), max_pixels), image_bytes,
                            fn_output_signature=tf.float32)
         return outputs(images)
 

@@ -205,11 +205,49 @@ class HubModule(keras.layers.Layer):
         return keras.KerasTensor(tuple(concrete.structured_outputs.shape.as_list()),
                                  dtype="float32")
 
+    @classmethod
+    def from_config(cls, config):
+        """Builds the layer from a model file's config, unless Keras is in safe mode.
+
+        A model file names its module's handle, a URL to fetch or a folder
+        whose SavedModel graph runs here: as much power as Keras's own
+        `TFSMLayer`, which safe mode refuses too. So the handle is named
+        and refused before anything is fetched or loaded, unless the file
+        is trusted: `keras.saving.load_model(path, safe_mode=False)`, or
+        the CLI's `--trust-model`.
+        """
+        if _in_safe_mode():
+            raise ValueError(
+                f"{UNTRUSTED_MODULE}: the model file names the TF Hub module "
+                f"{config.get('handle')!r}, which would be fetched or loaded and run; if "
+                "you trust the file, load it with safe_mode=False (CLI: --trust-model)")
+        return cls(**config)
+
     def get_config(self):
         return {**super().get_config(), "handle": self.handle,
                 "output_key": self.output_key, "signature": self.signature,
                 "module_training": self.module_training,
                 "unfrozen_variables": self.unfrozen_variables}
+
+
+#: The start of the error that refuses a hub module in an untrusted model file.
+UNTRUSTED_MODULE = "refused to load a TF Hub module in safe mode"
+
+
+def _in_safe_mode():
+    """Whether Keras is deserializing in safe mode (its default), as `TFSMLayer` asks.
+
+    Keras has no public getter for the flag that `load_model(safe_mode=...)`
+    and `keras.config.enable_unsafe_deserialization()` set; this reads it
+    where Keras keeps it, and if that moves, answers `True`: refusing a
+    module that the user trusts is the safe mistake, and the error says how
+    to trust it.
+    """
+    try:
+        from keras.src.saving.serialization_lib import in_safe_mode
+    except ImportError:
+        return True
+    return in_safe_mode() is not False
 
 
 def load_hub_base(handle, *, input_size=None, preprocessing=None, output_key=None):

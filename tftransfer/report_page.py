@@ -31,8 +31,29 @@ def _save(fig, path):
     return path
 
 
+#: The most classes a confusion matrix figure shows; with more, it shows
+#: those with the most errors (a figure of 1,000 classes would need
+#: gigabytes and show nothing readable). The per-class table keeps them all.
+MATRIX_CLASSES = 40
+
+
+def most_confused(matrix, count=MATRIX_CLASSES):
+    """The indices of the `count` classes with the most errors, as true or predicted class.
+
+    Example:
+    >>> most_confused(np.array([[5, 0, 0], [0, 3, 4], [1, 0, 2]]), 2).tolist()
+    [1, 2]
+    """
+    matrix = np.asarray(matrix)
+    errors = matrix.sum(axis=0) + matrix.sum(axis=1) - 2 * np.diag(matrix)
+    return np.sort(np.argsort(-errors, kind="stable")[:count])
+
+
 def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     """Saves a confusion matrix as a heat map (rows: true class) to a PNG.
+
+    With more than `MATRIX_CLASSES` classes, only the most confused ones
+    are shown (`most_confused`), and the title says so.
 
     Args:
         matrix: Counts, `[classes, classes]`.
@@ -44,10 +65,15 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
         `path`.
     """
     matrix = np.asarray(matrix)
-    size = max(4.0, 0.35 * len(class_names) + 2.5)
-    fig, ax = _figure(size + 1, size)
     # Row-normalised colours, so that small classes show their errors too.
     rows = matrix.sum(axis=1, keepdims=True)
+    if len(class_names) > MATRIX_CLASSES:
+        shown = most_confused(matrix)
+        title = f"{title}: the {len(shown)} most confused of {len(class_names)} classes"
+        matrix, rows = matrix[np.ix_(shown, shown)], rows[shown]
+        class_names = [class_names[i] for i in shown]
+    size = max(4.0, 0.35 * len(class_names) + 2.5)
+    fig, ax = _figure(size + 1, size)
     image = ax.imshow(matrix / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)

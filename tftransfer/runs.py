@@ -19,6 +19,7 @@ line override them.
 import csv
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -29,7 +30,12 @@ from tftransfer.errors import TransferError
 
 CONFIG_FILE = "config.json"
 #: Options that say where this run's own files go, not how it trains.
-NOT_REPLAYED = ("config", "run_dir", "command", "dry_run")
+NOT_REPLAYED = ("config", "run_dir", "command", "dry_run",
+                # Outputs, and what loads code or weights from elsewhere: from the
+                # command line or the defaults, never from a file that may be anyone's.
+                "export", "overwrite", "model_version", "save_keras", "log_dir",
+                "backup_dir", "feature_cache", "image_cache", "tfds_data_dir", "base",
+                "weights", "taps", "trust_model")
 
 
 def default_run_dir(data, now=None, root=None):
@@ -55,6 +61,29 @@ def default_run_dir(data, now=None, root=None):
     name = Path(str(data).rstrip("/")).name or "data"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.split(":")[-1]).strip("-") or "data"
     return Path(root) / f"{now:%Y%m%d-%H%M%S}-{name}"
+
+
+def claim_run_dir(path):
+    """Creates a new run folder at `path`, or at `path-2`, `path-3`, ... if it is taken.
+
+    Two runs started in the same second get folders of their own: `mkdir`
+    fails for all but one of them.
+
+    Args:
+        path: The folder wanted, as `default_run_dir` names it.
+
+    Returns:
+        The `Path` created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        candidate = path if number == 1 else path.with_name(f"{path.name}-{number}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
 
 
 def versions():
@@ -163,20 +192,27 @@ class RunRecord:
 
 
 def load_config(path):
-    """Reads the options of a run's `config.json`, to run it again.
+    """Reads the training options of a run's `config.json`, to run it again.
+
+    Only training settings are replayed: outputs (`export`, `run_dir`,
+    `backup_dir`, ...) and what loads code or weights (`base`, `weights`,
+    the caches) are left out (`NOT_REPLAYED`), so a config from someone
+    else cannot overwrite a served version or load a module.
 
     Args:
         path: A `config.json`, or the run folder holding it.
 
     Returns:
-        `{option: value}`.
+        `(options, config)`: `{option: value}` to replay, and the whole file
+        (its `data_digest`, its `options` as written).
     """
     path = Path(path)
     if path.is_dir():
         path = path / CONFIG_FILE
     try:
         config = json.loads(path.read_text())
-        return dict(config["options"])
+        options = {k: v for k, v in dict(config["options"]).items() if k not in NOT_REPLAYED}
+        return options, config
     except FileNotFoundError:
         raise TransferError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, KeyError, TypeError) as error:

@@ -122,3 +122,73 @@ def test_images_over_the_pixel_limit_are_skipped_by_name(tmp_path, monkeypatch):
     usable, skipped = check_images(sorted((tmp_path / "photos" / "red").iterdir()))
     assert usable == [str(tmp_path / "photos" / "red" / "small.png")]
     assert set(skipped.values()) == {"too large: 40x30 pixels"}
+
+
+def _png(path, color=(200, 40, 40)):
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((12, 12, 3), color, np.uint8)).save(path)
+
+
+def test_a_validation_folder_is_read_and_counted_and_unused_files_are_named(tmp_path):
+    for split in ("train", "validation", "test"):
+        for name in ("a", "b"):
+            for i in range(2):
+                _png(tmp_path / split / name / f"{i}.png")
+    _png(tmp_path / "extra" / "stray.png")
+    (tmp_path / "README.txt").write_text("about the data")
+    report = tftransfer.data.check_data(tmp_path)
+    assert {split: sum(map(len, classes.values())) for split, classes in
+            report.used.items()} == {"train": 4, "val": 4, "test": 4}
+    assert report.skipped == {
+        str(tmp_path / "README.txt"): "not in a split folder (train/, validation/, test/)",
+        str(tmp_path / "extra" / "stray.png"):
+            "not in a split folder (train/, validation/, test/)"}
+    assert report.found == 14 == report.used_count + len(report.skipped)
+    data = tftransfer.image_folder(tmp_path, (8, 8))
+    assert sum(len(y) for _, y in data.validation) == 4  # Not split out of train/.
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    with pytest.raises(tftransfer.TransferError, match="more than one val split"):
+        tftransfer.data.check_data(tmp_path)
+
+
+def test_files_beside_the_class_folders_are_counted_and_named(tmp_path):
+    for name in ("a", "b"):
+        _png(tmp_path / name / "0.png")
+    (tmp_path / "notes.txt").write_text("x")
+    report = tftransfer.data.check_data(tmp_path)
+    assert report.skipped == {str(tmp_path / "notes.txt"): "not in a class folder"}
+    assert report.found == 3
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_named_escaped(tmp_path, capsys):
+    import os
+
+    from tftransfer import cli
+
+    for name in ("a", "b"):
+        _png(tmp_path / name / "0.png")
+    odd = os.fsencode(str(tmp_path / "a")) + b"/caf\xe9.png"
+    with open(odd, "wb") as handle:
+        handle.write((tmp_path / "a" / "0.png").read_bytes())
+    report = tftransfer.data.check_data(tmp_path)
+    assert report.skipped == {f"{tmp_path}/a/caf\\xe9.png": "the file name is not UTF-8"}
+    data = tftransfer.image_folder(tmp_path, (8, 8), validation_split=0)
+    assert sum(len(y) for _, y in data.train) == 2
+    assert cli.main(["check-data", str(tmp_path)]) == 0
+    assert "caf\\xe9.png: the file name is not UTF-8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["new\nline", "tab\there", "bell\x07"])
+def test_class_names_with_control_characters_are_refused(tmp_path, name):
+    import numpy as np
+
+    _png(tmp_path / name / "0.png")
+    _png(tmp_path / "plain" / "0.png")
+    with pytest.raises(tftransfer.TransferError, match="control character"):
+        tftransfer.data.check_data(tmp_path)
+    with pytest.raises(tftransfer.TransferError, match="control character"):
+        tftransfer.data.numpy_arrays(np.zeros((2, 8, 8, 3), np.uint8), np.array([0, 1]),
+                                     (8, 8), class_names=[name, "plain"])

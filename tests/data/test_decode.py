@@ -74,3 +74,42 @@ def test_jpeg_headers_are_read_without_pil_as_pil_reads_them(tmp_path):
         scale = {"a": 8, "b": 4, "c": 2, "d": 1}.get(path.name[0])
         if scale:
             assert tftransfer.data.jpeg_ratio(*header[1:], (24, 24)) == scale
+
+
+def _encoded(fmt, size=(37, 23), frames=1, mode="RGB", **options):
+    import io
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), np.uint8)).convert(mode)
+              for _ in range(frames)]
+    buffer = io.BytesIO()
+    extra = dict(save_all=True, append_images=images[1:]) if frames > 1 else {}
+    images[0].save(buffer, fmt, **extra, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, options", [
+    ("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {"lossless": True}),
+    ("WEBP", {"quality": 80}), ("WEBP", {"quality": 80, "mode": "RGBA"})])
+def test_header_pixels_reads_each_format_without_decoding(fmt, options):
+    from tftransfer.data.decode import header_pixels
+
+    mode = options.pop("mode", "RGB")
+    pixels = tf.function(header_pixels)(tf.constant(_encoded(fmt, mode=mode, **options)))
+    assert int(pixels) == 37 * 23
+
+
+def test_header_pixels_counts_every_frame_of_a_gif():
+    from tftransfer.data.decode import header_pixels
+
+    assert int(tf.function(header_pixels)(tf.constant(_encoded("GIF", frames=5)))) == 5 * 37 * 23
+    assert int(header_pixels(tf.constant(b"not an image"))) == 0
+
+
+def test_decode_image_refuses_more_pixels_than_its_limit():
+    small = tf.constant(_encoded("PNG"))
+    assert decode_image(small, (8, 8), max_pixels=37 * 23).shape == (8, 8, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        decode_image(small, (8, 8), max_pixels=37 * 23 - 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        decode_image(tf.constant(_encoded("GIF", frames=3)), (8, 8), max_pixels=2 * 37 * 23)

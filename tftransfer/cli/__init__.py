@@ -19,7 +19,7 @@ import os
 import sys
 
 from tftransfer.cli import arguments, commands
-from tftransfer.cli.arguments import DEFAULT_EXPORT, DEMO_DATA
+from tftransfer.cli.arguments import DEFAULT_EXPORT, DEMO_DATA, checked_option
 from tftransfer.errors import TransferError
 
 __all__ = ["DEFAULT_EXPORT", "DEMO_DATA", "build_parser", "main"]
@@ -77,17 +77,29 @@ def main(argv=None):
 
 
 def _with_config(parser, argv, config):
-    """Parses `argv` again over the options of a run's `config.json`."""
+    """Parses `argv` again over the training options of a run's `config.json`.
+
+    Each replayed value is checked as the command line's would be (its
+    choices, its type); outputs and bases come from `argv` or the defaults
+    (`runs.NOT_REPLAYED`).
+    """
     from tftransfer.runs import load_config
 
-    options = load_config(config)
-    known = {action.dest for action in parser.train_parser._actions}
-    unknown = sorted(set(options) - known)
+    options, whole = load_config(config)
+    actions = {action.dest: action for action in parser.train_parser._actions}
+    unknown = sorted(set(options) - set(actions))
     if unknown:
         raise TransferError(f"--config {config} has options this version does not know: "
                             f"{', '.join(unknown)}")
+    for name, value in options.items():
+        options[name] = checked_option(actions[name], value, config)
     parser.train_parser.set_defaults(**options)
     args = parser.parse_args(argv)
+    args.replayed_digest = whole.get("data_digest")
+    written = whole.get("options", {})
+    if written.get("base") not in (None, args.base):
+        print(f"note: {config} was trained with --base {written['base']}; this run uses "
+              f"--base {args.base} (a config never chooses the base: pass it yourself)")
     print(f"options from {config}")
     return args
 

@@ -3,6 +3,8 @@
 import argparse
 from pathlib import Path
 
+from tftransfer.data.decode import MAX_PIXELS
+
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 #: Where `tftransfer train` exports by default, under the current folder.
 DEFAULT_EXPORT = Path("saved_models") / "demo_classifier"
@@ -55,6 +57,45 @@ def _augmentation(value):
                 f"unknown augmentation {name!r}; use flip, rotation, zoom, "
                 "translation, contrast")
     return options
+
+
+def checked_option(action, value, source):
+    """A value from a config file, checked as the command line checks its flag.
+
+    Args:
+        action: The option's `argparse` action.
+        value: The value as the config file holds it (parsed already).
+        source: The file, for the error.
+
+    Returns:
+        The value, converted by the option's type where it was a string.
+
+    Raises:
+        TransferError: The value is not one the flag accepts.
+    """
+    from tftransfer.errors import TransferError
+
+    flag = action.option_strings[0] if action.option_strings else action.dest
+
+    def refuse(why):
+        return TransferError(f"--config {source}: {flag} {value!r} is not valid ({why})")
+
+    if action.nargs == 0:  # store_true and the like.
+        if not isinstance(value, bool):
+            raise refuse("expected true or false")
+        return value
+    if isinstance(value, dict) and action.type is _augmentation:
+        text = ",".join(key if key == "flip" and item == "horizontal" else f"{key}={item}"
+                        for key, item in value.items() if item is not None)
+        value = text or "none"
+    if value is not None and action.type is not None and not isinstance(value, bool):
+        try:
+            value = action.type(value if isinstance(value, str) else repr(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+            raise refuse(error) from None
+    if action.choices is not None and value not in action.choices:
+        raise refuse(f"choose from {', '.join(map(str, action.choices))}")
+    return value
 
 
 def class_names_option(value):
@@ -115,6 +156,10 @@ def export_arguments():
                             "highest)")
     group.add_argument("--overwrite", action="store_true",
                        help="with --model-version, replace an existing version")
+    group.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                       help="serving_default refuses an image of more pixels (width x "
+                            "height x GIF frames, read from its header) before decoding "
+                            f"it (default: {MAX_PIXELS})")
     return parent
 
 
@@ -301,6 +346,10 @@ def add_export(commands, parents):
                         help="TFLite variants to write into OUTPUT/tflite/: 'all' or a "
                              f"comma-separated subset of {','.join(TFLITE_QUANTIZATIONS)} "
                              "(needs --data with validation images)")
+    export.add_argument("--trust-model", action="store_true",
+                        help="load the model file without Keras's safe mode: only for a "
+                             "file you trust, as it may then name a TF Hub module to "
+                             "fetch and run, or be a legacy .h5 file")
 
 
 def add_lr_find(commands, parents):
@@ -354,6 +403,10 @@ def add_evaluate(commands):
                           help="the report's folder (default: report)")
     evaluate.add_argument("--top-k", type=int, default=5,
                           help="the k of top-k accuracy (default: 5)")
+    evaluate.add_argument("--trust-model", action="store_true",
+                        help="load the model file without Keras's safe mode: only for a "
+                             "file you trust, as it may then name a TF Hub module to "
+                             "fetch and run, or be a legacy .h5 file")
 
 
 def add_small_commands(commands):

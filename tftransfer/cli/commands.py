@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tftransfer.cli.arguments import class_names_option, data_options
 from tftransfer.errors import TransferError
-from tftransfer.runs import RunRecord, data_digest, default_run_dir
+from tftransfer.runs import RunRecord, claim_run_dir, data_digest, default_run_dir
 
 
 def _base_and_data(args, strategy):
@@ -53,16 +53,21 @@ def train_command(args):
         return 0
     record = None
     if distribute.is_chief(strategy):  # Workers sharing a disk leave it to the chief.
-        record = RunRecord(args.run_dir or default_run_dir(args.data))
-        record.write_config(vars(args), seed=args.seed, digest=data_digest(data))
+        record = RunRecord(args.run_dir or claim_run_dir(default_run_dir(args.data)))
+        digest = data_digest(data)
+        record.write_config(vars(args), seed=args.seed, digest=digest)
         print(f"run: {os.path.abspath(record.folder)}")
+        replayed = getattr(args, "replayed_digest", None)
+        if replayed is not None and replayed != digest:
+            print(f"note: the data differ from those of --config {args.config} (data "
+                  f"digest {digest[:12] if digest else None}, was {replayed[:12]})")
     history = _fine_tune(model, data, args, record, settings)
     metrics = {}
     if data.test is not None:  # Every worker: under several, evaluation is collective.
         metrics = distribute.evaluate(model, data.test)
         print(f"test accuracy: {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})")
     if args.save_keras:
-        _save_keras(model, Path(args.save_keras), strategy)
+        _save_keras(model, Path(args.save_keras), strategy, data.class_names)
     if record is None:
         print("export: left to the chief")
         return 0
@@ -107,7 +112,8 @@ def _fine_tune(model, data, args, record, settings):
     return history
 
 
-def _save_keras(model, save_as, strategy):
+def _save_keras(model, save_as, strategy, class_names):
+    """Saves the model, and its class names beside it (`labels_beside`)."""
     from tftransfer import distribute
 
     if not distribute.is_chief(strategy):
@@ -115,7 +121,13 @@ def _save_keras(model, save_as, strategy):
         task = strategy.cluster_resolver.task_id
         save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
     model.save(save_as)
+    labels_beside(save_as).write_text("".join(f"{name}\n" for name in class_names))
     print(f"saved the Keras model to {save_as}")
+
+
+def labels_beside(model_file):
+    """`m.labels.txt` beside `m.keras`: the class names in output order."""
+    return Path(model_file).with_suffix(".labels.txt")
 
 
 def _export_and_report(args, model, base, data, record, history, metrics):
@@ -124,7 +136,7 @@ def _export_and_report(args, model, base, data, record, history, metrics):
     record.write_history(history)
     path = tftransfer.export_saved_model(
         model, args.export, data.class_names, version=args.model_version,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, max_pixels=args.max_pixels,
         metadata={"base": base.name, "preprocessing": base.preprocessing,
                   "test_metrics": metrics})
     print(f"exported to {os.path.abspath(path)}")
@@ -154,27 +166,26 @@ def _report_after_training(model, data, record, history):
 
 def export_command(args):
     """Runs `tftransfer export`; returns the exit status."""
-    import keras
-
     import tftransfer
     from tftransfer.export import TFLITE_QUANTIZATIONS, export_tflite_variants
+    from tftransfer.saving import load_model
 
     path = Path(args.model)
-    if not path.is_file() or path.suffix != ".keras":
+    if not path.is_file() or path.suffix not in (".keras", ".h5", ".hdf5"):
         raise TransferError(f"--model must be a .keras file; {path} is not one")
-    model = keras.saving.load_model(path)
+    model = load_model(path, safe_mode=not args.trust_model)
     data = None
     if args.data:
         data = tftransfer.load_data(args.data, model.input_shape[1:3],
                                     **data_options(args))
-    class_names = (class_names_option(args.class_names) if args.class_names
-                   else data.class_names if data else None)
+    class_names = _export_class_names(args, path, data)
     if class_names is None:
         raise TransferError("pass --data or --class-names so the export knows the "
                             "class names")
     version = tftransfer.export_saved_model(model, args.output, class_names,
                                             version=args.model_version,
                                             overwrite=args.overwrite,
+                                            max_pixels=args.max_pixels,
                                             metadata={"source": str(path)})
     print(f"exported to {version}")
     if not args.tflite:
@@ -185,7 +196,8 @@ def export_command(args):
         raise TransferError("--tflite needs --data with validation images, for the "
                             "accuracy report and int8 calibration")
     report = export_tflite_variants(model, Path(args.output) / "tflite",
-                                    validation=data.validation,
+                                    validation=_renumbered(data.validation,
+                                                           data.class_names, class_names),
                                     representative_data=data.train,
                                     class_names=class_names, quantizations=variants)
     print(f"{'variant':14s} {'size':>10s} {'val accuracy':>13s}")
@@ -194,6 +206,33 @@ def export_command(args):
         print(f"{row['quantization']:14s} {size:>10s} {row['accuracy']:13.4f}  "
               f"{row['path'] or '(the Keras model)'}")
     return 0
+
+
+def _renumbered(dataset, data_names, model_names):
+    """`(images, labels)` batches with labels numbered as the model numbers its classes."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tftransfer.evaluation import labels_by_name
+
+    mapping = tf.constant(labels_by_name(np.arange(len(data_names)), data_names,
+                                         model_names))
+    return dataset.map(lambda x, y: (x, tf.gather(mapping, tf.cast(y, tf.int64))))
+
+
+def _export_class_names(args, path, data):
+    """`--class-names`, else the names saved beside the model, checked against `--data`."""
+    from tftransfer.evaluation import labels_by_name
+
+    if args.class_names:
+        return class_names_option(args.class_names)
+    saved = labels_beside(path)
+    if saved.is_file():
+        names = saved.read_text().splitlines()
+        if data is not None:
+            labels_by_name([], data.class_names, names)  # Fails on a class it does not know.
+        return names
+    return data.class_names if data else None
 
 
 def predict_command(args):
@@ -271,7 +310,8 @@ def evaluate_command(args):
     """Runs `tftransfer evaluate`; returns the exit status."""
     from tftransfer.evaluation import evaluate
 
-    report = evaluate(args.model, args.data, top_k=args.top_k)
+    report = evaluate(args.model, args.data, top_k=args.top_k,
+                      safe_mode=not args.trust_model)
     print(f"{'class':24s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'support':>8s}")
     for name, row in report.per_class.items():
         print(f"{name[:24]:24s} {row['precision']:9.3f} {row['recall']:7.3f} "

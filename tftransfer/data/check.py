@@ -20,13 +20,17 @@ from tftransfer.data import cache as data_cache
 from tftransfer.progress import Progress
 from tftransfer.data.decode import (DECODER_VERSION, IMAGE_EXTENSIONS, decoder_of,
                                     file_decoder, read_header)
-from tftransfer.data.loader import files_key
+from tftransfer.data.loader import check_class_names, files_key
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
 
 
 SPLIT_NAMES = ("train", "val", "test")
+#: The folder names read as each split (`val`: the TF tutorials' `validation/`,
+#: Kaggle's `valid/`, `dev/` too).
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation", "dev"),
+                 "test": ("test",)}
 
 
 def check_images(paths, *, workers=None):
@@ -181,9 +185,18 @@ def list_class_folder(folder):
         raise TransferError(f"cannot list {folder}: {error.strerror}") from None
     class_dirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     files, skipped = {}, {}
+    for path in entries:
+        if not path.is_dir():
+            skipped[printable(path)] = "not in a class folder"
+    for class_dir in [d for d in class_dirs if not _utf8(d.name)]:
+        class_dirs.remove(class_dir)
+        for path, _ in _walk(class_dir):
+            skipped[printable(path)] = "its class folder's name is not UTF-8"
     for class_dir in class_dirs:
         files[class_dir.name] = []
         for path, reason in _walk(class_dir):
+            if reason is None and not _utf8(str(path)):
+                reason = "the file name is not UTF-8"
             if reason is None and path.name.startswith("."):
                 reason = "hidden file"
             if reason is None and path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -191,8 +204,22 @@ def list_class_folder(folder):
             if reason is None:
                 files[class_dir.name].append(str(path))
             else:
-                skipped[str(path)] = reason
+                skipped[printable(path)] = reason
     return [d.name for d in class_dirs], files, skipped
+
+
+def printable(path):
+    """A path as text that any terminal and JSON can hold: bytes that are not
+    UTF-8 (a name from another system's encoding) are shown as `\\xNN`."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _walk(folder, seen=None):
@@ -281,10 +308,11 @@ def check_folder(path, image_size, *, cache):
     root = Path(path)
     if not root.is_dir():
         raise TransferError(f"data folder not found: {root}")
-    layout = _layout(root)
+    layout, unused = _layout(root)
     listings = {split: list_class_folder(folder) for split, folder in layout.items()}
     class_names = listings["train"][0]
-    problems, skipped, listed = [], {}, []  # listed: (split, class, path)
+    check_class_names(class_names, layout["train"])
+    problems, skipped, listed = [], dict(unused), []  # listed: (split, class, path)
     if len(class_names) < 2:
         found_names = f" ({', '.join(class_names)})" if class_names else ""
         problems.append(f"{layout['train']} has {len(class_names)} class folder(s)"
@@ -317,11 +345,31 @@ def check_folder(path, image_size, *, cache):
 
 
 def _layout(root):
-    """`{"train": folder, "val": ..., "test": ...}` for either folder layout."""
+    """`({"train": folder, "val": ..., "test": ...}, unused)` for either folder layout.
+
+    In the split layout, every file beside or below the split folders that
+    no split reads is in `unused` (`{path: reason}`), so that it is counted
+    and named, not silently left out.
+    """
     train = root / "train"
-    if train.is_dir() and any(p.is_dir() for p in train.iterdir()):
-        return {split: root / split for split in SPLIT_NAMES if (root / split).is_dir()}
-    return {"train": root}
+    if not (train.is_dir() and any(p.is_dir() for p in train.iterdir())):
+        return {"train": root}, {}
+    layout = {}
+    for split, names in SPLIT_FOLDERS.items():
+        present = [root / name for name in names if (root / name).is_dir()]
+        if len(present) > 1:
+            raise TransferError(f"{root} has {' and '.join(p.name + '/' for p in present)}: "
+                                f"more than one {split} split; keep one")
+        if present:
+            layout[split] = present[0]
+    reason = f"not in a split folder ({', '.join(p.name + '/' for p in layout.values())})"
+    unused = {}
+    for entry in sorted(root.iterdir()):
+        if entry in layout.values():
+            continue
+        for path, _ in (_walk(entry) if entry.is_dir() else [(entry, None)]):
+            unused[printable(path)] = reason
+    return layout, unused
 
 
 def log_skipped(report):

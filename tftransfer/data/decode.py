@@ -20,7 +20,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 _DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "MPO", "WEBP"}
 
 
-# Larger images would need gigabytes to decode.
+#: The most pixels (width x height, times the frames of a GIF) that an image
+#: may have to be decoded, in training, `predict`, `evaluate` and the exported
+#: `serving_default` signature: 200 million need 600 MB as RGB, and a larger
+#: image would need gigabytes. `export_saved_model(max_pixels=...)` sets the
+#: export's own limit.
 MAX_PIXELS = 200_000_000
 
 
@@ -62,24 +66,34 @@ def jpeg_ratio(height, width, image_size):
     return 1
 
 
-def decode_image(contents, image_size):
+def decode_image(contents, image_size, max_pixels=MAX_PIXELS):
     """Decodes encoded image bytes to RGB pixels at a fixed size.
 
     Grayscale, paletted, 16-bit, CMYK and RGBA images become 8-bit RGB; an
     animated GIF gives its first frame. A JPEG is decoded at the DCT scale
     that `jpeg_ratio` picks and resized bilinearly; other formats are
     resized with antialiasing. Pixels are rounded to whole values: the
-    uint8 pixels that training caches are exactly these.
+    uint8 pixels that training caches are exactly these. The image's size
+    is read from its header first (`header_pixels`), and an image of more
+    than `max_pixels` fails with `InvalidArgumentError` before it is
+    decoded.
 
     Args:
         contents: A scalar `tf.string` tensor of JPEG, PNG, GIF, BMP or
             WebP bytes.
         image_size: `(height, width)`.
+        max_pixels: The most pixels (width x height x GIF frames) decoded.
 
     Returns:
         A float32 tensor of shape `(height, width, 3)` in `[0, 255]`.
     """
     height, width = image_size
+    check = tf.debugging.assert_less_equal(
+        header_pixels(contents), tf.constant(max_pixels, tf.int64),
+        message=f"image too large: more than {max_pixels} pixels (width x height x "
+                "frames), refused before decoding")
+    with tf.control_dependencies([check]):
+        contents = tf.identity(contents)
 
     def scaled_jpeg():
         shape = tf.image.extract_jpeg_shape(contents)
@@ -93,6 +107,91 @@ def decode_image(contents, image_size):
     image = tf.cond(tf.io.is_jpeg(contents), scaled_jpeg,
                     functools.partial(_decode_other, contents, image_size))
     return tf.cast(image, tf.float32)
+
+
+def header_pixels(contents):
+    """Width x height (x frames, for a GIF) of encoded image bytes, from their header.
+
+    Read in the graph, without decoding: JPEG (`tf.image.extract_jpeg_shape`),
+    PNG (IHDR), GIF (the logical screen, and its frames counted by walking
+    its blocks, as TensorFlow's GIF decoder decodes them all), BMP and WebP
+    (VP8, VP8L, VP8X). 0 for bytes of no known format, which the decoder
+    then refuses itself.
+
+    Args:
+        contents: A scalar `tf.string` tensor.
+
+    Returns:
+        A scalar int64 tensor.
+    """
+    head = tf.io.decode_raw(tf.strings.substr(contents, 0, 32) + b"\0" * 32, tf.uint8)
+    head = tf.cast(head, tf.int64)
+
+    def little(start, count):
+        return tf.reduce_sum(head[start:start + count] * (256 ** tf.range(count, dtype=tf.int64)))
+
+    def big(start, count):
+        return little(start, count) if count == 1 else tf.reduce_sum(
+            head[start:start + count] * (256 ** tf.range(count - 1, -1, -1, dtype=tf.int64)))
+
+    def starts(magic, at=0):
+        return tf.equal(tf.strings.substr(contents, at, len(magic)), magic)
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(contents), tf.int64)
+        return shape[0] * shape[1]
+
+    def webp():
+        vp8 = little(26, 2) % 16384 * (little(28, 2) % 16384)
+        lossless = ((little(21, 2) % 16384) + 1) * ((little(22, 3) // 64 % 16384) + 1)
+        extended = (little(24, 3) + 1) * (little(27, 3) + 1)
+        return tf.case([(starts(b"VP8 ", 12), lambda: vp8), (starts(b"VP8L", 12), lambda: lossless)],
+                       default=lambda: extended)
+
+    return tf.case([
+        (tf.io.is_jpeg(contents), jpeg),
+        (starts(b"\x89PNG\r\n\x1a\n"), lambda: big(16, 4) * big(20, 4)),
+        (starts(b"GIF8"), lambda: little(6, 2) * little(8, 2) * _gif_frames(contents)),
+        (starts(b"BM"), lambda: little(18, 4) * tf.abs(_signed32(little(22, 4)))),
+        (tf.logical_and(starts(b"RIFF"), starts(b"WEBP", 8)), webp),
+    ], default=lambda: tf.constant(0, tf.int64), exclusive=False)
+
+
+def _signed32(value):
+    return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
+
+
+def _gif_frames(contents):
+    """The image descriptors of a GIF, counted by walking its blocks (at least 1)."""
+    data = tf.cast(tf.io.decode_raw(contents, tf.uint8), tf.int32)
+    size = tf.size(data)
+
+    def byte(i):
+        return tf.gather(data, tf.minimum(i, size - 1))
+
+    def table(flags):  # A colour table's bytes, from a packed-fields byte.
+        return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags % 8), 0)
+
+    def step(position, frames, in_blocks, done):
+        value = byte(position)
+        # In sub-blocks: a size byte, 0 ending them.
+        after_blocks = (tf.where(value == 0, position + 1, position + value + 1),
+                        frames, value != 0, done)
+        yes, no = tf.constant(True), tf.constant(False)
+        extension = (position + 2, frames, yes, done)
+        image = (position + 11 + table(byte(position + 9)), frames + 1, yes, done)
+        end = (position, frames, no, yes)
+        return tf.case([(in_blocks, lambda: after_blocks),
+                        (tf.equal(value, 0x21), lambda: extension),
+                        (tf.equal(value, 0x2C), lambda: image)],
+                       default=lambda: end, exclusive=False)
+
+    start = 13 + table(byte(10))
+    _, frames, _, _ = tf.while_loop(
+        lambda position, frames, in_blocks, done: tf.logical_and(
+            tf.logical_not(done), position < size),
+        step, (start, tf.constant(0), tf.constant(False), tf.constant(False)))
+    return tf.cast(tf.maximum(frames, 1), tf.int64)
 
 
 def decode_jpeg(contents, image_size, ratio):

@@ -93,7 +93,34 @@ def files_key(paths, labels, *extra):
     return "files-" + digest.hexdigest()
 
 
+def check_class_names(class_names, where):
+    """Refuses class names that labels files and reports cannot hold.
+
+    A newline in a name would shift every label after it in `labels.txt`,
+    and other control characters garble terminals and pages.
+
+    Args:
+        class_names: The names.
+        where: What they come from, for the error.
+
+    Raises:
+        TransferError: A name with a control character, or with bytes that
+            are not UTF-8, named with them escaped.
+    """
+    for name in map(str, class_names):
+        try:
+            name.encode("utf-8")
+            bad = any(ord(c) < 32 or ord(c) == 127 for c in name)
+        except UnicodeEncodeError:
+            bad = True
+        if bad:
+            shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise TransferError(f"{where}: the class name {shown!r} holds a control "
+                                "character or bytes that are not UTF-8; rename it")
+
+
 def check_class_count(where, class_names):
+    check_class_names(class_names, where)
     if len(class_names) < 2:
         found = f" ({', '.join(map(str, class_names))})" if class_names else ""
         raise TransferError(f"{where} has {len(class_names)} class(es){found}; a "

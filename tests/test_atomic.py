@@ -1,0 +1,46 @@
+import os
+
+from tftransfer import _atomic
+
+
+def test_a_published_folder_and_a_replaced_file_are_flushed_before_their_rename(
+        tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(
+        ("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "rename", lambda a, b: (events.append(("rename", str(b))),
+                                                    real_rename(a, b))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", str(b))),
+                                                     real_replace(a, b))[1])
+
+    def write(staging):
+        (staging / "inner").mkdir()
+        (staging / "inner" / "shard.npy").write_bytes(b"rows")
+        (staging / "manifest.json").write_text("{}")
+
+    entry = tmp_path / "entry"
+    assert _atomic.publish_folder(entry, write) == entry
+    renamed = events.index(("rename", str(entry)))
+    flushed = {os.path.basename(path) for kind, path in events[:renamed] if kind == "fsync"}
+    assert {"shard.npy", "manifest.json", "inner"} <= flushed
+    assert any(name.startswith("entry.partial-") for name in flushed)  # The folder itself.
+    assert ("fsync", str(tmp_path)) in events[renamed:]  # Its parent, after the rename.
+
+    events.clear()
+    _atomic.replace_file(tmp_path / "index.json", lambda path: path.write_text("{}"))
+    renamed = events.index(("rename", str(tmp_path / "index.json")))
+    assert events[0][0] == "fsync" and "index.json.partial-" in events[0][1]
+    assert ("fsync", str(tmp_path)) in events[renamed:]
+
+
+def test_a_taken_entry_moves_on_to_the_next_one(tmp_path):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "kept").write_text("first")
+    published = _atomic.publish_folder(
+        tmp_path / "1", lambda staging: (staging / "mine").write_text("second"),
+        next_entry=lambda taken: taken.with_name(str(int(taken.name) + 1)))
+    assert published == tmp_path / "2" and (tmp_path / "2" / "mine").is_file()
+    assert (tmp_path / "1" / "kept").read_text() == "first"
+    assert _atomic.publish_folder(tmp_path / "1", lambda staging: None) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
