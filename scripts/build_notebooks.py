@@ -167,11 +167,15 @@ CELLS = {
                  "unfreeze='all'),\n"
                  "    verbose=0)\n"
                  "print(history.kept_phase, history.history['val_accuracy'][-1])"),
-        ("md", "The model saves to `.keras` and loads back like any Keras model."),
+        ("md", "The model saves to `.keras` and loads back like any Keras model. The "
+               "file names the module's handle, which loading would fetch or run, so "
+               "Keras's safe mode refuses it: load your own file with `safe_mode=False` "
+               "(the CLI: `--trust-model`)."),
         ("code", "import numpy as np\n"
                  "model.save('/tmp/hub_classifier.keras')\n"
                  "import keras\n"
-                 "again = keras.saving.load_model('/tmp/hub_classifier.keras')\n"
+                 "again = keras.saving.load_model('/tmp/hub_classifier.keras', "
+                 "safe_mode=False)\n"
                  "images, _ = next(iter(data.validation))\n"
                  "print(np.abs(again.predict(images, verbose=0) - "
                  "model.predict(images, verbose=0)).max())"),

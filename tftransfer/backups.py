@@ -79,8 +79,10 @@ class EpochBackup(keras.callbacks.Callback):
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch + 1}.weights.h5"
-        # A new name each epoch; the index's rename below publishes it.
+        # A new name each epoch; the index's rename below publishes it, once
+        # the weights are on disk.
         self.model.save_weights(self.directory / name, overwrite=True)
+        _atomic.sync_tree(self.directory)
         index = json.dumps({"epoch": epoch + 1, "weights": name})
         _atomic.replace_file(self.directory / self.INDEX, lambda path: path.write_text(index))
         for old in self.directory.glob("epoch-*.weights.h5"):

@@ -317,6 +317,8 @@ def read_header_with_pil(path):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image_format, (width, height) = image.format, image.size
+                # TensorFlow decodes every frame of a GIF: they all count.
+                frames = getattr(image, "n_frames", 1) if image_format == "GIF" else 1
     except UnidentifiedImageError:
         return "not an image"
     except Image.DecompressionBombError:
@@ -325,6 +327,8 @@ def read_header_with_pil(path):
         return f"unreadable: {error.strerror or error}"
     if image_format not in _DECODABLE_FORMATS:
         return f"unsupported format {image_format}"
+    if frames > 1 and width * height * frames > MAX_PIXELS:
+        return f"too large: {width}x{height} pixels x {frames} frames"
     return image_format, height, width
 
 
