@@ -284,3 +284,38 @@ def tiny_dense_model():
     model.compile(keras.optimizers.Adam(1e-2), SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])
     return model
+
+
+AUDIT_OFFSETS = {"red": (50, -25, -25), "green": (-25, 50, -25), "blue": (-25, -25, 50)}
+
+
+def audit_image(rng):
+    """A 32x32 photo stand-in: a smooth random texture that no other image shares."""
+    texture = rng.integers(40, 216, (4, 4, 3)).astype("uint8")
+    return np.asarray(Image.fromarray(texture).resize((32, 32), Image.BILINEAR), np.int32)
+
+
+def write_audit_folder(root, train=12, test=4, seed=0):
+    """`root/{train,test}/<class>/<n>.png`: textures tinted by class, all distinct."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        for name, offset in AUDIT_OFFSETS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = np.clip(audit_image(rng) + offset, 0, 255).astype("uint8")
+                Image.fromarray(pixels).save(folder / f"{split}{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def pixel_base_file(tmp_path_factory):
+    """A base whose features are a 4x4 thumbnail of the centred pixels: photos
+    that differ have features that differ, copies have nearly equal ones."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1.0, offset=-0.5)(inputs)
+    x = keras.layers.AveragePooling2D(8)(x)
+    model = keras.Model(inputs, keras.layers.Reshape((1, 1, 48))(x), name="thumbnail")
+    path = tmp_path_factory.mktemp("bases") / "thumbnail.keras"
+    model.save(path)
+    return path

@@ -11,6 +11,7 @@
 """
 
 from tftransfer import distribute
+from tftransfer.audit import AuditReport, audit
 from tftransfer.bases import list_bases, load_base, register_base
 from tftransfer.builder import build_augmentation, build_classifier, set_trainable
 from tftransfer.data import image_folder, load_data
@@ -27,12 +28,14 @@ from tftransfer.training import FineTuneHistory, fine_tune
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditReport",
     "Base",
     "FineTuneHistory",
     "Phase",
     "Plan",
     "RunOptions",
     "TransferError",
+    "audit",
     "build_augmentation",
     "build_classifier",
     "clear_feature_cache",

@@ -65,7 +65,8 @@ class Report:
         """Returns exactly the keys of `report.json` (`REPORT_KEYS`)."""
         return {key: getattr(self, key) for key in REPORT_KEYS}
 
-    def save(self, folder, *, history=None, images=None, title="Evaluation report"):
+    def save(self, folder, *, history=None, images=None, title="Evaluation report",
+             notes=()):
         """Writes `report.json`, `report.html` and its PNGs into `folder`.
 
         Args:
@@ -74,6 +75,8 @@ class Report:
             images: `{index: uint8 HxWx3 array}` for the top losses'
                 thumbnails (default: read from their files).
             title: The page's title.
+            notes: Warnings to show at the top of the page (a leak between
+                the splits, say).
 
         Returns:
             The path of `report.html`.
@@ -84,7 +87,7 @@ class Report:
         folder.mkdir(parents=True, exist_ok=True)  # Before report.json goes in.
         (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=1))
         return write_report_page(self, folder, history=history, images=images,
-                                 title=title)
+                                 title=title, notes=notes)
 
     def summary(self):
         """One line: accuracy, top-k accuracy, macro F1, calibration error."""

@@ -209,13 +209,14 @@ td.note { color: #a33; text-align: left; font-size: 0.9em; }
 figure { margin: 0; width: 140px; font-size: 0.75em; }
 figure img { max-width: 128px; max-height: 128px; display: block; }
 .missing { width: 128px; height: 96px; background: #eee; }
+.warning { background: #fff3cd; border-left: 4px solid #d39e00; padding: 6px 10px; }
 .grid > img { max-width: 360px; }
 .summary { font-size: 1.1em; }
 """
 
 
 def write_report_page(report, folder, *, history=None, images=None,
-                      title="Evaluation report"):
+                      title="Evaluation report", notes=()):
     """Writes `report.html` and its PNGs for a `Report` into `folder`.
 
     Args:
@@ -225,6 +226,7 @@ def write_report_page(report, folder, *, history=None, images=None,
         images: `{index: uint8 array}` thumbnails of the top losses, for
             examples without files.
         title: The page's title.
+        notes: Warnings shown under the summary.
 
     Returns:
         The path of `report.html`.
@@ -246,7 +248,7 @@ def write_report_page(report, folder, *, history=None, images=None,
         f"accuracy {top['accuracy']:.2%}; macro F1 "
         f"{report.per_class['macro avg']['f1']:.3f}; expected calibration error "
         f"{report.expected_calibration_error:.3f}.</p>",
-    ]
+    ] + [f"<p class=warning>{html.escape(note)}</p>" for note in notes]
     if history is not None:
         sections += ["<h2>Training curves</h2>", figures["Training curves"]]
     sections += ["<h2>Confusion matrix</h2><p>Rows are the true class; the colour is "

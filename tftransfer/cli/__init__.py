@@ -41,6 +41,7 @@ def build_parser():
     arguments.add_export(subparsers, [data, export])
     arguments.add_lr_find(subparsers, [data, base])
     arguments.add_evaluate(subparsers)
+    arguments.add_audit(subparsers, [base])
     arguments.add_compare(subparsers, [data, base])
     arguments.add_small_commands(subparsers)
     return parser
@@ -62,6 +63,7 @@ def main(argv=None):
                "clear-cache": commands.clear_cache_command,
                "lr-find": commands.lr_find_command,
                "evaluate": commands.evaluate_command,
+               "audit": commands.audit_command,
                "compare": commands.compare_command}[args.command]
     from tftransfer.progress import no_bars
 

@@ -385,6 +385,28 @@ def add_compare(commands, parents):
     compare.set_defaults(data=str(DEMO_DATA))
 
 
+def add_audit(commands, parents):
+    audit = commands.add_parser(
+        "audit", parents=parents,
+        help="find duplicates, train/test leaks, likely label errors and outliers",
+        description="Read every split of a folder once through the frozen base (the "
+                    "features are cached for training too) and report exact and near "
+                    "duplicates, photos shared by two splits (leaks, with the held-out "
+                    "accuracy with and without them), likely label errors (confident "
+                    "learning, with the audit extra: pip install 'tftransfer[audit]') and "
+                    "outliers. Writes audit.json, audit.csv and audit.html; nothing is "
+                    "deleted or moved.")
+    audit.add_argument("folder", help="a folder of class subfolders, or of train/ val/ test/")
+    audit.add_argument("--output", default="audit",
+                       help="the folder of audit.json, audit.csv, audit.html (default: audit)")
+    audit.add_argument("--write-clean-list", metavar="PATH",
+                       help="write the files to keep, one per line: all but the copy of "
+                            "each duplicate and each leaked held-out photo")
+    audit.add_argument("--near-duplicate", type=float, metavar="SIMILARITY",
+                       help="the cosine similarity of two photos' features from which they "
+                            "are copies (default: audit.NEAR_DUPLICATE)")
+
+
 def add_evaluate(commands):
     evaluate = commands.add_parser(
         "evaluate", help="score a model on labelled images and write a report page",

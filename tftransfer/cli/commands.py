@@ -42,6 +42,7 @@ def train_command(args):
     strategy = distribute.select_strategy(args.strategy)
     distribute.select_precision(args.precision, strategy)
     base, data = _base_and_data(args, strategy)
+    leaks = _leaks(args)
     with strategy.scope():
         model = tftransfer.build_classifier(base, len(data.class_names),
                                             dropout=args.dropout,
@@ -71,7 +72,7 @@ def train_command(args):
     if record is None:
         print("export: left to the chief")
         return 0
-    _export_and_report(args, model, base, data, record, history, metrics)
+    _export_and_report(args, model, base, data, record, history, metrics, leaks)
     return 0
 
 
@@ -130,7 +131,7 @@ def labels_beside(model_file):
     return Path(model_file).with_suffix(".labels.txt")
 
 
-def _export_and_report(args, model, base, data, record, history, metrics):
+def _export_and_report(args, model, base, data, record, history, metrics, leaks):
     import tftransfer
 
     record.write_history(history)
@@ -141,13 +142,13 @@ def _export_and_report(args, model, base, data, record, history, metrics):
                   "test_metrics": metrics})
     print(f"exported to {os.path.abspath(path)}")
     record.add_outputs(export=os.path.abspath(path))
-    page = _report_after_training(model, data, record, history)
+    page = _report_after_training(model, data, record, history, leaks)
     if page is not None:
         record.add_outputs(report=os.path.abspath(page))
         print(f"report: {os.path.abspath(page)}")
 
 
-def _report_after_training(model, data, record, history):
+def _report_after_training(model, data, record, history, leaks=()):
     """Writes the report on the test split (else validation); returns its page or `None`."""
     from tftransfer.evaluation import evaluate
 
@@ -160,8 +161,27 @@ def _report_after_training(model, data, record, history):
     if split == "validation" and history.refit is not None:
         print("note: the head was refit on the validation split too, so these figures "
               "are optimistic; give the data a test/ folder to judge the model")
-    return report.save(record.report_dir, history=history,
+    notes = [_leak_note(leaks)] if leaks else []
+    return report.save(record.report_dir, history=history, notes=notes,
                        title=f"{record.folder.name}: the {split} split")
+
+
+def _leaks(args):
+    """Byte copies of training photos in the held-out splits of a `--data` folder."""
+    from tftransfer.audit import exact_leaks
+
+    if not Path(args.data).is_dir():
+        return []
+    leaks = exact_leaks(args.data)
+    if leaks:
+        print(f"warning: {_leak_note(leaks)}")
+    return leaks
+
+
+def _leak_note(leaks):
+    return (f"{len(leaks)} held-out photo(s) are copies of training photos (e.g. "
+            f"{leaks[0][0]} = {leaks[0][1]}), which inflates the held-out accuracy; "
+            "tftransfer audit lists them, near copies too")
 
 
 def export_command(args):
@@ -334,4 +354,26 @@ def compare_command(args):
                          seed=args.seed, feature_cache=_feature_cache(args), verbose=0)
     print(comparison.table())
     print(f"report: {os.path.abspath(comparison.save(args.output))}")
+    return 0
+
+
+def audit_command(args):
+    """Runs `tftransfer audit`; returns the exit status."""
+    from tftransfer.audit import NEAR_DUPLICATE, audit, write_clean_list
+    from tftransfer.audit_page import save_audit
+    from tftransfer.bases import load_base
+
+    weights = None if args.weights.lower() == "none" else args.weights
+    base = load_base(args.base, weights=weights, input_size=args.image_size, taps=args.taps)
+    cache = _feature_cache(args)  # The audit always caches: `none` means the default.
+    report = audit(args.folder, base, cache_dir=cache if isinstance(cache, str) else None,
+                   near_duplicate=args.near_duplicate or NEAR_DUPLICATE, seed=0)
+    print(report.table())
+    print(report.summary())
+    if report.label_check != "cleanlab":
+        print(f"label errors: {report.label_check}")
+    page = save_audit(report, args.output, title=f"Data audit of {args.folder}")
+    print(f"audit: {os.path.abspath(page)}")
+    if args.write_clean_list:
+        print(f"clean list: {os.path.abspath(write_clean_list(report, args.write_clean_list))}")
     return 0

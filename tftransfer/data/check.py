@@ -64,11 +64,14 @@ class Decoded:
             being its position in the paths given; `None` in a check alone.
         usable: A bool per path.
         skipped: `{path: reason}` for the others.
+        order: The indices in the order `source` yields them (grouped by
+            decoder, not the paths' order); usable ones only.
     """
 
     source: Optional[tf.data.Dataset]
     usable: np.ndarray
     skipped: dict
+    order: Optional[np.ndarray] = None
 
 
 def decode_once(paths, labels, image_size, *, cache, workers=None):
@@ -113,6 +116,11 @@ def decode_once(paths, labels, image_size, *, cache, workers=None):
                                     num_parallel_calls=tf.data.AUTOTUNE))
         return functools.reduce(tf.data.Dataset.concatenate, groups)
 
+    def order(indices):
+        """The order in which `pipeline(indices)` yields them."""
+        return np.concatenate([indices[decoders[indices] == decoder]
+                               for decoder in np.unique(decoders[indices])])
+
     candidates = np.flatnonzero(usable)
     if not len(candidates):
         return Decoded(None, usable, skipped)
@@ -149,7 +157,9 @@ def decode_once(paths, labels, image_size, *, cache, workers=None):
     logger.info("data check: %s in %.1f s%s; %d usable", done, time.perf_counter() - start,
                 f", kept at {image_size[0]}x{image_size[1]}" if keep else "",
                 int(usable.sum()))
-    return Decoded(source, usable, skipped)
+    return Decoded(source, usable, skipped,
+                   order=None if source is None else order(candidates)[
+                       usable[order(candidates)]])
 
 
 def _decode_problem(path, image_size, decoder, image_format):
@@ -370,6 +380,25 @@ def _layout(root):
         for path, _ in (_walk(entry) if entry.is_dir() else [(entry, None)]):
             unused[printable(path)] = reason
     return layout, unused
+
+
+def layout_files(root):
+    """The image files of a folder, listed but not decoded, with the split of each.
+
+    Args:
+        root: A folder of class subfolders, or of `train/ val/ test/` splits.
+
+    Returns:
+        `(files, splits)`: paths, and `"train"`, `"val"` or `"test"` for each.
+    """
+    files, splits = [], []
+    layout, _ = _layout(Path(root))
+    for split, folder in layout.items():
+        _, by_class, _ = list_class_folder(folder)
+        for paths in by_class.values():
+            files += paths
+            splits += [split] * len(paths)
+    return files, splits
 
 
 def log_skipped(report):

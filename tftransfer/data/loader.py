@@ -169,8 +169,10 @@ def file_splits(decoded, paths, split_files, class_names, batch_size, seed, skip
         ds = ds.map(_pixels_and_label).apply(
             tf.data.experimental.assert_cardinality(len(indices)))
         ds = batched(ds, len(indices), batch_size, seed, training)
-        # The filter keeps the source's order; only the training split is shuffled.
-        return ds if training else register_files(ds, [paths[i] for i in sorted(indices)])
+        # The filter keeps the source's order (grouped by decoder); only the
+        # training split is shuffled.
+        return ds if training else register_files(
+            ds, [paths[i] for i in decoded.order if wanted[i]])
 
     return DataSplits(make("train", True), make("val", False), class_names,
                       test=make("test", False), skipped=skipped)

@@ -80,6 +80,31 @@ def evaluation_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_
     return splits.test, report.class_names
 
 
+def split_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_cache=True):
+    """Reads every split of a folder, unshuffled, with the file of each example.
+
+    Args:
+        path: A folder as `image_folder` reads it.
+        image_size: `(height, width)`.
+        batch_size: Images per batch.
+        image_cache: As in `image_folder`.
+
+    Returns:
+        `(splits, class_names, skipped)`: `{split: dataset}` (`"train"`,
+        and `"val"`, `"test"` where the folder has them), each unshuffled,
+        with `data.loader.source_files` naming the file of each example; the
+        class names; `{path: reason}` of the files skipped.
+    """
+    report, decoded, paths, split_files = _checked_folder(path, image_size, image_cache)
+    splits = {}
+    for split, files in split_files.items():
+        made = file_splits(decoded, paths, {"test": files}, report.class_names, batch_size,
+                           0, report.skipped)
+        if made.test is not None:
+            splits[split] = made.test
+    return splits, report.class_names, report.skipped
+
+
 def _checked_folder(path, image_size, image_cache):
     """The data check of a folder: `(report, decoded, paths, {split: {class: [index]}})`."""
     report, decoded, paths = check_folder(path, tuple(image_size), cache=image_cache)

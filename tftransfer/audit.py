@@ -1,0 +1,387 @@
+"""The data's own problems, found from the cached features: duplicates, leaks, label errors, outliers.
+
+Small image sets are full of exact and near copies, of the same photo in
+train and test (which inflates every accuracy reported on the test split),
+and of mislabelled photos. `audit` reads every split of a folder once
+through the frozen base (the features are cached, so a later `train` on
+the same data and base reuses them) and reports, without deleting or moving
+anything:
+
+* `duplicate`: two files of one split with the same bytes (score 1), or
+  whose features' cosine similarity is at least `NEAR_DUPLICATE` (a re-save,
+  a resize, a crop of a few pixels);
+* `leak`: the same across splits (train and validation, or train and test);
+  `AuditReport.test_accuracy` gives the test accuracy with and without the
+  leaked test photos, from a head trained on the training features;
+* `label`: a likely label error, by confident learning (`cleanlab`'s
+  `find_label_issues`) on out-of-fold probabilities of a softmax regression
+  on the features (`pip install "tftransfer[audit]"`);
+* `outlier`: a photo far from every other (a blank frame, a screenshot
+  among flowers): the mean similarity to its nearest neighbours is more
+  than `OUTLIER_Z` robust standard deviations below the typical one.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from tftransfer.errors import TransferError
+
+logger = logging.getLogger("tftransfer")
+
+#: Cosine similarity of two photos' features from which they are near duplicates.
+#: Re-encoded (JPEG quality 70) and resized (90%) copies of real photos scored
+#: above it on the shared bases, distinct photos of one class below it
+#: (docs/benchmarks.md#data-audit).
+NEAR_DUPLICATE = 0.92
+#: Robust z-score (median and MAD of the neighbours' similarity) beyond which
+#: a photo is an outlier.
+OUTLIER_Z = 4.0
+#: Folds of the out-of-fold probabilities that confident learning reads.
+FOLDS = 5
+_NEIGHBOURS = 5
+_BLOCK = 2048
+_KINDS = ("leak", "duplicate", "label", "outlier")
+
+
+@dataclasses.dataclass
+class Finding:
+    """One problem found in the data.
+
+    Attributes:
+        kind: `"duplicate"`, `"leak"`, `"label"` or `"outlier"`.
+        file: The file it concerns.
+        other: The other file of a duplicate or leak, the suggested class of
+            a label error, `None` for an outlier.
+        score: How sure: the similarity of a pair (1 for the same bytes), the
+            probability that a label is wrong, an outlier's z-score.
+        split: The split of `file`.
+    """
+
+    kind: str
+    file: str
+    other: Optional[str]
+    score: float
+    split: str
+
+
+@dataclasses.dataclass
+class AuditReport:
+    """What `audit` found.
+
+    Attributes:
+        findings: Every `Finding`, leaks first, then duplicates, label
+            errors and outliers, each kind by score.
+        class_names: The class names.
+        counts: `{split: images}`.
+        test_accuracy: `{"all": a, "without_leaks": b, "leaked": n}` on the
+            test split (else validation), from a head trained on the
+            training features; `None` without such a split.
+        label_check: `"cleanlab"`, or why label errors were not looked for.
+        seconds: The audit's wall time, the extraction included.
+        files: Every file audited, split by split.
+    """
+
+    findings: list
+    class_names: list
+    counts: dict
+    test_accuracy: Optional[dict]
+    label_check: str
+    seconds: float
+    files: list = dataclasses.field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list:
+        """The findings of one kind."""
+        return [f for f in self.findings if f.kind == kind]
+
+    def table(self, limit: int = 40) -> str:
+        """The findings as text, for the terminal: the first `limit` rows."""
+        rows = [f"{'problem':10s} {'score':>6s}  file  ->  other / suggested label"]
+        for f in self.findings[:limit]:
+            rows.append(f"{f.kind:10s} {f.score:6.3f}  {f.file}  ->  {f.other or ''}")
+        if len(self.findings) > limit:
+            rows.append(f"... and {len(self.findings) - limit} more (see audit.json)")
+        return "\n".join(rows)
+
+    def summary(self) -> str:
+        """One line: how many of each kind, and the leak's effect on accuracy."""
+        counts = ", ".join(f"{len(self.of_kind(k))} {k}(s)" for k in _KINDS)
+        text = f"{sum(self.counts.values())} images: {counts}"
+        a = self.test_accuracy
+        if a and a["leaked"]:
+            without = "n/a" if a["without_leaks"] is None else f"{a['without_leaks']:.1%}"
+            text += (f"; {a['split']} accuracy {a['all']:.1%} with the {a['leaked']} leaked "
+                     f"photo(s), {without} without")
+        return text
+
+    def clean_list(self) -> list:
+        """The files to keep: all but the copy in each duplicate pair and each leaked
+        held-out photo. Suspected label errors and outliers stay: the user decides."""
+        drop = {f.file for f in self.findings if f.kind in ("duplicate", "leak")}
+        return [file for file in self.files if file not in drop]
+
+    def to_dict(self) -> dict:
+        """The report as JSON-ready values (what `audit.json` holds)."""
+        return {"findings": [dataclasses.asdict(f) for f in self.findings],
+                "class_names": self.class_names, "counts": self.counts,
+                "test_accuracy": self.test_accuracy, "label_check": self.label_check,
+                "seconds": self.seconds}
+
+
+def audit(data: Union[str, Path], base, *, cache_dir: Union[str, Path, None] = None,
+          near_duplicate: float = NEAR_DUPLICATE, seed: int = 0) -> AuditReport:
+    """Finds duplicates, train/test leaks, likely label errors and outliers in a folder.
+
+    Args:
+        data: A folder of class subfolders, or of `train/ val/ test/` splits.
+        base: A `Base` (`load_base`), whose features the audit compares.
+        cache_dir: The feature cache's folder (default: the feature cache's).
+        near_duplicate: The cosine similarity from which two photos count as
+            copies of each other.
+        seed: Seeds the folds of the label check.
+
+    Returns:
+        An `AuditReport`.
+    """
+    from tftransfer.data.loader import source_files
+    from tftransfer.data.sources import split_images
+    from tftransfer.feature_cache import cached_features
+
+    start = time.perf_counter()
+    splits, class_names, _ = split_images(data, base.input_size)
+    files, names, features, labels = [], [], [], []
+    for split, dataset in splits.items():
+        rows, _ = cached_features(base.features, dataset, cache_dir=cache_dir)
+        for x, y in rows.as_numpy_iterator():
+            features.append(np.asarray(x, np.float32).reshape(len(y), -1))
+            labels.append(np.asarray(y).reshape(-1))
+        files += source_files(dataset)
+        names += [split] * len(source_files(dataset))
+    features, labels = np.concatenate(features), np.concatenate(labels).astype(np.int64)
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    findings = _copies(files, names, unit, near_duplicate)
+    probabilities, label_check = _out_of_fold(features, labels, len(class_names), seed)
+    if probabilities is not None:
+        findings += _label_errors(files, names, labels, probabilities, class_names)
+    findings += _outliers(files, names, unit)
+    report = AuditReport(sorted(findings, key=_order), list(class_names),
+                         {s: names.count(s) for s in splits},
+                         _held_out_accuracy(features, labels, names, findings, files),
+                         label_check, time.perf_counter() - start, files)
+    logger.info("audit: %s", report.summary())
+    return report
+
+
+def _order(finding):
+    return _KINDS.index(finding.kind), -finding.score, finding.file
+
+
+def similar_pairs(unit: np.ndarray, threshold: float, block: int = _BLOCK):
+    """Pairs `(i, j, similarity)`, i < j, of unit rows at least `threshold` alike.
+
+    A blocked matrix product: `block` rows against all later rows at a time,
+    so memory stays at `block` x rows similarities.
+
+    Example:
+    >>> rows = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0]])
+    >>> [(i, j) for i, j, _ in similar_pairs(rows / np.linalg.norm(rows, axis=1)[:, None], 0.9)]
+    [(0, 1)]
+    """
+    pairs = []
+    for first in range(0, len(unit), block):
+        sims = unit[first:first + block] @ unit.T
+        rows, cols = np.nonzero(sims >= threshold)
+        keep = cols > rows + first
+        pairs += [(int(r + first), int(c), float(sims[r, c]))
+                  for r, c in zip(rows[keep], cols[keep])]
+    return pairs
+
+
+def same_bytes(files: list) -> list:
+    """Pairs `(i, j)`, i < j, of files with the same bytes (j a copy of the first, i).
+
+    Example:
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name, text in (("a", "x"), ("b", "y"), ("c", "x")):
+    ...     _ = (folder / name).write_text(text)
+    >>> same_bytes([folder / "a", folder / "b", folder / "c"])
+    [(0, 2)]
+    """
+    first, pairs = {}, []
+    for i, file in enumerate(files):
+        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        if digest in first:
+            pairs.append((first[digest], i))
+        else:
+            first[digest] = i
+    return pairs
+
+
+def exact_leaks(folder: Union[str, Path]) -> list:
+    """Files of a folder's held-out splits that are byte copies of a training file.
+
+    Cheap enough to run before every training: the files are listed and
+    hashed, not decoded. Near copies need the features: `audit`.
+
+    Args:
+        folder: A folder of `train/ val/ test/` splits (elsewhere: no splits, no leaks).
+
+    Returns:
+        `[(held_out_file, training_file)]`.
+    """
+    from tftransfer.data.check import layout_files
+
+    files, names = layout_files(folder)
+    leaks = []
+    for i, j in same_bytes(files):
+        if names[i] == names[j] or "train" not in (names[i], names[j]):
+            continue
+        held, train = (j, i) if names[i] == "train" else (i, j)
+        leaks.append((str(files[held]), str(files[train])))
+    return leaks
+
+
+def _copies(files, names, unit, threshold):
+    """Exact copies (the same bytes) and near ones (the features), within or across splits."""
+    pairs = {pair: 1.0 for pair in same_bytes(files)}
+    for i, j, similarity in similar_pairs(unit, threshold):
+        pairs.setdefault((i, j), min(similarity, 1.0))
+    findings = []
+    for (i, j), score in pairs.items():
+        # The later file is the copy; in a leak, the held-out one is.
+        if names[i] != names[j] and names[j] == "train":
+            i, j = j, i
+        kind = "leak" if names[i] != names[j] else "duplicate"
+        findings.append(Finding(kind, files[j], files[i], round(score, 4), names[j]))
+    return findings
+
+
+def _out_of_fold(features, labels, classes, seed):
+    """Out-of-fold class probabilities, and `"cleanlab"`, or `(None, why not)`."""
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        return None, ('not looked for: install the extra, pip install "tftransfer[audit]" '
+                      "(cleanlab's confident learning)")
+    counts = np.bincount(labels, minlength=classes)
+    folds = min(FOLDS, int(counts[counts > 0].min()))
+    if folds < 2:
+        return None, "not looked for: a class has a single image"
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), np.int64)
+    for label in range(classes):  # Stratified: each class spread over the folds.
+        members = rng.permutation(np.flatnonzero(labels == label))
+        fold[members] = np.arange(len(members)) % folds
+    probabilities = np.zeros((len(labels), classes), np.float32)
+    for k in range(folds):
+        held = fold == k
+        weights = softmax_regression(features[~held], labels[~held], classes)
+        probabilities[held] = _predict(weights, features[held])
+    return probabilities, "cleanlab"
+
+
+def softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 300,
+                       rate: float = 0.05, l2: float = 1e-4):
+    """A linear softmax head fitted by full-batch Adam in numpy, in well under a second.
+
+    Args:
+        x: `[rows, features]`.
+        y: Integer labels.
+        classes: The number of classes.
+        steps, rate, l2: Adam's steps and rate, and the weight decay.
+
+    Returns:
+        `(mean, scale, weights, bias)` for `_predict`.
+    """
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = (x - mean) / scale
+    weights = np.zeros((z.shape[1], classes), np.float32)
+    bias = np.zeros(classes, np.float32)
+    target = np.eye(classes, dtype=np.float32)[y]
+    moments = [np.zeros_like(weights), np.zeros_like(bias)] * 2
+    for step in range(1, steps + 1):
+        error = (_softmax(z @ weights + bias) - target) / len(z)
+        grads = (z.T @ error + l2 * weights, error.sum(axis=0))
+        for k, (param, grad) in enumerate(zip((weights, bias), grads)):
+            moments[k] = 0.9 * moments[k] + 0.1 * grad
+            moments[k + 2] = 0.999 * moments[k + 2] + 0.001 * grad ** 2
+            param -= rate * (moments[k] / (1 - 0.9 ** step)) / (
+                np.sqrt(moments[k + 2] / (1 - 0.999 ** step)) + 1e-8)
+    return mean, scale, weights, bias
+
+
+def _predict(model, x):
+    mean, scale, weights, bias = model
+    return _softmax(((x - mean) / scale) @ weights + bias)
+
+
+def _softmax(logits):
+    logits = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _label_errors(files, names, labels, probabilities, class_names):
+    from cleanlab.filter import find_label_issues
+
+    issues = find_label_issues(labels, probabilities,
+                               return_indices_ranked_by="self_confidence")
+    return [Finding("label", files[i], class_names[int(probabilities[i].argmax())],
+                    round(float(1 - probabilities[i, labels[i]]), 4), names[i])
+            for i in issues]
+
+
+def _outliers(files, names, unit):
+    """Photos whose nearest neighbours are far less alike than anyone else's."""
+    if len(unit) <= _NEIGHBOURS + 1:
+        return []
+    nearest = np.empty(len(unit), np.float32)
+    for first in range(0, len(unit), _BLOCK):
+        sims = unit[first:first + _BLOCK] @ unit.T
+        sims[np.arange(len(sims)), np.arange(first, first + len(sims))] = -np.inf
+        top = np.partition(sims, -_NEIGHBOURS, axis=1)[:, -_NEIGHBOURS:]
+        nearest[first:first + len(sims)] = top.mean(axis=1)
+    median = np.median(nearest)
+    spread = 1.4826 * np.median(np.abs(nearest - median)) + 1e-9
+    z = (median - nearest) / spread
+    return [Finding("outlier", files[i], None, round(float(z[i]), 2), names[i])
+            for i in np.flatnonzero(z > OUTLIER_Z)]
+
+
+def _held_out_accuracy(features, labels, names, findings, files):
+    """Held-out accuracy of a head trained on train/, with and without the leaked photos."""
+    names = np.array(names)
+    held = "test" if "test" in names else "val" if "val" in names else None
+    if held is None or not (names == "train").any():
+        return None
+    train, scored = names == "train", names == held
+    model = softmax_regression(features[train], labels[train], int(labels.max()) + 1)
+    right = _predict(model, features[scored]).argmax(axis=1) == labels[scored]
+    leaked = {f.file for f in findings if f.kind == "leak"}
+    clean = np.array([file not in leaked for file, s in zip(files, names) if s == held])
+    return {"split": held, "all": float(right.mean()),
+            "without_leaks": float(right[clean].mean()) if clean.any() else None,
+            "leaked": int((~clean).sum())}
+
+
+def write_clean_list(report: AuditReport, path: Union[str, Path]) -> Path:
+    """Writes the files to keep (`AuditReport.clean_list`), one per line.
+
+    Args:
+        report: The audit.
+        path: The list's path.
+
+    Returns:
+        `path`.
+    """
+    kept = report.clean_list()
+    if not kept:
+        raise TransferError("the clean list would be empty")
+    Path(path).write_text("".join(f"{file}\n" for file in kept))
+    return Path(path)
