@@ -11,7 +11,7 @@
 """
 
 from tftransfer import distribute
-from tftransfer.audit import AuditReport, audit
+from tftransfer.data_audit import AuditReport, audit
 from tftransfer.bases import list_bases, load_base, register_base
 from tftransfer.builder import build_augmentation, build_classifier, set_trainable
 from tftransfer.data import image_folder, load_data

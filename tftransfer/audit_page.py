@@ -19,7 +19,7 @@ def save_audit(report, folder: Union[str, Path], title: str = "Data audit") -> P
     """Writes `audit.json`, `audit.csv` and `audit.html` for an `AuditReport`.
 
     Args:
-        report: The `audit.AuditReport`.
+        report: The `data_audit.AuditReport`.
         folder: The output folder; created if missing.
         title: The page's title.
 
@@ -50,7 +50,8 @@ def save_audit(report, folder: Union[str, Path], title: str = "Data audit") -> P
             sections.append(f"<p>... and {len(found) - _MAX_SHOWN} more in audit.csv.</p>")
     page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>{html.escape(title)}</title><style>{_STYLE}"
-            ".pair { display: flex; gap: 4px; width: auto; }</style></head><body>"
+            "figure.pair { width: 270px; } .pair > div { display: flex; gap: 4px; }"
+            "</style></head><body>"
             + "\n".join(sections) + "</body></html>")
     path = folder / "audit.html"
     path.write_text(page, encoding="utf-8")
@@ -66,7 +67,7 @@ def _image(file):
 def _card(finding):
     caption = f"{html.escape(finding.split)}: {html.escape(Path(finding.file).name)}"
     if finding.kind in ("leak", "duplicate"):
-        return (f"<figure><div class=pair>{_image(finding.file)}{_image(finding.other)}</div>"
+        return (f"<figure class=pair><div>{_image(finding.file)}{_image(finding.other)}</div>"
                 f"<figcaption>{caption} ~ {html.escape(Path(finding.other).name)}, "
                 f"similarity {finding.score:.3f}</figcaption></figure>")
     if finding.kind == "label":

@@ -404,7 +404,7 @@ def add_audit(commands, parents):
                             "each duplicate and each leaked held-out photo")
     audit.add_argument("--near-duplicate", type=float, metavar="SIMILARITY",
                        help="the cosine similarity of two photos' features from which they "
-                            "are copies (default: audit.NEAR_DUPLICATE)")
+                            "are copies (default: 0.95)")
 
 
 def add_evaluate(commands):

@@ -168,7 +168,7 @@ def _report_after_training(model, data, record, history, leaks=()):
 
 def _leaks(args):
     """Byte copies of training photos in the held-out splits of a `--data` folder."""
-    from tftransfer.audit import exact_leaks
+    from tftransfer.data_audit import exact_leaks
 
     if not Path(args.data).is_dir():
         return []
@@ -359,7 +359,7 @@ def compare_command(args):
 
 def audit_command(args):
     """Runs `tftransfer audit`; returns the exit status."""
-    from tftransfer.audit import NEAR_DUPLICATE, audit, write_clean_list
+    from tftransfer.data_audit import NEAR_DUPLICATE, audit, write_clean_list
     from tftransfer.audit_page import save_audit
     from tftransfer.bases import load_base
 
@@ -367,7 +367,7 @@ def audit_command(args):
     base = load_base(args.base, weights=weights, input_size=args.image_size, taps=args.taps)
     cache = _feature_cache(args)  # The audit always caches: `none` means the default.
     report = audit(args.folder, base, cache_dir=cache if isinstance(cache, str) else None,
-                   near_duplicate=args.near_duplicate or NEAR_DUPLICATE, seed=0)
+                   near_duplicate=args.near_duplicate or NEAR_DUPLICATE)
     print(report.table())
     print(report.summary())
     if report.label_check != "cleanlab":

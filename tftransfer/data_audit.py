@@ -14,8 +14,8 @@ anything:
   `AuditReport.test_accuracy` gives the test accuracy with and without the
   leaked test photos, from a head trained on the training features;
 * `label`: a likely label error, by confident learning (`cleanlab`'s
-  `find_label_issues`) on out-of-fold probabilities of a softmax regression
-  on the features (`pip install "tftransfer[audit]"`);
+  `find_label_issues`) on leave-one-out probabilities from each photo's
+  nearest neighbours in feature space (`pip install "tftransfer[audit]"`);
 * `outlier`: a photo far from every other (a blank frame, a screenshot
   among flowers): the mean similarity to its nearest neighbours is more
   than `OUTLIER_Z` robust standard deviations below the typical one.
@@ -34,16 +34,13 @@ from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
 
-#: Cosine similarity of two photos' features from which they are near duplicates.
-#: Re-encoded (JPEG quality 70) and resized (90%) copies of real photos scored
-#: above it on the shared bases, distinct photos of one class below it
-#: (docs/benchmarks.md#data-audit).
-NEAR_DUPLICATE = 0.92
+#: Cosine similarity of two photos' features from which they are near duplicates:
+#: resized, re-encoded copies of real photos score above it, distinct photos
+#: of one class below it (docs/benchmarks.md#data-audit).
+NEAR_DUPLICATE = 0.95
 #: Robust z-score (median and MAD of the neighbours' similarity) beyond which
 #: a photo is an outlier.
 OUTLIER_Z = 4.0
-#: Folds of the out-of-fold probabilities that confident learning reads.
-FOLDS = 5
 _NEIGHBOURS = 5
 _BLOCK = 2048
 _KINDS = ("leak", "duplicate", "label", "outlier")
@@ -134,7 +131,7 @@ class AuditReport:
 
 
 def audit(data: Union[str, Path], base, *, cache_dir: Union[str, Path, None] = None,
-          near_duplicate: float = NEAR_DUPLICATE, seed: int = 0) -> AuditReport:
+          near_duplicate: float = NEAR_DUPLICATE) -> AuditReport:
     """Finds duplicates, train/test leaks, likely label errors and outliers in a folder.
 
     Args:
@@ -143,7 +140,6 @@ def audit(data: Union[str, Path], base, *, cache_dir: Union[str, Path, None] = N
         cache_dir: The feature cache's folder (default: the feature cache's).
         near_duplicate: The cosine similarity from which two photos count as
             copies of each other.
-        seed: Seeds the folds of the label check.
 
     Returns:
         An `AuditReport`.
@@ -165,7 +161,7 @@ def audit(data: Union[str, Path], base, *, cache_dir: Union[str, Path, None] = N
     features, labels = np.concatenate(features), np.concatenate(labels).astype(np.int64)
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     findings = _copies(files, names, unit, near_duplicate)
-    probabilities, label_check = _out_of_fold(features, labels, len(class_names), seed)
+    probabilities, label_check = _label_probabilities(unit, labels, len(class_names))
     if probabilities is not None:
         findings += _label_errors(files, names, labels, probabilities, class_names)
     findings += _outliers(files, names, unit)
@@ -262,28 +258,16 @@ def _copies(files, names, unit, threshold):
     return findings
 
 
-def _out_of_fold(features, labels, classes, seed):
-    """Out-of-fold class probabilities, and `"cleanlab"`, or `(None, why not)`."""
+def _label_probabilities(unit, labels, classes):
+    """Leave-one-out class probabilities, and `"cleanlab"`, or `(None, why not)`."""
     try:
         import cleanlab  # noqa: F401
     except ImportError:
         return None, ('not looked for: install the extra, pip install "tftransfer[audit]" '
                       "(cleanlab's confident learning)")
-    counts = np.bincount(labels, minlength=classes)
-    folds = min(FOLDS, int(counts[counts > 0].min()))
-    if folds < 2:
-        return None, "not looked for: a class has a single image"
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(labels), np.int64)
-    for label in range(classes):  # Stratified: each class spread over the folds.
-        members = rng.permutation(np.flatnonzero(labels == label))
-        fold[members] = np.arange(len(members)) % folds
-    probabilities = np.zeros((len(labels), classes), np.float32)
-    for k in range(folds):
-        held = fold == k
-        weights = softmax_regression(features[~held], labels[~held], classes)
-        probabilities[held] = _predict(weights, features[held])
-    return probabilities, "cleanlab"
+    if np.bincount(labels, minlength=classes).min(initial=2) < 2:
+        return None, "not looked for: a class has fewer than 2 images"
+    return neighbour_probabilities(unit, labels, classes), "cleanlab"
 
 
 def softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 300,
@@ -325,6 +309,38 @@ def _softmax(logits):
     logits = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def neighbour_probabilities(unit: np.ndarray, labels: np.ndarray, classes: int,
+                            k: int = 10) -> np.ndarray:
+    """Leave-one-out class probabilities from each photo's `k` most similar others.
+
+    A photo's probabilities are the classes of its nearest neighbours by
+    cosine similarity (itself and its exact copies left out), weighted by
+    similarity, with one pseudo-count per class. Unlike a fitted head's,
+    they are never far more confident than the neighbours agree, which is
+    what confident learning needs.
+
+    Args:
+        unit: Normalised features, `[rows, features]`.
+        labels: Integer labels.
+        classes: The number of classes.
+        k: Neighbours.
+
+    Returns:
+        `[rows, classes]` probabilities.
+    """
+    k = min(k, len(unit) - 1)
+    probabilities = np.ones((len(unit), classes), np.float32)
+    for first in range(0, len(unit), _BLOCK):
+        sims = unit[first:first + _BLOCK] @ unit.T
+        sims[sims > 0.9999] = -np.inf  # Itself, and exact copies of it.
+        nearest = np.argpartition(-sims, k, axis=1)[:, :k]
+        weights = np.maximum(np.take_along_axis(sims, nearest, axis=1), 0)
+        rows = np.arange(len(sims))[:, None]
+        np.add.at(probabilities[first:first + len(sims)], (rows, labels[nearest]),
+                  weights * k / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9))
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def _label_errors(files, names, labels, probabilities, class_names):
