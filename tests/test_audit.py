@@ -112,7 +112,7 @@ def test_the_cli_audit_writes_the_page_and_the_clean_list(pixel_base_file, tmp_p
 
 
 def test_neighbour_probabilities_follow_the_neighbours_and_leave_copies_out():
-    from tftransfer.data_audit import neighbour_probabilities
+    from tftransfer.data_audit import neighbour_probabilities, neighbourhood
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2, 16)) * 3
@@ -122,7 +122,7 @@ def test_neighbour_probabilities_follow_the_neighbours_and_leave_copies_out():
     rows = np.concatenate([rows, rows[5:6]])  # And a byte copy of it, also given 1.
     labels = np.append(labels, 1)
     unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    probabilities = neighbour_probabilities(unit, labels, 2, k=5)
+    probabilities = neighbour_probabilities(neighbourhood(unit, 0.95, k=5), labels, 2)
     assert np.allclose(probabilities.sum(axis=1), 1)
     assert probabilities[5, 0] > 0.8  # Its neighbours, not its copy, speak for it.
     assert probabilities[:5, 0].min() > 0.5 and probabilities[20:40, 1].min() > 0.5

@@ -419,3 +419,26 @@ def test_a_replayed_run_on_changed_data_says_so(tmp_path, capsys, caplog, tiny_b
                               "--data", data, "--base", tiny_base_file,
                               "--export", tmp_path / "export", "--run-dir", tmp_path / "two")
     assert status == 0 and "note: the data differ from those of --config" in out
+
+
+def test_export_matches_the_data_to_the_names_saved_beside_the_model(tiny_base_file, tmp_path,
+                                                                     capsys):
+    import shutil
+
+    import tftransfer
+    from conftest import write_image_folder
+
+    base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
+    model.save(tmp_path / "m.keras")
+    # The model's output order, as `train --save-keras` writes it beside the file.
+    (tmp_path / "m.labels.txt").write_text("red\ngreen\nblue\n")
+    data = write_image_folder(tmp_path / "data", 2)
+    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--output",
+                     str(tmp_path / "out"), "--data", str(data)]) == 0
+    exported = (tmp_path / "out" / "1" / "assets" / "labels.txt").read_text()
+    assert exported == "red\ngreen\nblue\n"  # Not the folder's sorted blue, green, red.
+    shutil.copytree(data / "red", data / "zebra")
+    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--output",
+                     str(tmp_path / "out"), "--data", str(data)]) == 2
+    assert "does not know: zebra" in capsys.readouterr().err

@@ -33,10 +33,9 @@ logger = logging.getLogger("tftransfer")
 #: The reason a phase is not cached when the caller turned the cache off.
 DISABLED = "disabled"
 #: How `fine_tune` chooses between the two phases' weights.
-KEEP_RULE = ("the top phase is kept unless its validation loss is higher than the head's, "
-             "or its validation accuracy lower by more than the standard error of the "
-             "head's, sqrt(p (1 - p) / n); without validation data, unless its training "
-             "loss is higher")
+KEEP_RULE = ("the top phase is kept unless its validation accuracy is lower than the "
+             "head's by more than the standard error of the head's, sqrt(p (1 - p) / n); "
+             "without validation data, unless its training loss is higher")
 
 
 @dataclasses.dataclass(frozen=True)
