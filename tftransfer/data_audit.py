@@ -130,7 +130,7 @@ class AuditReport:
                 "seconds": self.seconds}
 
 
-def audit(data: Union[str, Path], base, *, cache_dir: Union[str, Path, None] = None,
+def audit(data: Union[str, Path], base: "Base", *, cache_dir: Union[str, Path, None] = None,
           near_duplicate: float = NEAR_DUPLICATE) -> AuditReport:
     """Finds duplicates, train/test leaks, likely label errors and outliers in a folder.
 

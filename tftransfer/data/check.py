@@ -106,20 +106,7 @@ def decode_once(paths, labels, image_size, *, cache, workers=None):
     labels = np.asarray(labels, np.int32)
 
     def pipeline(size, indices):
-        """Decodes `paths[indices]`: each decoder's files by a map of their own."""
-        groups = []
-        for decoder in np.unique(decoders[indices]):
-            members = indices[decoders[indices] == decoder]
-            files = tf.data.Dataset.from_tensor_slices(
-                ([paths[i] for i in members], labels[members], members))
-            groups.append(files.map(file_decoder(size, decoder),
-                                    num_parallel_calls=tf.data.AUTOTUNE))
-        return functools.reduce(tf.data.Dataset.concatenate, groups)
-
-    def order(indices):
-        """The order in which `pipeline(indices)` yields them."""
-        return np.concatenate([indices[decoders[indices] == decoder]
-                               for decoder in np.unique(decoders[indices])])
+        return _pipeline(paths, labels, decoders, size, indices)
 
     candidates = np.flatnonzero(usable)
     if not len(candidates):
@@ -157,9 +144,30 @@ def decode_once(paths, labels, image_size, *, cache, workers=None):
     logger.info("data check: %s in %.1f s%s; %d usable", done, time.perf_counter() - start,
                 f", kept at {image_size[0]}x{image_size[1]}" if keep else "",
                 int(usable.sum()))
+    order = _pipeline_order(decoders, candidates)
     return Decoded(source, usable, skipped,
-                   order=None if source is None else order(candidates)[
-                       usable[order(candidates)]])
+                   order=None if source is None else order[usable[order]])
+
+
+def _pipeline(paths, labels, decoders, size, indices):
+    """Decodes `paths[indices]`: each decoder's files by a map of their own."""
+    groups = []
+    for decoder, members in zip(np.unique(decoders[indices]),
+                                _groups(decoders, indices)):
+        files = tf.data.Dataset.from_tensor_slices(
+            ([paths[i] for i in members], labels[members], members))
+        groups.append(files.map(file_decoder(size, decoder),
+                                num_parallel_calls=tf.data.AUTOTUNE))
+    return functools.reduce(tf.data.Dataset.concatenate, groups)
+
+
+def _groups(decoders, indices):
+    return [indices[decoders[indices] == decoder] for decoder in np.unique(decoders[indices])]
+
+
+def _pipeline_order(decoders, indices):
+    """The order in which `_pipeline` yields `indices`: grouped by decoder."""
+    return np.concatenate(_groups(decoders, indices))
 
 
 def _decode_problem(path, image_size, decoder, image_format):
