@@ -42,12 +42,8 @@ from tftransfer.audit_page import save_audit  # noqa: E402
 from tftransfer.data.sources import split_images  # noqa: E402
 from tftransfer.feature_cache import cached_features  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("TFTRANSFER_SHARED", ROOT.parent.parent / "shared"))
-FLOWERS = SHARED / "datasets" / "oxford17_flowers"
-CLOTHING = SHARED / "datasets" / "clothing_small"
-MOBILENET = SHARED / "weights" / "mobilenet_v2_160_stanford_dogs.weights.h5"
-LITE0 = SHARED / "weights" / "efficientnet_lite0_imagenet.keras"
+from top_phase import CLOTHING, FLOWERS, LITE0, MOBILENET, ROOT  # noqa: E402
+
 RESULTS = ROOT / "results"
 
 
