@@ -18,7 +18,8 @@ from tftransfer.data import image_folder, load_data
 from tftransfer.compare import compare
 from tftransfer.errors import TransferError
 from tftransfer.evaluation import evaluate
-from tftransfer.export import export_saved_model, predict_files
+from tftransfer.export import export_saved_model
+from tftransfer.predict import Predictions, predict_files
 from tftransfer.feature_cache import clear_feature_cache
 from tftransfer.features import Base
 from tftransfer.phases import Phase
@@ -33,6 +34,7 @@ __all__ = [
     "FineTuneHistory",
     "Phase",
     "Plan",
+    "Predictions",
     "RunOptions",
     "TransferError",
     "audit",

@@ -433,14 +433,25 @@ def add_evaluate(commands):
 
 def add_small_commands(commands):
     predict = commands.add_parser(
-        "predict", help="print the top classes of images with an exported model",
-        description="Run an exported SavedModel or TFLite model on image files and print "
-                    "the top classes of each.")
+        "predict", help="classify images, folders or lists of paths with an exported model",
+        description="Run an exported SavedModel or TFLite model on images, in batches "
+                    "(memory stays flat over any number of them), and print or write the "
+                    "top classes of each. Every readable image is answered; every other "
+                    "one is named with its reason. Exit status: 0 when every image was "
+                    "answered, 3 when some were skipped, 2 on an error.")
     predict.add_argument("--model", required=True,
                          help="a SavedModel base path (its latest version is used), a "
                               "version folder, or a .tflite file with labels.txt beside it")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("images", nargs="+", metavar="PATH",
+                         help="image files, folders (read recursively) and .txt files "
+                              "listing image paths, one per line")
     predict.add_argument("--top-k", type=int, default=3, help="(default: 3)")
+    predict.add_argument("--output", metavar="FILE",
+                         help="write predictions.csv (path, label, score, then the rest "
+                              "of the top k, and error) or .jsonl instead of printing them; "
+                              "a progress bar shows in a terminal")
+    predict.add_argument("--batch-size", type=int, default=64,
+                         help="images per call of the model (default: 64)")
 
     commands.add_parser("bases", help="list the registered bases",
                         description="List the named bases that --base accepts.")

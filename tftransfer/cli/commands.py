@@ -256,12 +256,33 @@ def _export_class_names(args, path, data):
 
 
 def predict_command(args):
-    """Runs `tftransfer predict`; returns the exit status."""
-    from tftransfer.export import predict_files
+    """Runs `tftransfer predict`; returns 0, or 3 when some images were skipped."""
+    from tftransfer.predict import image_paths, iter_predictions, write_predictions
+    from tftransfer.progress import Progress
 
-    for path, result in predict_files(args.model, args.images, top_k=args.top_k):
-        ranked = ", ".join(f"{name} {score:.3f}" for name, score in result)
-        print(f"{path}: {ranked}")
+    rows = iter_predictions(args.model, args.images, top_k=args.top_k,
+                            batch_size=args.batch_size)
+    if args.output:
+        progress = Progress(len(image_paths(args.images)[0]), "images")
+
+        def counted():
+            for row in rows:
+                progress.add(1)
+                yield row
+
+        skipped = write_predictions(counted(), args.output, args.top_k)
+        print(f"predictions: {os.path.abspath(args.output)}")
+    else:
+        skipped = 0
+        for path, ranked, reason in rows:
+            if reason is not None:
+                skipped += 1
+                print(f"{path}: skipped: {reason}")
+            else:
+                print(f"{path}: " + ", ".join(f"{name} {score:.3f}" for name, score in ranked))
+    if skipped:
+        print(f"{skipped} image(s) could not be read and were skipped (named above)")
+        return 3
     return 0
 
 

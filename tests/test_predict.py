@@ -1,0 +1,84 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import tftransfer
+from tftransfer import predict
+
+from conftest import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_base_file, tmp_path_factory):
+    base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
+    model = tftransfer.build_classifier(base, 3, augmentation=None)
+    path = tmp_path_factory.mktemp("export") / "m"
+    tftransfer.export_saved_model(model, path, ["blue", "green", "red"])
+    return path
+
+
+@pytest.fixture
+def folder_with_three_bad_files(tmp_path):
+    root = write_image_folder(tmp_path / "photos", 3)
+    (root / "red" / "empty.png").write_bytes(b"")
+    (root / "green" / "notes.jpg").write_text("not an image")
+    good = (root / "blue" / "000.png").read_bytes()
+    (root / "blue" / "truncated.png").write_bytes(good[:60])
+    return root
+
+
+def test_every_good_image_is_answered_and_every_bad_one_named(exported,
+                                                              folder_with_three_bad_files):
+    result = tftransfer.predict_files(exported, [folder_with_three_bad_files], top_k=2)
+    assert len(result) == 9 and all(len(ranked) == 2 for _, ranked in result)
+    assert sorted(p.split("/")[-1] for p in result.skipped) == [
+        "empty.png", "notes.jpg", "truncated.png"]
+    assert all(reason for reason in result.skipped.values())
+
+
+def test_files_folders_and_lists_of_paths(exported, tmp_path):
+    root = write_image_folder(tmp_path / "photos", 2)
+    listing = tmp_path / "some.txt"
+    listing.write_text("photos/red/000.png\nphotos/blue/001.png\n\nphotos/missing.png\n")
+    paths, skipped = predict.image_paths([root / "green" / "000.png", root / "blue", listing])
+    assert [p.name for p in paths] == ["000.png", "000.png", "001.png", "000.png", "001.png"]
+    assert skipped == {str(tmp_path / "photos" / "missing.png"): "not found"}
+
+
+def test_images_are_read_in_batches(exported, tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "photos", 10)  # 30 images.
+    sizes = []
+    real = predict._Model._probabilities
+
+    def counted(self, contents):
+        sizes.append(len(contents))
+        return real(self, contents)
+
+    monkeypatch.setattr(predict._Model, "_probabilities", counted)
+    result = tftransfer.predict_files(exported, [root], batch_size=8)
+    assert len(result) == 30 and sizes == [8, 8, 8, 6]
+
+
+def test_the_cli_writes_csv_and_jsonl_and_exits_3_when_it_skipped(
+        exported, folder_with_three_bad_files, tmp_path, capsys):
+    from tftransfer import cli
+
+    out = tmp_path / "predictions.csv"
+    assert cli.main(["predict", "--model", str(exported), str(folder_with_three_bad_files),
+                     "--output", str(out), "--top-k", "2"]) == 3
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["path", "label", "score", "label_2", "score_2", "error"]
+    answered = [r for r in rows if not r["error"]]
+    assert len(answered) == 9 and len(rows) == 12
+    assert all(r["label"] in ("blue", "green", "red") and float(r["score"]) > 0
+               for r in answered)
+    assert "3 image(s) could not be read" in capsys.readouterr().out
+    lines = tmp_path / "predictions.jsonl"
+    good = folder_with_three_bad_files / "red"
+    assert cli.main(["predict", "--model", str(exported), str(good / "000.png"),
+                     "--output", str(lines)]) == 0
+    (record,) = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert record["error"] is None and len(record["top"]) == 3
+    assert np.isclose(sum(score for _, score in record["top"]), 1.0, atol=1e-5)
