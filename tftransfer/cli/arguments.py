@@ -342,6 +342,10 @@ def add_export(commands, parents):
     export.add_argument("--model", required=True, help="a .keras file")
     export.add_argument("--output", required=True,
                         help="SavedModel base path; a new version folder is written in it")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write OUTPUT/onnx/model.onnx (pixels in, probabilities "
+                             "out, the labels in its metadata; pip install "
+                             "'tftransfer[onnx]')")
     export.add_argument("--tflite", default="",
                         help="TFLite variants to write into OUTPUT/tflite/: 'all' or a "
                              f"comma-separated subset of {','.join(TFLITE_QUANTIZATIONS)} "

@@ -208,6 +208,11 @@ def export_command(args):
                                             max_pixels=args.max_pixels,
                                             metadata={"source": str(path)})
     print(f"exported to {version}")
+    if args.onnx:
+        from tftransfer.onnx_export import export_onnx
+
+        onnx_path = export_onnx(model, Path(args.output) / "onnx" / "model.onnx", class_names)
+        print(f"ONNX: {onnx_path}")
     if not args.tflite:
         return 0
     variants = (TFLITE_QUANTIZATIONS if args.tflite == "all"

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+import tftransfer
+from tftransfer.onnx_export import _with_layer, export_onnx
+
+ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    base = tftransfer.load_base("fashion_mobilenet_v2")
+    from tftransfer.cli import DEMO_DATA
+
+    data = tftransfer.image_folder(DEMO_DATA, base.input_size,
+                                   validation_split=0)
+    model = tftransfer.build_classifier(base, len(data.class_names))  # With augmentation.
+    return model, data
+
+
+def test_onnx_runtime_gives_the_keras_probabilities_on_the_demo_images(demo, tmp_path):
+    model, data = demo
+    path = export_onnx(model, tmp_path / "model.onnx", data.class_names)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["labels"].split("\n") == \
+        data.class_names
+    (images_input,) = session.get_inputs()
+    assert images_input.name == "images" and images_input.shape[1:] == [48, 48, 3]
+    for images, _ in data.test.take(4):
+        onnx_probabilities = session.run(None, {"images": images.numpy()})[0]
+        np.testing.assert_allclose(onnx_probabilities,
+                                   model.predict(images, verbose=0), atol=1e-4)
+
+
+def test_the_cli_writes_model_onnx_beside_the_versions(demo, tmp_path):
+    from tftransfer import cli
+
+    model, data = demo
+    model.save(tmp_path / "m.keras")
+    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--output",
+                     str(tmp_path / "out"), "--class-names", ",".join(data.class_names),
+                     "--onnx"]) == 0
+    assert (tmp_path / "out" / "onnx" / "model.onnx").is_file()
+    assert (tmp_path / "out" / "1" / "saved_model.pb").is_file()
+
+
+def test_conversion_errors_name_the_layer():
+    message = ("No Op registered for StatelessRandomUniformV2 in node "
+               "classifier_1/augmentation_1/flip_1/stateless_random_uniform")
+    assert _with_layer(message).startswith("the layer 'augmentation' (classifier_1/")
+    assert _with_layer("nothing named") == "nothing named"
+
+
+def test_names_must_match_outputs(demo, tmp_path):
+    model, _ = demo
+    with pytest.raises(tftransfer.TransferError, match="2 class names"):
+        export_onnx(model, tmp_path / "m.onnx", ["a", "b"])
