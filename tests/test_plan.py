@@ -112,3 +112,9 @@ def test_plan_without_the_cache_or_a_top_phase(tiny_base):
     assert not plan.top.runs and plan.refit and plan.seed == 5
     assert plan.cache_dir is None and plan.split is None
     assert "top: skipped" in plan.describe() and "feature cache: disabled" in plan.describe()
+
+
+def test_data_that_cannot_be_read_through_is_a_clear_error(tiny_base):
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    with pytest.raises(tftransfer.TransferError, match="repeats forever"):
+        plan_fine_tune(model, unshuffled().repeat())

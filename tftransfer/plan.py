@@ -194,6 +194,9 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
     _check_arguments(head, class_weight)
     num_classes = int(model.output_shape[-1])
     train_id = identify(train, num_classes)
+    if train_id.counts is None:
+        raise TransferError(f"cannot read the training data: {train_id.why_no_key}; pass a "
+                            "finite tf.data.Dataset of (images, labels) batches")
     validation_id = identify(validation_data, num_classes) if validation_data is not None \
         else None
     if class_weight == "auto":
