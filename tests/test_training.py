@@ -164,6 +164,9 @@ def test_phase_two_is_skipped_without_unfrozen_layers(tiny_base, datasets):
 
 def test_restores_the_best_weights_of_phase_one_when_phase_two_is_worse(tiny_base, datasets):
     train, validation = datasets
+    # Seeded: on 6 validation images, a head phase that happened to stop at 50%
+    # could not be told apart from a ruined top phase's 33% (one standard error).
+    keras.utils.set_random_seed(0)
     model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
     recorder = RecordWeights(model)
     # A huge phase-2 learning rate ruins the top layers.
