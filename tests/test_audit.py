@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 import tftransfer
-from tftransfer.data_audit import exact_leaks, similar_pairs, softmax_regression, write_clean_list
+from tftransfer.data_audit import (exact_leaks, neighbourhood, softmax_regression,
+                                   write_clean_list)
 from tftransfer.audit_page import save_audit
 
 from conftest import write_audit_folder
@@ -77,14 +78,14 @@ def test_exact_leaks_need_no_decoding(tmp_path):
                                   str(root / "train" / "red" / "train01.png"))]
 
 
-def test_similar_pairs_match_a_plain_double_loop():
+def test_close_pairs_match_a_plain_double_loop():
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(300, 8))
     rows[150] = rows[3] + 0.01
     unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     sims = unit @ unit.T
     expected = {(i, j) for i in range(300) for j in range(i + 1, 300) if sims[i, j] >= 0.9}
-    assert {(i, j) for i, j, _ in similar_pairs(unit, 0.9, block=64)} == expected
+    assert {(i, j) for i, j, _ in neighbourhood(unit, 0.9, block=64).pairs} == expected
     assert (3, 150) in expected
 
 

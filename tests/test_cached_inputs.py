@@ -5,7 +5,6 @@ import tensorflow as tf
 
 import tftransfer
 from tftransfer import cached_inputs
-from tftransfer.builder import set_trainable
 from tftransfer.plan import plan_fine_tune
 
 

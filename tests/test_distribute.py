@@ -18,7 +18,7 @@ from tftransfer import distribute
 from tftransfer.errors import TransferError
 from tftransfer.losses import SparseCategoricalCrossentropy
 
-from conftest import tiny_dense_dataset, tiny_dense_model, write_image_folder
+from conftest import write_image_folder
 
 HERE = Path(__file__).resolve().parent
 

@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 import keras
 
-from tftransfer.features import find_backbone
+from tftransfer.features import Base, find_backbone
 from tftransfer.errors import TransferError
 from tftransfer.phases import NO_UNFREEZE
 
@@ -27,7 +27,7 @@ from tftransfer.phases import NO_UNFREEZE
 DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": (-0.2, 0.0)}
 
 
-def build_classifier(base: "Base", num_classes: int, *, dropout: float = 0.2,
+def build_classifier(base: Base, num_classes: int, *, dropout: float = 0.2,
                      augmentation: Union[str, dict, keras.Model, None] = "auto",
                      unfreeze: Union[str, int] = "none",
                      name: str = "classifier") -> keras.Model:

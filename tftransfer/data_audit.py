@@ -31,6 +31,7 @@ from typing import Optional, Union
 import numpy as np
 
 from tftransfer.errors import TransferError
+from tftransfer.features import Base
 
 logger = logging.getLogger("tftransfer")
 
@@ -130,7 +131,7 @@ class AuditReport:
                 "seconds": self.seconds}
 
 
-def audit(data: Union[str, Path], base: "Base", *, cache_dir: Union[str, Path, None] = None,
+def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, None] = None,
           near_duplicate: float = NEAR_DUPLICATE) -> AuditReport:
     """Finds duplicates, train/test leaks, likely label errors and outliers in a folder.
 
@@ -209,6 +210,12 @@ def neighbourhood(unit: np.ndarray, threshold: float, k: int = 10,
 
     Returns:
         A `Neighbourhood`.
+
+    Example:
+    >>> rows = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0]])
+    >>> unit = rows / np.linalg.norm(rows, axis=1)[:, None]
+    >>> [(i, j) for i, j, _ in neighbourhood(unit, 0.9, k=1).pairs]
+    [(0, 1)]
     """
     k = max(1, min(k, len(unit) - 1))
     pairs, nearest, similarity = [], [], []
@@ -223,19 +230,6 @@ def neighbourhood(unit: np.ndarray, threshold: float, k: int = 10,
         nearest.append(top)
         similarity.append(np.take_along_axis(sims, top, axis=1))
     return Neighbourhood(pairs, np.concatenate(nearest), np.concatenate(similarity))
-
-
-def similar_pairs(unit: np.ndarray, threshold: float, block: int = _BLOCK):
-    """Pairs `(i, j, similarity)`, i < j, of unit rows at least `threshold` alike.
-
-    The `pairs` of `neighbourhood`.
-
-    Example:
-    >>> rows = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0]])
-    >>> [(i, j) for i, j, _ in similar_pairs(rows / np.linalg.norm(rows, axis=1)[:, None], 0.9)]
-    [(0, 1)]
-    """
-    return neighbourhood(unit, threshold, block=block).pairs
 
 
 def same_bytes(files: list) -> list:

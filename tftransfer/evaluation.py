@@ -19,11 +19,16 @@ predicted probabilities, so that every number can be checked by hand:
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
 from tftransfer.errors import TransferError
+
+if TYPE_CHECKING:  # For the annotations only: the functions import them where they use them.
+    import keras
+    import tensorflow as tf
+
 
 #: The keys of `report.json`, in order.
 REPORT_KEYS = ("accuracy", "top_k_accuracy", "per_class", "confusion_matrix",
