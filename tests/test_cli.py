@@ -198,17 +198,17 @@ def test_train_passes_the_device_options_on(image_folder_path, tiny_base_file, t
     from tftransfer import distribute
 
     seen = {}
-    real_fine_tune, real_precision = tftransfer.fine_tune, distribute.select_precision
+    real_plan, real_precision = tftransfer.plan_fine_tune, distribute.select_precision
 
-    def fine_tune(model, train, validation, **options):
+    def plan_fine_tune(model, train, validation, **options):
         seen.update(options)
-        return real_fine_tune(model, train, validation, **options)
+        return real_plan(model, train, validation, **options)
 
     def select_precision(policy, strategy=None):
         seen["precision"] = policy
         return real_precision("float32", strategy)
 
-    monkeypatch.setattr(tftransfer, "fine_tune", fine_tune)
+    monkeypatch.setattr(tftransfer, "plan_fine_tune", plan_fine_tune)
     monkeypatch.setattr(distribute, "select_precision", select_precision)
     with caplog.at_level("INFO", logger="tftransfer"):
         assert cli.main(["train", "--data", str(image_folder_path), "--base",
@@ -442,3 +442,24 @@ def test_export_matches_the_data_to_the_names_saved_beside_the_model(tiny_base_f
     assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--output",
                      str(tmp_path / "out"), "--data", str(data)]) == 2
     assert "does not know: zebra" in capsys.readouterr().err
+
+
+def test_train_reads_each_split_once_for_its_identity(split_folder_path, tiny_base_file,
+                                                       tmp_path, capsys, caplog, monkeypatch):
+    from tftransfer import plan as plan_module
+    from tftransfer.data import identity
+
+    read, real = [], identity.identify
+
+    def counted(dataset, *args, **kwargs):
+        read.append(id(dataset))
+        return real(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(identity, "identify", counted)  # The digest's (runs.py).
+    monkeypatch.setattr(plan_module, "identify", counted)  # The plan's.
+    status, _, _ = run_here(capsys, caplog, "train", "--data", split_folder_path, "--base",
+                            tiny_base_file, "--head-epochs", "1", "--top-epochs", "0",
+                            "--export", tmp_path / "export", "--quiet",
+                            "--run-dir", tmp_path / "run")
+    assert status == 0
+    assert len(read) == 3 == len(set(read))  # train, validation, test: once each.

@@ -99,22 +99,28 @@ def versions():
             "tftransfer": __version__}
 
 
-def data_digest(splits):
+def data_digest(splits, known=None):
     """Returns a digest naming the content of a `DataSplits` (files, labels, sizes).
 
     Two runs on the same images, split alike, get the same digest; any
     changed, added, removed or relabelled image changes it (see
     `data.identify`, which reads each split once). `None` when a split
     cannot be read as `(images, labels)` pairs.
+
+    Args:
+        splits: The `DataSplits`.
+        known: `{"train": DataIdentity, ...}` of splits already read (a
+            `Plan`'s), which are not read again.
     """
     from tftransfer.data.identity import identify
 
+    known = known or {}
     keys = []
     for name in ("train", "validation", "test"):
         dataset = getattr(splits, name)
         if dataset is None:
             continue
-        key = identify(dataset).key
+        key = (known.get(name) or identify(dataset)).key
         if key is None:
             return None
         keys.append(f"{name}={key}")

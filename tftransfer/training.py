@@ -161,6 +161,31 @@ def fine_tune(model: keras.Model, train: tf.data.Dataset,
     plan = plan_fine_tune(model, train, validation_data, head=head, top=top,
                           class_weight=class_weight, label_smoothing=label_smoothing,
                           augmented_views=augmented_views, refit=refit, options=options)
+    return run_plan(model, plan, train, validation_data, callbacks=callbacks,
+                    verbose=verbose, options=options)
+
+
+def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
+             validation_data: Optional[tf.data.Dataset] = None, *,
+             callbacks: Optional[list] = None, verbose: Union[str, int] = "auto",
+             options: Optional[RunOptions] = None) -> FineTuneHistory:
+    """Runs a `Plan` that `plan_fine_tune` made: the head, the top, the better kept.
+
+    `fine_tune` is `plan_fine_tune` then `run_plan`; call them apart to use
+    the plan first (print it, record the data's identity) without reading
+    the data a second time.
+
+    Args:
+        model, train, validation_data: As given to `plan_fine_tune`.
+        plan: The `Plan`.
+        callbacks, verbose: As in `fine_tune`.
+        options: As given to `plan_fine_tune`; the devices, backups and
+            scaling come from it, the cache and the seed from the plan.
+
+    Returns:
+        A `FineTuneHistory`.
+    """
+    options = options or RunOptions()
     runner = _PhaseRunner(model, plan, options, callbacks, verbose,
                           validation_data is not None)
     result = _resumed_head(model, runner) or _train_head(model, plan, train,

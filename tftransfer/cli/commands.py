@@ -48,21 +48,21 @@ def train_command(args):
                                             dropout=args.dropout,
                                             augmentation=args.augment)
     settings = _fine_tune_settings(args)
+    plan = tftransfer.plan_fine_tune(model, data.train, data.validation, **settings)
     if args.dry_run:
-        plan = tftransfer.plan_fine_tune(model, data.train, data.validation, **settings)
         print(plan.describe())
         return 0
     record = None
     if distribute.is_chief(strategy):  # Workers sharing a disk leave it to the chief.
         record = RunRecord(args.run_dir or claim_run_dir(default_run_dir(args.data)))
-        digest = data_digest(data)
+        digest = data_digest(data, {"train": plan.train, "validation": plan.validation})
         record.write_config(vars(args), seed=args.seed, digest=digest)
         print(f"run: {os.path.abspath(record.folder)}")
         replayed = getattr(args, "replayed_digest", None)
         if replayed is not None and replayed != digest:
             print(f"note: the data differ from those of --config {args.config} (data "
                   f"digest {digest[:12] if digest else None}, was {replayed[:12]})")
-    history = _fine_tune(model, data, args, record, settings)
+    history = _fine_tune(model, data, args, record, plan, settings["options"])
     metrics = {}
     if data.test is not None:  # Every worker: under several, evaluation is collective.
         metrics = distribute.evaluate(model, data.test)
@@ -97,17 +97,17 @@ def _fine_tune_settings(args):
             backup_dir=args.backup_dir, feature_cache=_feature_cache(args), seed=args.seed))
 
 
-def _fine_tune(model, data, args, record, settings):
-    """Trains with TensorBoard logs in the run folder (or `--log-dir`); returns the history."""
+def _fine_tune(model, data, args, record, plan, options):
+    """Runs the plan with TensorBoard logs in the run folder (or `--log-dir`)."""
     import keras
 
-    import tftransfer
+    from tftransfer.training import run_plan
 
     start = time.time()
     log_dir = args.log_dir or (record.log_dir if record else None)
     callbacks = [keras.callbacks.TensorBoard(str(log_dir))] if log_dir else []
-    history = tftransfer.fine_tune(model, data.train, data.validation, callbacks=callbacks,
-                                   verbose=2 if args.quiet else "auto", **settings)
+    history = run_plan(model, plan, data.train, data.validation, callbacks=callbacks,
+                       verbose=2 if args.quiet else "auto", options=options)
     print(f"trained in {time.time() - start:.0f} s; kept the weights of the "
           f"'{history.kept_phase}' phase")
     return history
