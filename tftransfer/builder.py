@@ -1,10 +1,12 @@
-"""The classifier: a base's features followed by a new softmax head.
+"""The classifier: a base's features followed by a new softmax (or sigmoid) head.
 
 A classifier built here has two named parts, in the manner of timm's
 `forward_features` / `forward_head`:
 
 * `"features"`: the base (preprocessing, pretrained backbone, pooling);
-* `"head"`: dropout and a Dense softmax, the only part that is new.
+* `"head"`: dropout and a Dense softmax, the only part that is new (for
+  labels that are not exclusive, sigmoids and their thresholds: see
+  `tftransfer.multi_label`).
 
 Because the head is its own model, it can be trained alone on cached
 features and still be the head of the full classifier, and a base can be
@@ -17,6 +19,7 @@ import keras
 
 from tftransfer.features import Base, find_backbone
 from tftransfer.errors import TransferError
+from tftransfer.multi_label import LabelThresholds
 from tftransfer.phases import NO_UNFREEZE
 
 
@@ -29,13 +32,14 @@ DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": (-0.2, 0.
 
 def build_classifier(base: Base, num_classes: int, *, dropout: float = 0.2,
                      augmentation: Union[str, dict, keras.Model, None] = "auto",
-                     unfreeze: Union[str, int] = "none",
+                     unfreeze: Union[str, int] = "none", multi_label: bool = False,
                      name: str = "classifier") -> keras.Model:
     """Builds a classifier from a base and a new Dense softmax head.
 
     Args:
         base: A `Base` from `load_base`.
-        num_classes: The number of classes, at least 2.
+        num_classes: The number of classes (labels, with `multi_label`), at
+            least 2.
         dropout: The dropout rate before the Dense layer.
         augmentation: Random augmentation applied to the images in
             training only: `"auto"` (`DEFAULT_AUGMENTATION`), a dict of
@@ -44,16 +48,20 @@ def build_classifier(base: Base, num_classes: int, *, dropout: float = 0.2,
         unfreeze: Which backbone layers train: `"none"` (feature
             extraction), `"all"`, an int N (the top N layers), or a layer
             name (that layer and all above it). See `set_trainable`.
+        multi_label: Labels that are not exclusive: one sigmoid per label,
+            each with its own threshold (`multi_label.LabelThresholds`),
+            trained on multi-hot labels with binary cross-entropy.
         name: The model's name.
 
     Returns:
         A `keras.Model` from `[0, 255]` RGB images of `base.input_size` to
-        class probabilities (float32, also under mixed precision).
+        class probabilities (float32, also under mixed precision): summing
+        to 1, or with `multi_label` one independent probability per label.
     """
     if int(num_classes) < 2:
         raise TransferError(f"a classifier needs at least 2 classes, got {num_classes}")
     inputs = keras.Input((*base.input_size, 3), name="image")
-    head = build_head(base.feature_dim, num_classes, dropout=dropout)
+    head = build_head(base.feature_dim, num_classes, dropout=dropout, multi_label=multi_label)
     x = inputs
     if isinstance(augmentation, str):
         if augmentation != "auto":
@@ -75,27 +83,28 @@ def build_classifier(base: Base, num_classes: int, *, dropout: float = 0.2,
     return model
 
 
-def build_head(feature_dim, num_classes, *, dropout=0.2):
-    """Builds the new head: dropout and a Dense softmax.
+def build_head(feature_dim, num_classes, *, dropout=0.2, multi_label=False):
+    """Builds the new head: dropout and a Dense softmax (or sigmoids).
 
     Args:
         feature_dim: The length of the feature vectors it takes.
-        num_classes: The number of classes.
+        num_classes: The number of classes (or labels).
         dropout: The dropout rate.
+        multi_label: Sigmoids and a `LabelThresholds` layer instead of a softmax.
 
     Returns:
         A `keras.Sequential` named `"head"`, features in, probabilities out.
     """
-    return keras.Sequential(
-        [
-            keras.Input((feature_dim,), name="features"),
-            keras.layers.Dropout(dropout, name="dropout"),
-            # float32 so that the softmax stays stable under mixed precision.
-            keras.layers.Dense(num_classes, activation="softmax",
-                               dtype="float32", name="probabilities"),
-        ],
-        name="head",
-    )
+    layers = [
+        keras.Input((feature_dim,), name="features"),
+        keras.layers.Dropout(dropout, name="dropout"),
+        # float32 so that the softmax stays stable under mixed precision.
+        keras.layers.Dense(num_classes, activation="sigmoid" if multi_label else "softmax",
+                           dtype="float32", name="probabilities"),
+    ]
+    if multi_label:
+        layers.append(LabelThresholds(num_classes, dtype="float32", name="thresholds"))
+    return keras.Sequential(layers, name="head")
 
 
 def build_augmentation(*, flip: Optional[str] = "horizontal", rotation: float = 0.0,

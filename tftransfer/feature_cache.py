@@ -297,9 +297,9 @@ def joined_features(manifests, batch_size, *, shuffle=False, seed=None):
                 yield (_packed([np.load(part, mmap_mode="r")[:] for part in parts]),
                        np.load(labels))
 
-        ds = tf.data.Dataset.from_generator(
-            generate, output_signature=entry_spec(shapes, manifests[0]["label_dtype"])
-        ).unbatch()
+        spec = entry_spec(shapes, manifests[0]["label_dtype"],
+                          manifests[0].get("label_shape", ()))
+        ds = tf.data.Dataset.from_generator(generate, output_signature=spec).unbatch()
         buffer = min(rows, 50_000)
     if shuffle:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -356,11 +356,13 @@ class _ShardWriter:
         self.folder = folder
         self.pending, self.shards, self.rows = [], [], 0
         self.pending_bytes, self.shapes, self.label_dtype = 0, None, None
+        self.label_shape = []
 
     def add(self, outputs, labels):
         outputs = [np.asarray(o, "float32") for o in outputs]
         self.shapes = [list(o.shape[1:]) for o in outputs]
         self.label_dtype = labels.dtype.name
+        self.label_shape = list(labels.shape[1:])  # [labels] for multi-hot rows.
         self.pending.append((outputs, labels))
         self.pending_bytes += sum(o.nbytes for o in outputs)
         if self.pending_bytes >= _SHARD_BYTES:
@@ -384,7 +386,7 @@ class _ShardWriter:
         if not self.rows:
             raise TransferError("the dataset is empty; no features to cache")
         return {"rows": self.rows, "shapes": self.shapes, "label_dtype": self.label_dtype,
-                "shards": self.shards, **extra}
+                "label_shape": self.label_shape, "shards": self.shards, **extra}
 
 
 def _config_text(model):

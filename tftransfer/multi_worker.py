@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.errors import TransferError
+from tftransfer.losses import BinaryCrossentropy
 
 
 def distribute_dataset(dataset, strategy):
@@ -145,11 +146,26 @@ def _per_example_loss(model):
 
 
 def _step_sums(labels, probabilities, per_example, regularization):
-    """Per-replica `[weighted loss, correct, examples, regularization]`."""
-    predicted = tf.cast(tf.argmax(probabilities, axis=-1), labels.dtype)
-    correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
-    count = tf.cast(tf.size(labels), tf.float32)
+    """Per-replica `[weighted loss, correct, examples, regularization]`.
+
+    With multi-hot labels, "correct" counts each example's share of labels
+    decided right at 0.5, as `keras.metrics.BinaryAccuracy` does.
+    """
+    if labels.shape.rank == 2:
+        right = tf.equal(probabilities > 0.5, labels > 0.5)
+        correct = tf.reduce_sum(tf.reduce_mean(tf.cast(right, tf.float32), axis=-1))
+    else:
+        predicted = tf.cast(tf.argmax(probabilities, axis=-1), labels.dtype)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
+    count = tf.cast(tf.shape(labels)[0], tf.float32)
     return tf.stack([tf.reduce_sum(per_example), correct, count, regularization])
+
+
+def _labels_of(model):
+    """How a replica step reads its labels: multi-hot rows for a binary loss, else ints."""
+    if isinstance(model.loss, BinaryCrossentropy):
+        return lambda labels: tf.cast(labels, tf.float32)
+    return lambda labels: tf.reshape(tf.cast(labels, tf.int32), [-1])
 
 
 def _regularization(model, replicas):
@@ -165,12 +181,13 @@ def _train_step(model, strategy, class_weight):
     replicas = strategy.num_replicas_in_sync
     num_classes = int(model.output_shape[-1])
     weights = None
+    read_labels = _labels_of(model)
     if class_weight:
         weights = tf.constant([float(class_weight.get(i, 1.0)) for i in range(num_classes)])
 
     def replica_step(images, labels):
-        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        count = tf.cast(tf.size(labels), tf.float32)
+        labels = read_labels(labels)
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
         # The global batch may split unevenly (the last one, or an empty
         # share), so divide by the true global count, not a constant.
         global_count = tf.distribute.get_replica_context().all_reduce("sum", count)
@@ -193,9 +210,10 @@ def _train_step(model, strategy, class_weight):
 def _eval_step(model, strategy):
     loss_fn = _per_example_loss(model)
     replicas = strategy.num_replicas_in_sync
+    read_labels = _labels_of(model)
 
     def replica_step(images, labels):
-        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        labels = read_labels(labels)
         probabilities = model(images, training=False)
         per_example = tf.cast(loss_fn(labels, probabilities), tf.float32)
         return _step_sums(labels, probabilities, per_example,

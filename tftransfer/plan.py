@@ -26,6 +26,7 @@ from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
 from tftransfer.features import find_backbone
 from tftransfer.feature_cache import default_cache_dir
+from tftransfer.multi_label import is_multi_label, positive_weights
 from tftransfer.phases import HEAD, NO_UNFREEZE, TOP, Phase
 
 logger = logging.getLogger("tftransfer")
@@ -36,6 +37,10 @@ DISABLED = "disabled"
 KEEP_RULE = ("the top phase is kept unless its validation accuracy is lower than the "
              "head's by more than the standard error of the head's, sqrt(p (1 - p) / n); "
              "without validation data, unless its training loss is higher")
+#: ... and for a multi-label model, where accuracy is not the measure.
+MULTI_LABEL_KEEP_RULE = ("the top phase is kept unless its validation average precision "
+                         "(mean over the labels) is lower than the head's; without "
+                         "validation data, unless its training loss is higher")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +117,9 @@ class Plan:
             `None` where they see the images unaugmented.
         refit: Whether the head is trained again on the training and
             validation data together (see `fine_tune`).
-        class_weight: `{label: weight}`, or `None`.
+        class_weight: `{label: weight}`, or `None`. For a multi-label
+            model, the weight of each label's positives in the loss
+            (`multi_label.positive_weights`), as a list, or `None`.
         label_smoothing: The loss's label smoothing.
         train: The training data's `DataIdentity` (key, rows, counts).
         validation: The validation data's, or `None`.
@@ -123,6 +130,7 @@ class Plan:
             a TF Hub module's variables.
         split: Phase 2's cut (`boundary.Split`) when it is cached, else `None`.
         keep: The rule that chooses between the phases' weights.
+        multi_label: Whether the labels are multi-hot (a sigmoid head).
     """
 
     head: PhasePlan
@@ -138,6 +146,7 @@ class Plan:
     unit: str = "backbone layer(s)"
     split: Optional[Split] = dataclasses.field(default=None, repr=False, compare=False)
     keep: str = KEEP_RULE
+    multi_label: bool = False
 
     def to_dict(self) -> dict:
         """The plan as plain values, for JSON and for tests."""
@@ -150,13 +159,15 @@ class Plan:
             "cache_dir": str(self.cache_dir) if self.cache_dir else None,
             "seed": self.seed, "unit": self.unit,
             "crossing": self.split.crossing if self.split else None,
-            "keep": self.keep,
+            "keep": self.keep, "multi_label": self.multi_label,
         }
 
     def describe(self) -> str:
         """The plan in a few lines of text, as `tftransfer train --dry-run` prints it."""
-        lines = [f"data: {self.train.rows} training images, per class "
+        per = "per label" if self.multi_label else "per class"
+        lines = [f"data: {self.train.rows} training images, {per} "
                  f"{list(self.train.counts or [])}"
+                 + (f", {self.train.unlabelled} with no label" if self.multi_label else "")
                  + (f"; {self.validation.rows} validation images" if self.validation
                     else "; no validation data"),
                  f"  key: {self.train.key or 'none (' + str(self.train.why_no_key) + ')'}"]
@@ -165,7 +176,9 @@ class Plan:
                                          self.unit))
         lines.append(f"augmented views: {self.views or 'none (images as they are)'}; "
                      f"refit: {'yes' if self.refit else 'no'}; class weights: "
-                     f"{'balanced' if self.class_weight else 'none'}")
+                     f"{'balanced' if self.class_weight else 'none'}"
+                     + ("; multi-label: sigmoids, binary cross-entropy, thresholds "
+                        "for the best F1 on validation" if self.multi_label else ""))
         lines.append(f"feature cache: {self.cache_dir or 'disabled'}")
         lines.append(f"keep: {self.keep}")
         return "\n".join(lines)
@@ -199,8 +212,14 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
                             "finite tf.data.Dataset of (images, labels) batches")
     validation_id = identify(validation_data, num_classes) if validation_data is not None \
         else None
+    multi = _checked_labels(model, train_id)
     if class_weight == "auto":
-        class_weight = auto.weights_for_counts(train_id.counts)
+        class_weight = (positive_weights(train_id.counts, train_id.rows) if multi
+                        else auto.weights_for_counts(train_id.counts))
+    elif multi and isinstance(class_weight, dict):
+        class_weight = [float(class_weight.get(i, 1.0)) for i in range(num_classes)]
+    if multi and refit == "auto":
+        refit = False  # The thresholds are chosen on the validation images: keep them out.
     top, views, refit = auto.resolve(model, train_id.counts, top, augmented_views, refit)
     refit = _checked_refit(refit, top, validation_data)
     unfrozen = set_trainable(model, top.unfreeze) if top.epochs > 0 else 0
@@ -219,7 +238,20 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
         cache_dir=cache_dir if why_not is None else None,
         seed=_seed(options.seed, model.distribute_strategy),
         unit="backbone layer(s)" if isinstance(find_backbone(model), keras.Model) else
-        "variable(s) of the TF Hub module", split=split)
+        "variable(s) of the TF Hub module", split=split, multi_label=multi,
+        keep=MULTI_LABEL_KEEP_RULE if multi else KEEP_RULE)
+
+
+def _checked_labels(model, train_id):
+    """Whether the run is multi-label; refuses labels that do not fit the head."""
+    multi = is_multi_label(model)
+    if multi != train_id.multi_label:
+        raise TransferError(
+            "the data has multi-hot labels but the classifier has a softmax head: build it "
+            "with multi_label=True (--multi-label)" if train_id.multi_label else
+            "the classifier is multi-label but the data has one label per image: pass "
+            "multi-hot labels (a CSV with a 'labels' column)")
+    return multi
 
 
 def why_not_cached(model, train_id, feature_cache, views):

@@ -16,14 +16,16 @@ import sys
 from typing import Optional, Union
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tftransfer.backups import PhaseBackups
 from tftransfer.builder import augmentation_of, head_of, set_trainable
 from tftransfer.cached_inputs import cached_inputs
 from tftransfer.distribute import fit, learning_rate_scale
-from tftransfer.losses import SparseCategoricalCrossentropy
+from tftransfer.losses import BinaryCrossentropy, SparseCategoricalCrossentropy
 from tftransfer.lr_finder import RateSearch, find_learning_rate
+from tftransfer.multi_label import choose_thresholds, set_thresholds
 from tftransfer.phases import HEAD, TOP, Phase, finite_or_inf, kept_epoch_logs, kept_epochs
 from tftransfer.plan import DISABLED, Plan, RunOptions, plan_fine_tune
 from tftransfer.progress import EpochLine, no_bars
@@ -68,6 +70,9 @@ class FineTuneHistory:
             on the training and validation data together (no validation
             metrics; not part of `history`), else `None`.
         plan: The `Plan` that ran.
+        thresholds: For a multi-label model with validation data, the
+            per-label thresholds chosen on it (`multi_label.choose_thresholds`)
+            and set in the model; else `None`.
     """
 
     head: keras.callbacks.History
@@ -80,6 +85,7 @@ class FineTuneHistory:
     unfrozen: int = 0
     refit: Optional[keras.callbacks.History] = None
     plan: Optional[Plan] = None
+    thresholds: Optional[list] = None
 
     @property
     def history(self) -> dict:
@@ -111,7 +117,8 @@ def fine_tune(model: keras.Model, train: tf.data.Dataset,
     and keeps its best weights; the top phase runs all its epochs (see
     `Phase.patience`). If the top phase ends clearly less accurate on the
     validation data than the head phase, the head phase's weights are kept
-    (see `FineTuneHistory.kept_phase`).
+    (see `FineTuneHistory.kept_phase`). A multi-label model then has its
+    per-label thresholds chosen on the validation data.
 
     Args:
         model: A classifier from `build_classifier`, built under the
@@ -124,7 +131,9 @@ def fine_tune(model: keras.Model, train: tf.data.Dataset,
             skips it.
         class_weight: `"auto"` weighs each class by `total / (classes *
             count)`, so that imbalanced classes count equally (all 1.0 on
-            balanced data); a `{label: weight}` dict; or `None`.
+            balanced data); a `{label: weight}` dict; or `None`. For a
+            multi-label model the weights are those of each label's
+            positives in the loss; `"auto"`: `multi_label.positive_weights`.
         label_smoothing: Label smoothing of the cross-entropy.
         augmented_views: With a classifier that has random augmentation
             (see `build_classifier`), cache this many augmented views of
@@ -198,6 +207,8 @@ def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
         if result.top.epoch and _top_lost(result, plan, runner.monitor):
             model.set_weights(head_weights)
             result.kept_phase = "head"
+    if plan.multi_label and validation_data is not None:
+        result.thresholds = _chosen_thresholds(model, validation_data)
     if runner.backup:
         runner.backup.remove(model)
     return result
@@ -210,8 +221,17 @@ class _PhaseRunner:
         self.strategy = model.distribute_strategy
         self.options = options
         self.callbacks = list(callbacks or [])
-        self.class_weight = plan.class_weight
-        self.loss = SparseCategoricalCrossentropy(plan.label_smoothing)
+        if plan.multi_label:
+            # Keras's class_weight takes one label per example; the weights go in the loss.
+            self.class_weight = None
+            self.loss = BinaryCrossentropy(plan.class_weight, plan.label_smoothing)
+            self.metrics = lambda: [keras.metrics.BinaryAccuracy(name="accuracy"),
+                                    keras.metrics.AUC(curve="PR", multi_label=True,
+                                                      name="average_precision")]
+        else:
+            self.class_weight = plan.class_weight
+            self.loss = SparseCategoricalCrossentropy(plan.label_smoothing)
+            self.metrics = lambda: ["accuracy"]
         self.verbose = verbose
         self.monitor = "val_loss" if validated else "loss"
         self.scale = learning_rate_scale(self.strategy.num_replicas_in_sync,
@@ -225,7 +245,7 @@ class _PhaseRunner:
         rate = phase.schedule(phase.learning_rate * self.scale, steps_per_epoch)
         with self.strategy.scope():
             target.compile(optimizer=keras.optimizers.Adam(rate), loss=self.loss,
-                           metrics=["accuracy"], jit_compile=self.options.jit_compile,
+                           metrics=self.metrics(), jit_compile=self.options.jit_compile,
                            steps_per_execution=steps_per_execution)
 
     def run(self, name, target, phase, data, validation_data, initial_epoch=0,
@@ -389,16 +409,34 @@ def _top_lost(result, plan, monitor):
     (docs/benchmarks.md#the-top-phase-when-to-stop-and-which-weights-to-keep).
     The loss alone is not the measure: a rule that also gave way to a higher
     validation loss picked the better phase on one dataset and cost a point
-    on another (docs/benchmarks.md#when-the-top-phase-pays). Without
-    validation data: a higher training loss.
+    on another (docs/benchmarks.md#when-the-top-phase-pays). A multi-label
+    model compares the phases' validation average precision (mean over the
+    labels) instead. Without validation data: a higher training loss.
     """
     first = kept_epoch_logs(result.head, plan.head.phase, monitor)
     second = kept_epoch_logs(result.top, plan.top.phase, monitor)
+    ap = "val_average_precision"
+    if plan.multi_label and ap in first and ap in second:
+        return second[ap] < first[ap]
     if monitor == "val_loss" and "val_accuracy" in first and "val_accuracy" in second:
         p = first["val_accuracy"]
         rows = plan.validation.rows if plan.validation else 0
         return second["val_accuracy"] < p - math.sqrt(p * (1 - p) / max(rows, 1))
     return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
+
+
+def _chosen_thresholds(model, validation_data):
+    """Sets and returns a multi-label model's thresholds, chosen on `validation_data`."""
+    call = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    labels, probabilities = [], []
+    for images, batch_labels in validation_data:
+        probabilities.append(call(images).numpy())
+        labels.append(batch_labels.numpy())
+    thresholds = choose_thresholds(np.concatenate(labels), np.concatenate(probabilities))
+    set_thresholds(model, thresholds)
+    logger.info("per-label thresholds for the best F1 on the validation data: %s",
+                [round(float(t), 3) for t in thresholds])
+    return thresholds.tolist()
 
 
 def _steps_per_epoch(dataset):

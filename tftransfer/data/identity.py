@@ -35,13 +35,22 @@ class DataIdentity:
             pairs of known shape.
         rows: The number of examples.
         counts: The examples of each label, or `None` without `num_classes`.
+            With multi-hot labels, the examples that carry each label.
         why_no_key: Why there is no key, for the log, or `None`.
+        unlabelled: With multi-hot labels, the examples that carry none;
+            else `None`.
     """
 
     key: Optional[str]
     rows: int
     counts: Optional[tuple] = None
     why_no_key: Optional[str] = None
+    unlabelled: Optional[int] = None
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the labels are multi-hot rows."""
+        return self.unlabelled is not None
 
 
 def identify(dataset: tf.data.Dataset, num_classes: Optional[int] = None) -> DataIdentity:
@@ -49,7 +58,7 @@ def identify(dataset: tf.data.Dataset, num_classes: Optional[int] = None) -> Dat
 
     Args:
         dataset: A finite `tf.data.Dataset` of `(images, labels)` batches
-            with integer labels.
+            with integer labels, or multi-hot rows of labels.
         num_classes: The number of classes, to count the labels; `None`
             leaves `counts` out.
 
@@ -59,18 +68,27 @@ def identify(dataset: tf.data.Dataset, num_classes: Optional[int] = None) -> Dat
     why = _why_unreadable(dataset)
     if why is not None:
         return DataIdentity(None, 0, None, why)
+    multi_hot = dataset.element_spec[1].shape.rank == 2 and \
+        dataset.element_spec[1].shape[-1] != 1
     rows, prints, counts = 0, [], np.zeros(num_classes or 0, np.int64)
+    unlabelled = 0 if multi_hot else None
     for labels, digest in dataset.map(_fingerprint_batch).as_numpy_iterator():
         rows += len(labels)
         prints.append(digest)
-        if num_classes:
+        if multi_hot:
+            present = np.asarray(labels) > 0.5
+            unlabelled += int((~present.any(axis=1)).sum())
+            if num_classes:
+                counts += present.sum(axis=0).astype(np.int64)[:num_classes]
+        elif num_classes:
             counts += np.bincount(np.asarray(labels).reshape(-1).astype(np.int64),
                                   minlength=num_classes)[:num_classes]
     combined = hashlib.sha256(_FORMAT)
     if prints:
         combined.update(np.sort(np.concatenate(prints)).tobytes())
     return DataIdentity(combined.hexdigest(), rows,
-                        tuple(int(c) for c in counts) if num_classes else None)
+                        tuple(int(c) for c in counts) if num_classes else None,
+                        unlabelled=unlabelled)
 
 
 # Part of every key: changed whenever the fingerprint's recipe changes.

@@ -14,6 +14,8 @@ import tensorflow as tf
 from tftransfer.data import cache as data_cache
 from tftransfer.data.check import DataReport, check_folder, decode_once, log_skipped
 from tftransfer.data.decode import check_channels, fit_pixels
+from tftransfer.data.multi_label import (is_multi_label_csv, multi_hot_labels,
+                                         multi_label_csv, random_split)
 from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched,
                                     check_class_count, file_splits, stratified_split)
 from tftransfer.data.tf_data import dataset_source, tfds_dataset
@@ -119,21 +121,26 @@ def _checked_folder(path, image_size, image_cache):
 
 
 def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_split=0.2, seed=1337,
-             image_cache=True):
+             image_cache=True, multi_label=None, label_sep=" "):
     """Reads labelled images listed in a CSV file of `path,label` rows.
 
     A header row (`path,label`, or any first row whose path is not a file)
     is skipped. Relative paths are relative to the CSV's folder. Class
     names are the sorted distinct labels. Unusable files are skipped and
-    named as in `image_folder`.
+    named as in `image_folder`. A `path,labels` header, or `multi_label`,
+    reads each row's labels as a set (see `data.multi_label`).
 
     Args:
         path: The CSV file.
         image_size: `(height, width)`.
         batch_size: Images per batch.
-        validation_split: The fraction of each class held out, stratified.
+        validation_split: The fraction of each class held out, stratified
+            (for multi-label data, at random).
         seed: Seeds the split and the shuffling.
         image_cache: As in `image_folder`.
+        multi_label: `True` reads multi-label rows; `None` decides by the
+            header's `labels` column.
+        label_sep: What separates a multi-label row's labels.
 
     Returns:
         `DataSplits`.
@@ -143,6 +150,10 @@ def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_spli
     path = Path(path)
     if not path.is_file():
         raise TransferError(f"CSV file not found: {path}")
+    if multi_label or (multi_label is None and is_multi_label_csv(path)):
+        return multi_label_csv(path, image_size, label_sep=label_sep, batch_size=batch_size,
+                               validation_split=validation_split, seed=seed,
+                               image_cache=image_cache)
     rows = []
     with open(path, newline="", encoding="utf-8") as handle:
         for number, row in enumerate(csv.reader(handle), start=1):
@@ -184,7 +195,9 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=DEF
         images: A `(N, height, width, channels)` array (uint8 in `[0, 255]`,
             or float in `[0, 255]`), or a list of `(h, w, c)` arrays of any
             sizes. One or four channels become RGB.
-        labels: N ints in `[0, num_classes)`, or N class names.
+        labels: N ints in `[0, num_classes)`, N class names, or an `(N,
+            labels)` array of multi-hot rows (0 and 1) for labels that are
+            not exclusive (split at random, not by class).
         image_size: `(height, width)` to resize to, once.
         class_names: The names of the int labels (default: `"0"`, `"1"`,
             ...). Ignored for string labels, whose sorted set is used.
@@ -195,10 +208,14 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=DEF
     Returns:
         `DataSplits`.
     """
-    labels = np.asarray(labels).reshape(-1)
+    labels = np.asarray(labels)
+    multi = labels.ndim == 2 and labels.shape[1] > 1
+    labels = labels if multi else labels.reshape(-1)
     if len(images) != len(labels):
         raise TransferError(f"{len(images)} images but {len(labels)} labels")
-    if labels.dtype.kind in "USO":
+    if multi:
+        labels, class_names = multi_hot_labels(labels, class_names)
+    elif labels.dtype.kind in "USO":
         class_names = sorted({str(label) for label in labels})
         index = {name: i for i, name in enumerate(class_names)}
         labels = np.array([index[str(label)] for label in labels], np.int32)
@@ -214,9 +231,12 @@ def numpy_arrays(images, labels, image_size, *, class_names=None, batch_size=DEF
     image_size = tuple(image_size)
     batch = _image_batch(images, image_size)
     fitted = batch.shape[1:] == (*image_size, 3) and batch.dtype == np.uint8
-    by_class = {name: [i for i in np.flatnonzero(labels == label)]
-                for label, name in enumerate(class_names)}
-    splits = stratified_split(by_class, validation_split, seed)
+    if multi:
+        splits = random_split(len(labels), validation_split, seed)
+    else:
+        splits = stratified_split({name: [i for i in np.flatnonzero(labels == label)]
+                                   for label, name in enumerate(class_names)},
+                                  validation_split, seed)
 
     def make(split, training):
         indices = sorted(i for ids in splits.get(split, {}).values() for i in ids)
@@ -245,7 +265,8 @@ def load_data(source: object, image_size: Sequence[int], **options) -> DataSplit
     Args:
         source: One of
             * a folder of class subfolders (or `train/ val/ test/`);
-            * a `.csv` file of `path,label` rows;
+            * a `.csv` file of `path,label` rows, or of `path,labels` rows
+              for multi-label data (`multi_label`, `label_sep`);
             * `"tfds:NAME"` or `"tfds:NAME:SPLIT"` (e.g. `"tfds:tf_flowers"`);
             * `"imagefolder:PATH"`: a TFDS `ImageFolder`
               (`PATH/<split>/<class>/<image>`);
@@ -270,6 +291,9 @@ def load_data(source: object, image_size: Sequence[int], **options) -> DataSplit
             source = _arrays_in(source, options)
         elif Path(source, "dataset_spec.pb").is_file():
             source = _saved_dataset(source)
+    if isinstance(source, (tuple, tf.data.Dataset)):
+        options.pop("label_sep", None)
+        options.pop("multi_label", None)  # Multi-hot labels are told by their shape.
     if isinstance(source, tf.data.Dataset):
         if options.get("class_names") is None:
             raise TransferError("a tf.data.Dataset source needs class_names "
@@ -279,6 +303,11 @@ def load_data(source: object, image_size: Sequence[int], **options) -> DataSplit
         options.pop("image_cache", None)
         return numpy_arrays(*source, image_size, **options)
     expected = options.pop("class_names", None)
+    if not source.lower().endswith(".csv"):
+        if options.pop("multi_label", None):
+            raise TransferError(f"{source}: multi-label data comes as a CSV with a 'labels' "
+                                "column, multi-hot arrays or a tf.data.Dataset of them")
+        options.pop("label_sep", None)
     splits = _named_source(source, image_size, options)
     if expected is not None and list(expected) != splits.class_names:
         raise TransferError(f"class names {list(expected)} differ from those of "

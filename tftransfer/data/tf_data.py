@@ -14,6 +14,7 @@ from tftransfer.data import cache as data_cache
 from tftransfer.data.decode import check_channels, decode_image, fit_pixels
 from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched, check_class_count,
                                     stratified_split)
+from tftransfer.data.multi_label import random_split
 from tftransfer.errors import TransferError
 
 
@@ -26,7 +27,8 @@ def dataset_source(dataset, image_size, class_names, *, validation=None,
     three or four channels) are resized once to `image_size`.
 
     Args:
-        dataset: Unbatched `(image, label)` pairs, or batches of them.
+        dataset: Unbatched `(image, label)` pairs, or batches of them. A
+            label that is a vector is a multi-hot row (multi-label data).
         image_size: `(height, width)`.
         class_names: The class names, in label order.
         validation: A dataset like `dataset` for validation, or `None`.
@@ -63,10 +65,13 @@ def dataset_source(dataset, image_size, class_names, *, validation=None,
     elif validation_split:
         # Cached before the pass over the labels, which then fills the cache.
         pairs = cached(pairs, "all")
-        labels = np.fromiter(pairs.map(lambda x, y: y).as_numpy_iterator(), np.int64)
-        held_out = stratified_split(
-            {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)},
-            validation_split, seed).get("val", {})
+        labels = np.stack(list(pairs.map(lambda x, y: y).as_numpy_iterator()))
+        if labels.ndim == 2:
+            held_out = random_split(len(labels), validation_split, seed).get("val", {})
+        else:
+            held_out = stratified_split(
+                {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)},
+                validation_split, seed).get("val", {})
         mask = np.zeros(len(labels), bool)
         mask[[i for ids in held_out.values() for i in ids]] = True
         indexed = pairs.enumerate()
@@ -189,7 +194,11 @@ def _as_pairs(dataset, image_size, split):
         raise TransferError(f"expected images of rank 3 or batches of rank 4, got "
                             f"shape {spec[0].shape}")
 
+    label_spec = dataset.element_spec[1]
+    # A vector per image is a multi-hot row of labels that are not exclusive.
+    multi = label_spec.shape.rank == 1 and label_spec.shape[0] != 1
+
     def prepare(image, label):
-        return fit_pixels(image, image_size), tf.cast(label, tf.int32)
+        return fit_pixels(image, image_size), tf.cast(label, tf.float32 if multi else tf.int32)
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
