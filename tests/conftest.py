@@ -319,3 +319,41 @@ def pixel_base_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("bases") / "thumbnail.keras"
     model.save(path)
     return path
+
+
+#: Multi-label test images: a stripe of each label's colour, over gray.
+LABEL_COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 50, 220)}
+
+
+def write_multi_label_csv(root, count=60, size=32, seed=0, name="labels.csv"):
+    """Writes `root/images/<n>.png` and `root/<name>` (`path,labels`).
+
+    Each label is present in an image, at random, as a vertical stripe of
+    its colour in its third of the image; some images have no label.
+
+    Returns:
+        `(csv path, multi-hot labels)`.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    names = sorted(LABEL_COLORS)
+    hot = (rng.random((count, len(names))) < 0.4).astype("float32")
+    lines = ["path,labels"]
+    third = size // 3
+    for i, row in enumerate(hot):
+        pixels = np.full((size, size, 3), 110.0) + rng.normal(0, 12, (size, size, 3))
+        for j, label in enumerate(names):
+            if row[j]:
+                pixels[:, j * third:(j + 1) * third] = LABEL_COLORS[label]
+        Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(
+            root / "images" / f"{i:03d}.png")
+        lines.append(f"images/{i:03d}.png," + " ".join(n for n, on in zip(names, row) if on))
+    path = root / name
+    path.write_text("\n".join(lines) + "\n")
+    return path, hot
+
+
+@pytest.fixture(scope="session")
+def multi_label_csv(tmp_path_factory):
+    """A multi-label CSV of 60 images (red, green, blue stripes) and its labels."""
+    return write_multi_label_csv(tmp_path_factory.mktemp("multi_label"))

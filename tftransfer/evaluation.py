@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # For the annotations only: the functions import them where t
     import keras
     import tensorflow as tf
 
+    from tftransfer.label_report import LabelReport
+
 
 #: The keys of `report.json`, in order.
 REPORT_KEYS = ("accuracy", "top_k_accuracy", "per_class", "confusion_matrix",
@@ -217,15 +219,20 @@ def _top_losses(labels, probabilities, predicted, class_names, files, count):
 
 def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Dataset", str, Path],
              class_names: Optional[Sequence[str]] = None, *, top_k: int = 5,
-             num_top_losses: int = 16, safe_mode: bool = True) -> "Report":
+             num_top_losses: int = 16,
+             safe_mode: bool = True) -> Union["Report", "LabelReport"]:
     """Scores a classifier on labelled images in one pass.
+
+    A multi-label model (see `build_classifier`) is scored with its
+    per-label thresholds into a `label_report.LabelReport`.
 
     Args:
         model: A Keras classifier, an exported SavedModel (its base folder
             or a version folder), or a `.tflite` file.
         data: `(images, labels)` batches (a `tf.data.Dataset`), or a path
             that `load_data` reads at the model's input size (its `test/`
-            split if it has one, else every image).
+            split if it has one, else every image), or a multi-label CSV
+            (every image in it).
         class_names: The class names (default: the data's, or the
             export's `labels.txt`).
         top_k: The k of `top_k_accuracy`.
@@ -244,12 +251,16 @@ def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Datase
     labels, probabilities = [], []
     for images, batch_labels in dataset:
         probabilities.append(np.asarray(predictor.predict(images)))
-        labels.append(np.asarray(batch_labels).reshape(-1))
+        batch_labels = np.asarray(batch_labels)
+        labels.append(batch_labels if predictor.multi_label else batch_labels.reshape(-1))
     if not probabilities:
         raise TransferError("the evaluation data is empty")
     probabilities = np.concatenate(probabilities)
     labels = np.concatenate(labels)
     names = class_names or predictor.class_names
+    if predictor.multi_label:
+        return _label_report(labels, probabilities, names, data_names, predictor,
+                             source_files(dataset), num_top_losses)
     if names and data_names:
         labels = labels_by_name(labels, data_names, names)
     class_names = list(names or data_names or
@@ -257,6 +268,24 @@ def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Datase
     return classification_report(labels, probabilities, class_names,
                                  files=source_files(dataset), top_k=top_k,
                                  num_top_losses=num_top_losses)
+
+
+def _label_report(labels, probabilities, names, data_names, predictor, files,
+                  num_top_losses):
+    """`evaluate`'s `LabelReport`, the data's label columns matched to the model's by name."""
+    from tftransfer.label_report import multi_label_report
+
+    if labels.ndim != 2:
+        raise TransferError("the model is multi-label but the data has one label per image; "
+                            "evaluate it on a CSV with a 'labels' column")
+    if names and data_names:
+        index = labels_by_name(np.arange(len(data_names)), data_names, names)
+        renumbered = np.zeros((len(labels), len(names)), labels.dtype)
+        renumbered[:, index] = labels
+        labels = renumbered
+    names = list(names or data_names or [str(i) for i in range(probabilities.shape[1])])
+    return multi_label_report(labels, probabilities, names, predictor.thresholds,
+                              files=files, num_top_losses=num_top_losses)
 
 
 def labels_by_name(labels: np.ndarray, data_names: Sequence[str],
@@ -299,6 +328,11 @@ class _Predictor:
     predict: object
     input_size: tuple
     class_names: Optional[list] = None
+    thresholds: Optional[np.ndarray] = None  # A multi-label model's.
+
+    @property
+    def multi_label(self):
+        return self.thresholds is not None
 
 
 def _predictor(model, safe_mode=True):
@@ -309,10 +343,13 @@ def _predictor(model, safe_mode=True):
 
         # A plain call, not `predict`: under a strategy `predict` splits the
         # batch across replicas and, with several workers, is collective.
+        from tftransfer.multi_label import is_multi_label, thresholds_of
+
         call = tf.function(lambda images: model(images, training=False),
                            reduce_retracing=True)
         return _Predictor(lambda images: call(images).numpy(),
-                          tuple(model.input_shape[1:3]))
+                          tuple(model.input_shape[1:3]),
+                          thresholds=thresholds_of(model) if is_multi_label(model) else None)
     path = Path(model)
     if path.suffix == ".tflite":
         from tftransfer.export import TFLiteClassifier
@@ -320,7 +357,8 @@ def _predictor(model, safe_mode=True):
         classifier = TFLiteClassifier(path)
         labels = path.with_name("labels.txt")
         names = labels.read_text().split("\n")[:-1] if labels.is_file() else None
-        return _Predictor(classifier.predict, classifier.input_size, names)
+        return _Predictor(classifier.predict, classifier.input_size, names,
+                          classifier.thresholds)
     if path.is_dir():
         return _saved_model_predictor(path)
     if path.suffix == ".keras" and path.is_file():
@@ -345,16 +383,26 @@ def _saved_model_predictor(path):
     height, width = serve.structured_input_signature[1]["images"].shape[1:3]
     labels = Path(version) / "assets" / LABELS_FILE
     names = labels.read_text().split("\n")[:-1] if labels.is_file() else None
+    thresholds = None
+    if "thresholds" in serve.structured_outputs:
+        image = tf.zeros([1, height, width, 3], tf.float32)
+        thresholds = serve(images=image)["thresholds"].numpy()[0]
     return _Predictor(lambda images: serve(images=tf.cast(images, tf.float32))
-                      ["probabilities"].numpy(), (int(height), int(width)), names)
+                      ["probabilities"].numpy(), (int(height), int(width)), names, thresholds)
 
 
 def _dataset(data, input_size):
     if isinstance(data, (str, Path)):
         from tftransfer.data.sources import evaluation_images
 
+        if str(data).lower().endswith(".csv") and Path(data).is_file():
+            from tftransfer.data.multi_label import is_multi_label_csv, multi_label_evaluation
+
+            if is_multi_label_csv(data):
+                return multi_label_evaluation(data, input_size)
         if not Path(data).is_dir():
             raise TransferError(f"the evaluation data {data} is not a folder of class "
-                                "subfolders; pass a tf.data.Dataset for other sources")
+                                "subfolders or a multi-label CSV ('path,labels' header); "
+                                "pass a tf.data.Dataset for other sources")
         return evaluation_images(data, input_size)
     return data, None

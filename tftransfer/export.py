@@ -10,6 +10,9 @@
 
 All return `probabilities`, the `top_k` `classes` and `scores`, and the
 `class_names` (repeated per image, so that TF Serving's row format works).
+A multi-label model's also return `over_threshold` (a bool per label),
+`labels` (each label's name where it is over its threshold, else `""`) and
+the `thresholds`.
 `assets/labels.txt` holds the class names; `assets.extra/` holds
 `metadata.json` and TF Serving warmup requests.
 
@@ -32,8 +35,11 @@ from tftransfer.data import decode_image
 from tftransfer.data.decode import MAX_PIXELS
 from tftransfer import _atomic
 from tftransfer.errors import TransferError
+from tftransfer.multi_label import is_multi_label, thresholds_of
 
 LABELS_FILE = "labels.txt"
+#: Beside a multi-label `.tflite` file: each label's threshold, a line each.
+THRESHOLDS_FILE = "thresholds.txt"
 METADATA_FILE = "metadata.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
@@ -87,7 +93,7 @@ def export_saved_model(model: keras.Model, directory: Union[str, Path],
         extra = staging / "assets.extra"
         extra.mkdir()
         (extra / METADATA_FILE).write_text(json.dumps(
-            {"class_names": class_names,
+            {"class_names": class_names, **_label_metadata(model),
              "input_size": list(model.input_shape[1:3]), "max_pixels": int(max_pixels),
              "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
              **(metadata or {})}, indent=2, default=float))
@@ -102,6 +108,13 @@ def export_saved_model(model: keras.Model, directory: Union[str, Path],
         raise TransferError(f"{target} was written by another process meanwhile; pass "
                             "overwrite=True (--overwrite) or another version")
     return published
+
+
+def _label_metadata(model):
+    """`{"multi_label": True, "thresholds": [...]}` for a multi-label model, else `{}`."""
+    if not is_multi_label(model):
+        return {}
+    return {"multi_label": True, "thresholds": thresholds_of(model).tolist()}
 
 
 def next_version(directory):
@@ -133,17 +146,25 @@ def latest_version(directory):
 def _write_saved_model(model, path, class_names, top_k, max_pixels=MAX_PIXELS):
     height, width = model.input_shape[1:3]
     names = tf.constant(class_names)
+    thresholds = tf.constant(thresholds_of(model)) if is_multi_label(model) else None
 
     def outputs(images):
         probabilities = model(images, training=False)
         scores, indices = tf.math.top_k(probabilities, k=top_k)
         batch = tf.shape(probabilities)[0]
-        return {
+        every_name = tf.tile(names[tf.newaxis], [batch, 1])
+        result = {
             "probabilities": probabilities,
             "scores": scores,
             "classes": tf.gather(names, indices),
-            "class_names": tf.tile(names[tf.newaxis], [batch, 1]),
+            "class_names": every_name,
         }
+        if thresholds is not None:
+            over = probabilities >= thresholds
+            result.update(over_threshold=over,
+                          labels=tf.where(over, every_name, tf.zeros_like(every_name)),
+                          thresholds=tf.tile(thresholds[tf.newaxis], [batch, 1]))
+        return result
 
     def serve_bytes(image_bytes):
         images = tf.map_fn(lambda b: decode_image(b, (height, width), max_pixels), image_bytes,
@@ -220,6 +241,10 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
             activation ranges for `"int8"`; a hundred or so images suffice.
         class_names: If given, written to `labels.txt` beside the file.
 
+    A multi-label model's file returns `probabilities` and `over_threshold`
+    (1.0 where a label is over its threshold), and its thresholds are
+    written to `thresholds.txt` beside it.
+
     Returns:
         The `Path` written.
     """
@@ -234,7 +259,7 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
     # concrete function keeps them as variables, which calibration rejects).
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", lambda images: model(images, training=False),
+    archive.add_endpoint("serve", _tflite_outputs(model),
                          input_signature=[tf.TensorSpec([1, height, width, 3],
                                                         tf.float32, name="images")])
     with tempfile.TemporaryDirectory() as scratch:
@@ -247,7 +272,24 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
     path.write_bytes(flatbuffer)
     if class_names is not None:
         (path.parent / LABELS_FILE).write_text("\n".join(map(str, class_names)) + "\n")
+    if is_multi_label(model):
+        (path.parent / THRESHOLDS_FILE).write_text(
+            "".join(f"{t:.6g}\n" for t in thresholds_of(model)))
     return path
+
+
+def _tflite_outputs(model):
+    """The TFLite signature's function: probabilities, and over which thresholds."""
+    if not is_multi_label(model):
+        return lambda images: model(images, training=False)
+    thresholds = tf.constant(thresholds_of(model))
+
+    def outputs(images):
+        probabilities = model(images, training=False)
+        return {"probabilities": probabilities,
+                "over_threshold": tf.cast(probabilities >= thresholds, tf.float32)}
+
+    return outputs
 
 
 def _convert(converter, quantization, representative_data):
@@ -292,25 +334,40 @@ class TFLiteClassifier:
             # tf.lite.Interpreter points to ai_edge_litert, which is not needed here.
             warnings.simplefilter("ignore", UserWarning)
             self._interpreter = tf.lite.Interpreter(model_path=str(self.path))
-        self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        # By its signature, so that outputs are found by name, not by position.
+        self._runner = self._interpreter.get_signature_runner()
+        (self._input_name, self._input), = self._runner.get_input_details().items()
+        self._outputs = self._runner.get_output_details()
+        self._probabilities = ("probabilities" if "probabilities" in self._outputs
+                               else next(iter(self._outputs)))
+        thresholds = self.path.with_name(THRESHOLDS_FILE)
+        self.thresholds = (np.array([float(t) for t in thresholds.read_text().split()],
+                                    np.float32)
+                           if "over_threshold" in self._outputs and thresholds.is_file()
+                           else None)
 
     @property
     def input_size(self):
         """`(height, width)` of the model's input."""
         return tuple(int(d) for d in self._input["shape"][1:3])
 
-    def predict(self, images):
-        """Returns float probabilities for a batch of `[0, 255]` images."""
+    def outputs(self, images):
+        """Returns every output, as floats, for a batch of `[0, 255]` images.
+
+        Returns:
+            `{name: array}`: `probabilities` (or the single output under its
+            name), and `over_threshold` for a multi-label model.
+        """
         rows = []
         for image in np.asarray(images, np.float32):
-            self._interpreter.set_tensor(self._input["index"],
-                                         _quantize(image[None], self._input))
-            self._interpreter.invoke()
-            rows.append(_dequantize(self._interpreter.get_tensor(self._output["index"]),
-                                    self._output)[0])
-        return np.stack(rows)
+            answer = self._runner(**{self._input_name: _quantize(image[None], self._input)})
+            rows.append({name: _dequantize(value, self._outputs[name])[0]
+                         for name, value in answer.items()})
+        return {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+
+    def predict(self, images):
+        """Returns float probabilities for a batch of `[0, 255]` images."""
+        return self.outputs(images)[self._probabilities]
 
 
 def _quantize(values, details):
@@ -334,18 +391,28 @@ def evaluate_tflite(path, dataset):
 
     Args:
         path: A `.tflite` file.
-        dataset: `(images, labels)` batches.
+        dataset: `(images, labels)` batches; with multi-hot labels, the
+            mean average precision is returned instead (see `label_report`).
 
     Returns:
         A float in `[0, 1]`.
     """
-    classifier = TFLiteClassifier(path)
-    correct = total = 0
+    return _score(TFLiteClassifier(path).predict, dataset)
+
+
+def _score(predict, dataset):
+    """Top-1 accuracy of `predict` on `dataset`, or mAP for multi-hot labels."""
+    from tftransfer.label_report import multi_label_report
+
+    truth, scores = [], []
     for images, labels in dataset:
-        predicted = classifier.predict(images.numpy()).argmax(-1)
-        correct += int((predicted == labels.numpy().reshape(-1)).sum())
-        total += len(predicted)
-    return correct / max(total, 1)
+        scores.append(np.asarray(predict(images.numpy())))
+        truth.append(labels.numpy())
+    truth, scores = np.concatenate(truth), np.concatenate(scores)
+    if truth.ndim == 2 and truth.shape[1] > 1:
+        return multi_label_report(truth, scores, [str(i) for i in range(truth.shape[1])]
+                                  ).mean_average_precision
+    return float(np.mean(scores.argmax(-1) == truth.reshape(-1)))
 
 
 def export_tflite_variants(model, directory, *, validation, representative_data,
@@ -361,14 +428,12 @@ def export_tflite_variants(model, directory, *, validation, representative_data,
         quantizations: Which variants to write.
 
     Returns:
-        A list of dicts with `quantization`, `path`, `bytes` and `accuracy`,
-        the first for the Keras model itself (`quantization="keras"`).
+        A list of dicts with `quantization`, `path`, `bytes` and `accuracy`
+        (for a multi-label model, the mean average precision), the first
+        for the Keras model itself (`quantization="keras"`).
     """
-    metrics = model.evaluate(validation, verbose=0, return_dict=True) if getattr(
-        model, "compiled", False) else None
-    keras_accuracy = metrics["accuracy"] if metrics else _keras_accuracy(model, validation)
     report = [{"quantization": "keras", "path": None, "bytes": None,
-               "accuracy": keras_accuracy}]
+               "accuracy": _score(model.predict_on_batch, validation)}]
     for quantization in quantizations:
         path = export_tflite(model, Path(directory) / f"model_{quantization}.tflite",
                              quantization=quantization,
@@ -378,12 +443,3 @@ def export_tflite_variants(model, directory, *, validation, representative_data,
                        "bytes": path.stat().st_size,
                        "accuracy": evaluate_tflite(path, validation)})
     return report
-
-
-def _keras_accuracy(model, dataset):
-    correct = total = 0
-    for images, labels in dataset:
-        predicted = np.asarray(model.predict_on_batch(images)).argmax(-1)
-        correct += int((predicted == labels.numpy().reshape(-1)).sum())
-        total += len(predicted)
-    return correct / max(total, 1)

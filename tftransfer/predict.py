@@ -7,6 +7,7 @@ every one it could not read, with the reason, instead of failing them all.
 """
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
@@ -16,7 +17,8 @@ import tensorflow as tf
 from tftransfer.data.check import printable
 from tftransfer.data.decode import IMAGE_EXTENSIONS, decode_image, read_header
 from tftransfer.errors import TransferError
-from tftransfer.export import LABELS_FILE, TFLiteClassifier, latest_version
+from tftransfer.export import (LABELS_FILE, METADATA_FILE, THRESHOLDS_FILE, TFLiteClassifier,
+                               latest_version)
 
 #: Images per call of the model.
 PREDICT_BATCH = 64
@@ -29,7 +31,8 @@ class Predictions:
     """What `predict_files` answered.
 
     Iterating gives `(path, [(class_name, probability), ...])`, best first,
-    for every image answered.
+    for every image answered: the top k classes, or for a multi-label model
+    the labels over their thresholds.
 
     Attributes:
         results: Those pairs, in the order the inputs named the images.
@@ -87,7 +90,9 @@ def iter_predictions(model_dir: Union[str, Path], inputs: Sequence[Union[str, Pa
 
     Yields:
         `(path, ranked, None)` for an image answered, `(path, None, reason)`
-        for one that could not be read.
+        for one that could not be read. `ranked` holds `(class_name,
+        probability)` pairs, best first: the top k, or for a multi-label
+        model every label over its threshold (maybe none).
     """
     model = _Model(model_dir)
     paths, missing = image_paths(inputs)
@@ -105,9 +110,13 @@ def iter_predictions(model_dir: Union[str, Path], inputs: Sequence[Union[str, Pa
         for path, row, reason in model.classify(batch, contents):
             if reason is not None:
                 yield printable(path), None, reason
+                continue
+            best = row.argsort()[::-1]
+            if model.thresholds is not None:
+                best = [i for i in best if row[i] >= model.thresholds[i]]
             else:
-                best = row.argsort()[::-1][:top_k]
-                yield printable(path), [(model.names[i], float(row[i])) for i in best], None
+                best = best[:top_k]
+            yield printable(path), [(model.names[i], float(row[i])) for i in best], None
 
 
 def predict_files(model_dir: Union[str, Path], inputs: Sequence[Union[str, Path]], *,
@@ -120,7 +129,8 @@ def predict_files(model_dir: Union[str, Path], inputs: Sequence[Union[str, Path]
             `labels.txt` beside it).
         inputs: Image files (JPEG, PNG, GIF, BMP or WebP), folders of them
             (recursively) and text files listing their paths.
-        top_k: How many classes to return per image.
+        top_k: How many classes to return per image. A multi-label model
+            returns every label over its threshold instead.
         batch_size: Images per call of the model; memory grows with it, not
             with the number of images.
 
@@ -151,15 +161,19 @@ class _Model:
                 raise TransferError(f"{labels} not found; export_tflite writes it when "
                                     "given class_names")
             self.names = labels.read_text().split("\n")[:-1]
+            self.thresholds = self.tflite.thresholds
             return
         version = latest_version(model_dir)
         try:
             self.serve = tf.saved_model.load(str(version)).signatures["serving_default"]
             labels = (version / "assets" / LABELS_FILE).read_text()
+            metadata = json.loads((version / "assets.extra" / METADATA_FILE).read_text())
         except (OSError, KeyError, ValueError) as error:
             raise TransferError(f"cannot load a serving SavedModel from {version}: "
                                 f"{error}") from None
         self.names = labels.split("\n")[:-1]
+        self.thresholds = (np.asarray(metadata["thresholds"], np.float32)
+                           if metadata.get("multi_label") else None)
 
     def classify(self, paths, contents):
         """`(path, probabilities, None)` or `(path, None, reason)` for each image."""
@@ -190,10 +204,16 @@ def write_predictions(rows, path: Union[str, Path], top_k: int) -> Optional[int]
     reason an image was not answered). JSON lines: `{"path", "top":
     [[label, score], ...], "error"}`.
 
+    A multi-label model's rows (`top_k=None`) are written as the labels
+    over their thresholds: CSV columns `path`, `labels` and `scores`
+    (space-separated, best first; the same form as a multi-label
+    training CSV), and `error`; JSON lines `{"path", "labels": [[label,
+    score], ...], "error"}`.
+
     Args:
         rows: From `iter_predictions`.
         path: A `.csv` or `.jsonl` file.
-        top_k: The k the rows were made with.
+        top_k: The k the rows were made with; `None` for a multi-label model.
 
     Returns:
         The number of images skipped.
@@ -204,6 +224,8 @@ def write_predictions(rows, path: Union[str, Path], top_k: int) -> Optional[int]
     path = Path(path)
     if path.suffix not in (".csv", ".jsonl"):
         raise TransferError(f"--output {path}: write .csv or .jsonl")
+    if top_k is None:
+        return _write_label_sets(rows, path)
     skipped = 0
     with path.open("w", newline="") as out:
         header = ["path", "label", "score"]
@@ -220,3 +242,39 @@ def write_predictions(rows, path: Union[str, Path], top_k: int) -> Optional[int]
             else:
                 out.write(json.dumps({"path": name, "top": ranked, "error": reason}) + "\n")
     return skipped
+
+
+def _write_label_sets(rows, path):
+    """`write_predictions` for a multi-label model's rows."""
+    import csv
+
+    skipped = 0
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out) if path.suffix == ".csv" else None
+        if writer:
+            writer.writerow(["path", "labels", "scores", "error"])
+        for name, labels, reason in rows:
+            skipped += reason is not None
+            if writer:
+                writer.writerow([name, " ".join(label for label, _ in labels or []),
+                                 " ".join(f"{score:.6f}" for _, score in labels or []),
+                                 reason or ""])
+            else:
+                out.write(json.dumps({"path": name, "labels": labels, "error": reason}) + "\n")
+    return skipped
+
+
+def is_multi_label_export(model_dir: Union[str, Path]) -> bool:
+    """Whether an export (SavedModel base or version folder, or `.tflite`) is multi-label.
+
+    Args:
+        model_dir: As in `predict_files`.
+
+    Returns:
+        `True` when it decides each label by a threshold.
+    """
+    model_dir = Path(model_dir)
+    if model_dir.suffix == ".tflite":
+        return model_dir.with_name(THRESHOLDS_FILE).is_file()
+    metadata = latest_version(model_dir) / "assets.extra" / METADATA_FILE
+    return metadata.is_file() and bool(json.loads(metadata.read_text()).get("multi_label"))

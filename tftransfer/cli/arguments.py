@@ -111,6 +111,7 @@ def data_options(args):
         options["class_names"] = class_names_option(args.class_names)
     options["image_cache"] = {"memory": True, "none": False}.get(args.image_cache,
                                                                   args.image_cache)
+    options.update(multi_label=args.multi_label or None, label_sep=args.label_sep)
     return options
 
 
@@ -120,7 +121,8 @@ def data_arguments():
     group = parent.add_argument_group("data")
     group.add_argument("--data",
                        help="a folder of class subfolders (optionally split into train/ "
-                            "val/ test/), a CSV of path,label rows, tfds:NAME[:SPLIT] "
+                            "val/ test/), a CSV of path,label rows (or path,labels for "
+                            "multi-label data), tfds:NAME[:SPLIT] "
                             "(e.g. tfds:tf_flowers), imagefolder:PATH for a TFDS "
                             "ImageFolder, an .npz of images and labels arrays, or a "
                             "folder saved by tf.data.Dataset.save (train's default: the "
@@ -129,6 +131,11 @@ def data_arguments():
     group.add_argument("--class-names", metavar="A,B,...",
                        help="class names in label order, for an .npz with int labels or "
                             "a saved tf.data.Dataset")
+    group.add_argument("--multi-label", action="store_true",
+                       help="read a CSV's labels as a set per image (a 'path,labels' "
+                            "header says so itself) and train sigmoids, one per label")
+    group.add_argument("--label-sep", default=" ", metavar="SEP",
+                       help="what separates a multi-label CSV's labels (default: a space)")
     group.add_argument("--image-cache", default="memory", metavar="memory|none|DIR",
                        help="keep the decoded, resized images in memory, not at all "
                             "(decode every epoch), or in DIR, where a later run over the "
@@ -424,7 +431,8 @@ def add_evaluate(commands):
                           help="a SavedModel base path or version folder, a .keras file, "
                                "or a .tflite file (with labels.txt beside it)")
     evaluate.add_argument("--data", required=True,
-                          help="a folder of class subfolders, or of train/ val/ test/")
+                          help="a folder of class subfolders, or of train/ val/ test/; "
+                               "for a multi-label model, a CSV with a path,labels header")
     evaluate.add_argument("--output", default="report",
                           help="the report's folder (default: report)")
     evaluate.add_argument("--top-k", type=int, default=5,

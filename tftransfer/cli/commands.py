@@ -24,7 +24,8 @@ def _base_and_data(args, strategy):
     batch_size = distribute.global_batch_size(args.batch_size, strategy)
     data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
                                 **data_options(args))
-    print(f"data: {len(data.class_names)} classes from {args.data}"
+    kind = "labels (multi-label)" if data.multi_label else "classes"
+    print(f"data: {len(data.class_names)} {kind} from {args.data}"
           + (f", {len(data.skipped)} file(s) skipped (see above)" if data.skipped else ""))
     return base, data
 
@@ -46,7 +47,8 @@ def train_command(args):
     with strategy.scope():
         model = tftransfer.build_classifier(base, len(data.class_names),
                                             dropout=args.dropout,
-                                            augmentation=args.augment)
+                                            augmentation=args.augment,
+                                            multi_label=data.multi_label)
     settings = _fine_tune_settings(args)
     plan = tftransfer.plan_fine_tune(model, data.train, data.validation, **settings)
     if args.dry_run:
@@ -225,7 +227,7 @@ def export_command(args):
                                                            data.class_names, class_names),
                                     representative_data=data.train,
                                     class_names=class_names, quantizations=variants)
-    print(f"{'variant':14s} {'size':>10s} {'val accuracy':>13s}")
+    print(f"{'variant':14s} {'size':>10s} {'val mAP' if data.multi_label else 'val accuracy':>13s}")
     for row in report:
         size = f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-"
         print(f"{row['quantization']:14s} {size:>10s} {row['accuracy']:13.4f}  "
@@ -240,8 +242,14 @@ def _renumbered(dataset, data_names, model_names):
 
     from tftransfer.evaluation import labels_by_name
 
-    mapping = tf.constant(labels_by_name(np.arange(len(data_names)), data_names,
-                                         model_names))
+    mapping = labels_by_name(np.arange(len(data_names)), data_names, model_names)
+    if dataset.element_spec[1].shape.rank == 2:  # Multi-hot rows: their columns move.
+        if len(data_names) != len(model_names):
+            raise TransferError(f"the data has {len(data_names)} labels, the model "
+                                f"{len(model_names)}: {', '.join(model_names)}")
+        columns = tf.constant(np.argsort(mapping))
+        return dataset.map(lambda x, y: (x, tf.gather(y, columns, axis=1)))
+    mapping = tf.constant(mapping)
     return dataset.map(lambda x, y: (x, tf.gather(mapping, tf.cast(y, tf.int64))))
 
 
@@ -262,7 +270,8 @@ def _export_class_names(args, path, data):
 
 def predict_command(args):
     """Runs `tftransfer predict`; returns 0, or 3 when some images were skipped."""
-    from tftransfer.predict import image_paths, iter_predictions, write_predictions
+    from tftransfer.predict import (image_paths, is_multi_label_export, iter_predictions,
+                                    write_predictions)
     from tftransfer.progress import Progress
 
     rows = iter_predictions(args.model, args.images, top_k=args.top_k,
@@ -275,7 +284,8 @@ def predict_command(args):
                 progress.add(1)
                 yield row
 
-        skipped = write_predictions(counted(), args.output, args.top_k)
+        multi = is_multi_label_export(args.model)
+        skipped = write_predictions(counted(), args.output, None if multi else args.top_k)
         print(f"predictions: {os.path.abspath(args.output)}")
     else:
         skipped = 0
@@ -284,7 +294,8 @@ def predict_command(args):
                 skipped += 1
                 print(f"{path}: skipped: {reason}")
             else:
-                print(f"{path}: " + ", ".join(f"{name} {score:.3f}" for name, score in ranked))
+                print(f"{path}: " + (", ".join(f"{name} {score:.3f}" for name, score in ranked)
+                                     or "no label over its threshold"))
     if skipped:
         print(f"{skipped} image(s) could not be read and were skipped (named above)")
         return 3
@@ -358,9 +369,13 @@ def evaluate_command(args):
 
     report = evaluate(args.model, args.data, top_k=args.top_k,
                       safe_mode=not args.trust_model)
-    print(f"{'class':24s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'support':>8s}")
-    for name, row in report.per_class.items():
-        print(f"{name[:24]:24s} {row['precision']:9.3f} {row['recall']:7.3f} "
+    rows = getattr(report, "per_class", None) or report.per_label
+    ap = rows is not getattr(report, "per_class", None)  # A multi-label report.
+    print(f"{'label' if ap else 'class':24s} {'AP' if ap else '':>6s} {'precision':>9s} "
+          f"{'recall':>7s} {'F1':>6s} {'support':>8s}")
+    for name, row in rows.items():
+        print(f"{name[:24]:24s} {row['average_precision'] if ap else '':>6{'.3f' if ap else ''}} "
+              f"{row['precision']:9.3f} {row['recall']:7.3f} "
               f"{row['f1']:6.3f} {row['support']:8d}  {row.get('note', '')}".rstrip())
     print(report.summary())
     page = report.save(args.output, title=f"{Path(args.model).name} on {args.data}")

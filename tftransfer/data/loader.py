@@ -49,6 +49,12 @@ class DataSplits:
     def __iter__(self):
         return iter((self.train, self.validation, self.class_names))
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the labels are multi-hot rows (labels that are not exclusive)."""
+        spec = self.train.element_spec[1]
+        return spec.shape.rank == 2 and spec.shape[-1] != 1
+
     def held_out(self):
         """Returns `(name, batches)` to score on: the test split, else validation.
 
