@@ -357,3 +357,22 @@ def write_multi_label_csv(root, count=60, size=32, seed=0, name="labels.csv"):
 def multi_label_csv(tmp_path_factory):
     """A multi-label CSV of 60 images (red, green, blue stripes) and its labels."""
     return write_multi_label_csv(tmp_path_factory.mktemp("multi_label"))
+
+
+@pytest.fixture(scope="session")
+def multi_label_export(tmp_path_factory, tiny_base_file, multi_label_csv):
+    """A multi-label classifier with set thresholds, and its SavedModel export.
+
+    Returns:
+        `(model, export base path)`.
+    """
+    import tftransfer
+    from tftransfer.multi_label import set_thresholds
+
+    keras.utils.set_random_seed(0)
+    base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")
+    model = tftransfer.build_classifier(base, 3, multi_label=True)
+    set_thresholds(model, [0.45, 0.5, 0.55])
+    folder = tmp_path_factory.mktemp("multi_label_export") / "exports"
+    tftransfer.export_saved_model(model, folder, ["blue", "green", "red"])
+    return model, folder

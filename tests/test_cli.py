@@ -463,3 +463,30 @@ def test_train_reads_each_split_once_for_its_identity(split_folder_path, tiny_ba
                             "--run-dir", tmp_path / "run")
     assert status == 0
     assert len(read) == 3 == len(set(read))  # train, validation, test: once each.
+
+
+def test_multi_label_train_evaluate_predict_from_the_cli(tmp_path, capsys, caplog,
+                                                         tiny_base_file):
+    from conftest import write_multi_label_csv
+
+    train_csv, _ = write_multi_label_csv(tmp_path / "train", count=48)
+    test_csv, _ = write_multi_label_csv(tmp_path / "test", count=12, seed=4)
+    export = tmp_path / "export"
+    status, out, log = run_here(
+        capsys, caplog, "train", "--data", train_csv, "--base", tiny_base_file,
+        "--export", export, "--head-epochs", "3", "--top-epochs", "1", "--unfreeze", "2",
+        "--quiet", "--save-keras", tmp_path / "m.keras", "--run-dir", tmp_path / "run")
+    assert status == 0
+    assert "3 labels (multi-label)" in out and "validation: mAP" in out
+    assert "per-label thresholds" in log
+    report = (tmp_path / "run" / "report" / "report.json").read_text()
+    assert '"mean_average_precision"' in report and '"per_label"' in report
+    status, out, _ = run_here(capsys, caplog, "evaluate", "--model", tmp_path / "m.keras",
+                              "--data", test_csv, "--output", tmp_path / "eval")
+    assert status == 0 and "on 12 examples" in out and out.startswith("label")
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ["blue", "green", "red"]
+    status, out, _ = run_here(capsys, caplog, "predict", "--model", export,
+                              tmp_path / "test" / "images", "--output", tmp_path / "p.csv")
+    assert status == 0
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "path,labels,scores,error" and len(rows) == 13

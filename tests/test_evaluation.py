@@ -145,3 +145,23 @@ def test_the_data_is_matched_to_the_model_by_class_name(trained, split_folder_pa
     shutil.copytree(split_folder_path / "test" / data.class_names[0], subset / "zebra")
     with pytest.raises(tftransfer.TransferError, match="does not know: zebra"):
         evaluate(exported, subset)
+
+
+def test_multi_label_models_and_exports_score_alike_on_a_csv(multi_label_export,
+                                                             multi_label_csv, tmp_path):
+    from tftransfer.label_report import LabelReport
+
+    model, folder = multi_label_export
+    path, _ = multi_label_csv
+    by_keras = evaluate(model, path)
+    by_export = evaluate(folder, path)
+    tflite = export_tflite(model, tmp_path / "m.tflite", class_names=["blue", "green", "red"])
+    by_tflite = evaluate(tflite, path)
+    assert isinstance(by_keras, LabelReport) and by_keras.num_examples == 60
+    assert by_keras.thresholds == pytest.approx([0.45, 0.5, 0.55])
+    for other in (by_export, by_tflite):
+        assert other.thresholds == pytest.approx(by_keras.thresholds)
+        assert other.mean_average_precision == pytest.approx(
+            by_keras.mean_average_precision, abs=1e-4)
+        assert other.class_names == ["blue", "green", "red"]
+    assert all(loss["file"] for loss in by_keras.top_losses)

@@ -346,3 +346,50 @@ def test_rest_bodies_of_both_signatures_fit_the_saved_model(exported):
         assert value.dtype == spec.dtype and spec.shape.is_compatible_with(value.shape)
         answers.append(signature(**{name: value})["probabilities"].numpy())
     np.testing.assert_allclose(answers[0], answers[1], atol=1e-5)  # The same pixels.
+
+
+def test_multi_label_export_returns_the_labels_over_their_thresholds(multi_label_export,
+                                                                     multi_label_csv):
+    from tftransfer.multi_label import thresholds_of
+
+    model, folder = multi_label_export
+    version = folder / "1"
+    metadata = json.loads((version / "assets.extra" / "metadata.json").read_text())
+    assert metadata["multi_label"] is True
+    np.testing.assert_allclose(metadata["thresholds"], [0.45, 0.5, 0.55])
+    path, _ = multi_label_csv
+    files = sorted((path.parent / "images").glob("*.png"))[:6]
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    out = serve(image_bytes=tf.constant([f.read_bytes() for f in files]))
+    images = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in files])
+    expected = model(images, training=False).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+    over = expected >= thresholds_of(model)
+    np.testing.assert_array_equal(out["over_threshold"].numpy(), over)
+    names = np.array([b"blue", b"green", b"red"])
+    np.testing.assert_array_equal(out["labels"].numpy(), np.where(over, names, b""))
+    assert out["thresholds"].shape == (6, 3)
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_multi_label_tflite_returns_over_threshold_and_writes_thresholds(
+        multi_label_export, multi_label_csv, tmp_path, quantization):
+    from tftransfer.export import TFLiteClassifier, export_tflite
+
+    model, _ = multi_label_export
+    path, _ = multi_label_csv
+    data = tftransfer.load_data(path, (32, 32), validation_split=0.0)
+    written = export_tflite(model, tmp_path / "m.tflite", quantization=quantization,
+                            representative_data=data.train,
+                            class_names=["blue", "green", "red"])
+    assert (tmp_path / "thresholds.txt").read_text().split() == ["0.45", "0.5", "0.55"]
+    classifier = TFLiteClassifier(written)
+    np.testing.assert_allclose(classifier.thresholds, [0.45, 0.5, 0.55])
+    images = next(iter(data.train))[0].numpy()[:8]
+    outputs = classifier.outputs(images)
+    expected = model(images, training=False).numpy()
+    tolerance = 1e-5 if quantization == "float32" else 0.05
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=tolerance)
+    clear = np.abs(expected - classifier.thresholds) > tolerance  # Not on the fence.
+    np.testing.assert_array_equal((outputs["over_threshold"] > 0.5)[clear],
+                                  (expected >= classifier.thresholds)[clear])

@@ -58,3 +58,29 @@ def test_train_loop_drives_keras_callbacks():
             on_epoch_end=lambda epoch, logs: seen.append((epoch, sorted(logs))))])
     assert seen == [(2, ["accuracy", "loss"]), (3, ["accuracy", "loss"])]
     assert history.epoch == [2, 3]  # Stopped early: no epoch beat the first by 10.
+
+
+def test_train_loop_matches_model_fit_on_multi_hot_labels():
+    from tftransfer.losses import BinaryCrossentropy
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype("float32")
+    hot = (x[:, :3] > 0).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, hot)).batch(16)
+
+    def model():
+        keras.utils.set_random_seed(3)
+        built = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, "sigmoid")])
+        built.compile(keras.optimizers.Adam(1e-2), BinaryCrossentropy([1.0, 2.0, 1.0]),
+                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+        return built
+
+    by_fit, by_loop = model(), model()
+    fit_history = by_fit.fit(data, validation_data=data, epochs=3, verbose=0)
+    loop_history = multi_worker.train_loop(by_loop, data, validation_data=data, epochs=3,
+                                           verbose=0)
+    for a, b in zip(by_fit.get_weights(), by_loop.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for key in ["val_loss", "val_accuracy", "accuracy", "loss"]:
+        np.testing.assert_allclose(fit_history.history[key], loop_history.history[key],
+                                   atol=1e-5, err_msg=key)

@@ -82,3 +82,28 @@ def test_the_cli_writes_csv_and_jsonl_and_exits_3_when_it_skipped(
     (record,) = [json.loads(line) for line in lines.read_text().splitlines()]
     assert record["error"] is None and len(record["top"]) == 3
     assert np.isclose(sum(score for _, score in record["top"]), 1.0, atol=1e-5)
+
+
+def test_multi_label_predict_answers_the_labels_over_their_thresholds(
+        multi_label_export, multi_label_csv, tmp_path):
+    from PIL import Image
+
+    from tftransfer.multi_label import thresholds_of
+    from tftransfer.predict import iter_predictions, write_predictions
+
+    model, folder = multi_label_export
+    path, _ = multi_label_csv
+    files = sorted((path.parent / "images").glob("*.png"))[:10]
+    answers = dict(tftransfer.predict_files(folder, files))
+    images = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in files])
+    probabilities = model(images, training=False).numpy()
+    names = ["blue", "green", "red"]
+    for file, row in zip(files, probabilities):
+        over = [names[j] for j in np.argsort(-row) if row[j] >= thresholds_of(model)[j]]
+        assert [name for name, _ in answers[str(file)]] == over
+    out = tmp_path / "p.csv"
+    assert write_predictions(iter_predictions(folder, files), out, None) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path,labels,scores,error" and len(lines) == 11
+    first = lines[1].split(",")
+    assert first[1].split() == [name for name, _ in answers[str(files[0])]]

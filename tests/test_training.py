@@ -320,3 +320,49 @@ def test_cached_phases_run_several_steps_per_call(tiny_base, datasets, tmp_path)
     assert head_of(model).steps_per_execution == min(
         tftransfer.training.CACHED_STEPS_PER_EXECUTION["head"], steps) > 1
     assert model.steps_per_execution == 1  # Compiled for `evaluate` as usual.
+
+
+def test_multi_label_fine_tune_chooses_thresholds_on_validation(tiny_base, multi_label_csv):
+    from tftransfer.multi_label import positive_weights, thresholds_of
+
+    path, _ = multi_label_csv
+    keras.utils.set_random_seed(0)
+    data = tftransfer.load_data(path, (32, 32), batch_size=8)
+    model = tftransfer.build_classifier(tiny_base, 3, multi_label=True)
+    history = tftransfer.fine_tune(model, data.train, data.validation,
+                                   top=tftransfer.Phase.top(epochs=2, unfreeze=2), verbose=0)
+    plan = history.plan
+    assert plan.multi_label and plan.refit is False and "average precision" in plan.keep
+    assert plan.class_weight == positive_weights(plan.train.counts, plan.train.rows)
+    assert "val_average_precision" in history.head.history
+    assert history.top is not None and history.head_cache and history.top_cache
+    np.testing.assert_allclose(thresholds_of(model), history.thresholds)
+    assert not np.allclose(history.thresholds, 0.5)
+
+
+def test_a_multi_label_top_phase_with_lower_average_precision_is_not_kept():
+    from tftransfer import training
+
+    head = keras.callbacks.History()
+    head.history = {"val_loss": [0.5, 0.3], "val_average_precision": [0.7, 0.8]}
+    top = keras.callbacks.History()
+    # Memorising: its training loss falls, its validation AP with it.
+    top.history = {"val_loss": [0.25, 0.4], "val_average_precision": [0.82, 0.78],
+                   "loss": [0.01, 0.001]}
+    plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
+                           top=SimpleNamespace(phase=training.TOP), multi_label=True,
+                           validation=DataIdentity(None, 30))
+    assert training._top_lost(training.FineTuneHistory(head=head, top=top), plan, "val_loss")
+    top.history["val_average_precision"][-1] = 0.81
+    assert not training._top_lost(training.FineTuneHistory(head=head, top=top), plan,
+                                  "val_loss")
+
+
+def test_labels_that_do_not_fit_the_head_are_refused(tiny_base, multi_label_csv, datasets):
+    path, _ = multi_label_csv
+    data = tftransfer.load_data(path, (32, 32), batch_size=8)
+    with pytest.raises(tftransfer.TransferError, match="multi_label=True"):
+        tftransfer.plan_fine_tune(tftransfer.build_classifier(tiny_base, 3), data.train)
+    with pytest.raises(tftransfer.TransferError, match="one label per image"):
+        tftransfer.plan_fine_tune(tftransfer.build_classifier(tiny_base, 3, multi_label=True),
+                                  datasets[0])
