@@ -36,3 +36,23 @@ def test_unknown_method_is_an_error(tiny_base, data):
     with pytest.raises(TransferError, match="unknown methods"):
         compare(tiny_base, data, methods=("magic",))
     assert METHODS == ("scratch", "features", "fine_tune")
+
+
+def test_multi_label_data_is_compared_by_mean_average_precision(tiny_base, multi_label_csv,
+                                                                tmp_path):
+    from tftransfer.label_report import LabelReport
+
+    path, _ = multi_label_csv
+    data = tftransfer.load_data(path, tiny_base.input_size, batch_size=8)
+    comparison = compare(tiny_base, data, methods=("scratch", "features"), scratch_epochs=2,
+                         feature_cache=tmp_path / "cache")
+    assert comparison.split == "validation" and comparison.metric == "mAP"
+    reports = [r.report for r in comparison.results]
+    assert all(isinstance(r, LabelReport) for r in reports)
+    assert comparison.table().splitlines()[0].split()[1] == "mAP"
+    # The scratch model's thresholds were tuned on the validation images too.
+    assert reports[0].thresholds != [0.5, 0.5, 0.5]
+    comparison.save(tmp_path / "page")
+    saved = json.loads((tmp_path / "page" / "compare.json").read_text())
+    assert saved["methods"][1]["mAP"] == reports[1].mean_average_precision
+    assert not list((tmp_path / "page").glob("confusion_*.png"))

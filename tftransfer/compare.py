@@ -8,6 +8,9 @@ split, three classifiers, scored on the same held-out images.
 * `features`: the pretrained base frozen, only the new head trained
   (feature extraction, the head phase of `fine_tune`);
 * `fine_tune`: both phases of `fine_tune` with its defaults.
+
+Multi-label data (see `data.multi_label`) gives multi-label classifiers,
+scored by mean average precision instead of accuracy.
 """
 
 import dataclasses
@@ -22,10 +25,10 @@ from tftransfer.data.loader import DataSplits
 from tftransfer.errors import TransferError
 from tftransfer.evaluation import evaluate
 from tftransfer.features import Base
-from tftransfer.losses import SparseCategoricalCrossentropy
+from tftransfer.losses import BinaryCrossentropy, SparseCategoricalCrossentropy
 from tftransfer.phases import Phase
 from tftransfer.plan import RunOptions
-from tftransfer.training import fine_tune
+from tftransfer.training import fine_tune, tune_thresholds
 
 METHODS = ("scratch", "features", "fine_tune")
 
@@ -44,6 +47,19 @@ class MethodResult:
     report: object
     seconds: float
 
+    @property
+    def score(self) -> float:
+        """Accuracy, or for a multi-label report its mean average precision."""
+        if hasattr(self.report, "accuracy"):
+            return self.report.accuracy
+        return self.report.mean_average_precision
+
+    @property
+    def macro_f1(self) -> float:
+        """The macro-averaged F1 of its classes or labels."""
+        per_class = getattr(self.report, "per_class", None)
+        return per_class["macro avg"]["f1"] if per_class else self.report.macro_f1
+
 
 @dataclasses.dataclass
 class Comparison:
@@ -52,12 +68,16 @@ class Comparison:
     results: list
     split: str
 
+    @property
+    def metric(self) -> str:
+        """What `MethodResult.score` is: `"accuracy"` or `"mAP"`."""
+        return "accuracy" if hasattr(self.results[0].report, "accuracy") else "mAP"
+
     def table(self):
-        """The results as a text table: accuracy, macro F1, wall time."""
-        lines = [f"{'method':12s} {'accuracy':>9s} {'macro F1':>9s} {'seconds':>8s}"]
+        """The results as a text table: accuracy (or mAP), macro F1, wall time."""
+        lines = [f"{'method':12s} {self.metric:>9s} {'macro F1':>9s} {'seconds':>8s}"]
         for r in self.results:
-            lines.append(f"{r.method:12s} {r.report.accuracy:9.4f} "
-                         f"{r.report.per_class['macro avg']['f1']:9.4f} {r.seconds:8.1f}")
+            lines.append(f"{r.method:12s} {r.score:9.4f} {r.macro_f1:9.4f} {r.seconds:8.1f}")
         return "\n".join(lines)
 
     def save(self, folder):
@@ -106,9 +126,11 @@ def compare(base: Base, data: DataSplits, *, methods: Sequence[str] = METHODS,
     for method in sorted(methods, key=METHODS.index):
         keras.utils.set_random_seed(seed)
         start = time.perf_counter()
-        model = build_classifier(base, len(data.class_names))
+        model = build_classifier(base, len(data.class_names), multi_label=data.multi_label)
         if method == "scratch":
             model = _train_from_scratch(model, data, scratch_epochs, verbose)
+            if data.multi_label and data.validation is not None:
+                tune_thresholds(model, data.validation)
         else:
             fine_tune(model, data.train, data.validation,
                       top=Phase.top(**({"epochs": 0} if method == "features" else {})),
@@ -130,8 +152,11 @@ def _train_from_scratch(pretrained, data, epochs, verbose):
         raise TransferError(f"the base cannot be trained from scratch ({error}); leave "
                             "out the scratch method") from None
     set_trainable_flag(model, True)  # BatchNorm too: there are no statistics to keep.
-    model.compile(keras.optimizers.Adam(1e-3), SparseCategoricalCrossentropy(),
-                  metrics=["accuracy"])
+    if data.multi_label:
+        loss, metrics = BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss, metrics = SparseCategoricalCrossentropy(), ["accuracy"]
+    model.compile(keras.optimizers.Adam(1e-3), loss, metrics=metrics)
     monitor = "val_loss" if data.validation is not None else "loss"
     model.fit(data.train, validation_data=data.validation, epochs=epochs,
               verbose=0 if verbose == 0 else 2,

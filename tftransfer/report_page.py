@@ -281,8 +281,8 @@ def plot_comparison(comparison, path):
     x = np.arange(len(names))
     fig, ax = _figure(6, 3.5)
     for offset, (label, values) in zip((-0.2, 0.2), (
-            ("accuracy", [r.report.accuracy for r in comparison.results]),
-            ("macro F1", [r.report.per_class["macro avg"]["f1"] for r in comparison.results]))):
+            (comparison.metric, [r.score for r in comparison.results]),
+            ("macro F1", [r.macro_f1 for r in comparison.results]))):
         bars = ax.bar(x + offset, values, width=0.4, label=label)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(x, names)
@@ -306,17 +306,16 @@ def write_comparison_page(comparison, folder):
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"method": r.method, "accuracy": r.report.accuracy,
-             "macro_f1": r.report.per_class["macro avg"]["f1"], "seconds": r.seconds,
-             "report": r.report.to_dict()} for r in comparison.results]
+    rows = [{"method": r.method, comparison.metric: r.score, "macro_f1": r.macro_f1,
+             "seconds": r.seconds, "report": r.report.to_dict()} for r in comparison.results]
     (folder / "compare.json").write_text(json.dumps({"split": comparison.split,
                                                      "methods": rows}, indent=1))
     chart = plot_comparison(comparison, folder / "comparison.png")
-    table = "".join(f"<tr><th>{html.escape(r['method'])}</th><td>{r['accuracy']:.3f}</td>"
+    table = "".join(f"<tr><th>{html.escape(r['method'])}</th><td>{r[comparison.metric]:.3f}</td>"
                     f"<td>{r['macro_f1']:.3f}</td><td>{r['seconds']:.1f}</td></tr>"
                     for r in rows)
     matrices = []
-    for r in comparison.results:
+    for r in comparison.results if comparison.metric == "accuracy" else []:
         png = plot_confusion_matrix(r.report.confusion_matrix, r.report.class_names,
                                     folder / f"confusion_{r.method}.png", title=r.method)
         matrices.append(f'<img src="{_data_uri(png)}" alt="confusion matrix, {r.method}">')
@@ -327,11 +326,12 @@ def write_comparison_page(comparison, folder):
             f"<h1>Transfer compared with training from scratch</h1>"
             f"<p class=summary>{first.num_examples} {comparison.split} images of "
             f"{len(first.class_names)} classes, scored alike.</p>"
-            f'<img src="{_data_uri(chart)}" alt="accuracy and macro F1 by method">'
-            "<table><tr><th>method</th><th>accuracy</th><th>macro F1</th>"
+            f'<img src="{_data_uri(chart)}" alt="{comparison.metric} and macro F1 by method">'
+            f"<table><tr><th>method</th><th>{comparison.metric}</th><th>macro F1</th>"
             f"<th>seconds</th></tr>{table}</table>"
-            "<h2>Confusion matrices</h2><div class=grid>" + "".join(matrices) + "</div>"
-            "</body></html>")
+            + ("<h2>Confusion matrices</h2><div class=grid>" + "".join(matrices) + "</div>"
+               if matrices else "")
+            + "</body></html>")
     path = folder / "compare.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -208,7 +208,7 @@ def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
             model.set_weights(head_weights)
             result.kept_phase = "head"
     if plan.multi_label and validation_data is not None:
-        result.thresholds = _chosen_thresholds(model, validation_data)
+        result.thresholds = tune_thresholds(model, validation_data)
     if runner.backup:
         runner.backup.remove(model)
     return result
@@ -425,8 +425,18 @@ def _top_lost(result, plan, monitor):
     return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
 
 
-def _chosen_thresholds(model, validation_data):
-    """Sets and returns a multi-label model's thresholds, chosen on `validation_data`."""
+def tune_thresholds(model: keras.Model, validation_data: tf.data.Dataset) -> list:
+    """Chooses and sets a multi-label model's thresholds on held-out data.
+
+    Args:
+        model: A classifier from `build_classifier(..., multi_label=True)`.
+        validation_data: `(images, multi-hot labels)` batches it did not
+            train on.
+
+    Returns:
+        The thresholds (`multi_label.choose_thresholds`), one per label, as
+        set in the model.
+    """
     call = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     labels, probabilities = [], []
     for images, batch_labels in validation_data:
