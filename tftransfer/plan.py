@@ -176,7 +176,7 @@ class Plan:
                                          self.unit))
         lines.append(f"augmented views: {self.views or 'none (images as they are)'}; "
                      f"refit: {'yes' if self.refit else 'no'}; class weights: "
-                     f"{'balanced' if self.class_weight else 'none'}"
+                     f"{('per-label positive' if self.multi_label else 'balanced') if self.class_weight else 'none'}"
                      + ("; multi-label: sigmoids, binary cross-entropy, thresholds "
                         "for the best F1 on validation" if self.multi_label else ""))
         lines.append(f"feature cache: {self.cache_dir or 'disabled'}")
