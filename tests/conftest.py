@@ -376,3 +376,13 @@ def multi_label_export(tmp_path_factory, tiny_base_file, multi_label_csv):
     folder = tmp_path_factory.mktemp("multi_label_export") / "exports"
     tftransfer.export_saved_model(model, folder, ["blue", "green", "red"])
     return model, folder
+
+
+def serving_docs_code(heading):
+    """The first Python block under `heading` in docs/serving.md, to run as the docs show it."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "serving.md").read_text()
+    section = text[text.index(heading):]
+    start = section.index("```python") + len("```python")
+    return section[start:section.index("```", start)]

@@ -203,6 +203,24 @@ def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_multi_label_trains_under_mirrored_over_two_cpus(tiny_base_file, tmp_path):
+    from conftest import write_multi_label_csv
+
+    labels, _ = write_multi_label_csv(tmp_path / "tags", count=48)
+    output = _run_two_cpus("train", "--data", str(labels), "--base", str(tiny_base_file),
+                           "--head-epochs", "5", "--top-epochs", "2", "--unfreeze", "3",
+                           "--quiet", "--strategy", "mirrored", "--batch-size", "8",
+                           "--feature-cache", str(tmp_path / "cache"),
+                           "--export", str(tmp_path / "export"),
+                           "--run-dir", str(tmp_path / "run"))
+    assert "strategy: MirroredStrategy with 2 replica(s)" in output
+    assert "3 labels (multi-label)" in output and "validation: mAP" in output
+    assert re.search(r"^top epoch \d+/\d+ - .*val_average_precision", output, re.MULTILINE)
+    assert "per-label thresholds" in output
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
     save = tmp_path / "model.keras"

@@ -393,3 +393,106 @@ def test_multi_label_tflite_returns_over_threshold_and_writes_thresholds(
     clear = np.abs(expected - classifier.thresholds) > tolerance  # Not on the fence.
     np.testing.assert_array_equal((outputs["over_threshold"] > 0.5)[clear],
                                   (expected >= classifier.thresholds)[clear])
+
+
+@pytest.mark.slow
+def test_mediapipe_image_classifier_runs_every_variant_by_its_metadata(demo_model, tmp_path):
+    vision = pytest.importorskip(
+        "mediapipe.tasks.python.vision",
+        reason="MediaPipe Tasks is not installed (pip install 'tftransfer[mediapipe]')")
+    import mediapipe
+    from mediapipe.tasks.python import BaseOptions
+
+    from tftransfer.export import TFLiteClassifier, export_tflite
+
+    model, data = demo_model
+    images = np.concatenate([x.numpy() for x, _ in data.test])
+    by_keras = model.predict(images, verbose=0).argmax(1)
+    # The agreement each variant is held to: docs/serving.md#tflite.
+    floor = {"float32": 0.99, "float16": 0.99, "dynamic_range": 0.97, "int8": 0.9}
+    for quantization, least in floor.items():
+        path = export_tflite(model, tmp_path / f"{quantization}.tflite",
+                             quantization=quantization, representative_data=data.train,
+                             class_names=data.class_names)
+        options = vision.ImageClassifierOptions(
+            base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+        with vision.ImageClassifier.create_from_options(options) as classifier:
+            answers = [classifier.classify(mediapipe.Image(
+                image_format=mediapipe.ImageFormat.SRGB,
+                data=np.ascontiguousarray(image.astype(np.uint8)))).classifications[0]
+                .categories[0] for image in images]
+        # Names, not indices: the labels come from the file's metadata.
+        by_mediapipe = np.array([data.class_names.index(a.category_name) for a in answers])
+        by_ours = TFLiteClassifier(path).predict(images).argmax(1)
+        # The same file: only ties, and int8's rounding of the input, may differ.
+        same = 0.97 if quantization == "int8" else 0.99
+        assert np.mean(by_mediapipe == by_ours) >= same, quantization
+        assert np.mean(by_mediapipe == by_keras) >= least, quantization
+
+
+def test_a_tflite_file_without_the_mediapipe_extra_has_no_metadata(trained, tmp_path,
+                                                                   monkeypatch, caplog):
+    from tftransfer import tflite_metadata
+    from tftransfer.export import TFLiteClassifier, export_tflite
+
+    model, class_names = trained
+    monkeypatch.setattr(tflite_metadata, "metadata_available", lambda: False)
+    with caplog.at_level("INFO", logger="tftransfer"):
+        bare = export_tflite(model, tmp_path / "bare.tflite", class_names=class_names)
+    assert "carries no metadata" in caplog.text
+    monkeypatch.undo()
+    if not tflite_metadata.metadata_available():
+        pytest.skip("mediapipe is not installed: no file with metadata to compare")
+    tagged = export_tflite(model, tmp_path / "tagged" / "m.tflite", class_names=class_names)
+    import zipfile
+
+    assert not zipfile.is_zipfile(bare)
+    with zipfile.ZipFile(tagged) as packed:  # The labels, packed after the model.
+        assert packed.read("labels.txt").decode().split() == class_names
+    assert b"TFLITE_METADATA" in tagged.read_bytes()
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(TFLiteClassifier(tagged).predict(images),
+                               TFLiteClassifier(bare).predict(images), atol=1e-6)
+
+
+def test_tflite_files_run_on_litert_where_it_is_installed(trained, tmp_path):
+    litert = pytest.importorskip("ai_edge_litert.interpreter",
+                                 reason="LiteRT is not installed (pip install "
+                                        "'tftransfer[litert]')")
+    from tftransfer.export import export_tflite, tflite_interpreter
+
+    model, class_names = trained
+    path = export_tflite(model, tmp_path / "m.tflite", class_names=class_names)
+    interpreter = tflite_interpreter(path)
+    assert isinstance(interpreter, litert.Interpreter)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    answer = interpreter.get_signature_runner()(images=images)
+    np.testing.assert_allclose(next(iter(answer.values())),
+                               model(images, training=False).numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_mediapipe_and_litert_examples_of_the_docs_run(demo_model, tmp_path, capsys):
+    pytest.importorskip("mediapipe.tasks.python.vision", reason="MediaPipe is not installed")
+    pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is not installed")
+    from conftest import serving_docs_code
+    from tftransfer.export import export_tflite
+
+    model, data = demo_model
+    folder = tmp_path / "exports" / "demo" / "tflite"
+    for quantization in ("int8", "float32"):
+        export_tflite(model, folder / f"model_{quantization}.tflite",
+                      quantization=quantization, representative_data=data.train,
+                      class_names=data.class_names)
+    image = next(iter(data.test))[0][0].numpy().astype("uint8")
+    Image.fromarray(image).save(tmp_path / "shoe.png")
+    namespace = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        exec(serving_docs_code("### Metadata, for MediaPipe Tasks"), namespace)
+        printed = capsys.readouterr().out.splitlines()
+        assert len(printed) == 3 and printed[0].split()[0] in data.class_names
+        exec(serving_docs_code("### LiteRT"), namespace)
+    np.testing.assert_allclose(namespace["probabilities"],
+                               model(image[None].astype("float32"), training=False),
+                               atol=1e-5)

@@ -55,3 +55,18 @@ def test_names_must_match_outputs(demo, tmp_path):
     model, _ = demo
     with pytest.raises(tftransfer.TransferError, match="2 class names"):
         export_onnx(model, tmp_path / "m.onnx", ["a", "b"])
+
+
+def test_the_onnx_runtime_example_of_the_docs_runs(demo, tmp_path, monkeypatch, capsys):
+    from conftest import serving_docs_code
+
+    model, data = demo
+    export_onnx(model, tmp_path / "DIR" / "onnx" / "model.onnx", data.class_names)
+    pixels = next(iter(data.test))[0].numpy()[:2]
+    namespace = {"pixels": pixels}
+    monkeypatch.chdir(tmp_path)
+    exec(serving_docs_code("## ONNX"), namespace)
+    np.testing.assert_allclose(namespace["probabilities"],
+                               model.predict(pixels, verbose=0), atol=1e-4)
+    expected = data.class_names[int(namespace["probabilities"][0].argmax())]
+    assert capsys.readouterr().out.strip() == expected

@@ -239,7 +239,10 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
             probabilities; needs `representative_data`).
         representative_data: `(images, labels)` batches that calibrate the
             activation ranges for `"int8"`; a hundred or so images suffice.
-        class_names: If given, written to `labels.txt` beside the file.
+        class_names: If given, written to `labels.txt` beside the file and,
+            with the `mediapipe` extra, into the file's metadata with the
+            input's normalisation (see `tftransfer.tflite_metadata`), which
+            MediaPipe Tasks' `ImageClassifier` reads.
 
     A multi-label model's file returns `probabilities` and `over_threshold`
     (1.0 where a label is over its threshold), and its thresholds are
@@ -267,6 +270,8 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
         converter = tf.lite.TFLiteConverter.from_saved_model(scratch,
                                                              signature_keys=["serve"])
         flatbuffer = _convert(converter, quantization, representative_data)
+    if class_names is not None:
+        flatbuffer = _with_metadata(flatbuffer, class_names)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
@@ -276,6 +281,17 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
         (path.parent / THRESHOLDS_FILE).write_text(
             "".join(f"{t:.6g}\n" for t in thresholds_of(model)))
     return path
+
+
+def _with_metadata(flatbuffer, class_names):
+    """The model with image-classifier metadata, when the `mediapipe` extra is there."""
+    from tftransfer.tflite_metadata import add_metadata, metadata_available
+
+    if not metadata_available():
+        logger.info("mediapipe is not installed: the .tflite file carries no metadata, which "
+                    "MediaPipe Tasks needs (pip install 'tftransfer[mediapipe]')")
+        return flatbuffer
+    return add_metadata(flatbuffer, class_names)
 
 
 def _tflite_outputs(model):
@@ -314,8 +330,36 @@ def _convert(converter, quantization, representative_data):
     return converter.convert()
 
 
+def tflite_interpreter(path):
+    """A TFLite interpreter for `path`: LiteRT's where it is installed, else TensorFlow's.
+
+    `tf.lite.Interpreter` is deprecated in favour of LiteRT (`pip install
+    'tftransfer[litert]'`, the `ai-edge-litert` package), the runtime that
+    devices run; both take the same arguments and give the same answers.
+
+    Args:
+        path: A `.tflite` file.
+
+    Returns:
+        An interpreter with its tensors allocated.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        with warnings.catch_warnings():
+            # Its deprecation warning names the LiteRT package that is not installed.
+            warnings.simplefilter("ignore", UserWarning)
+            interpreter = tf.lite.Interpreter(model_path=str(path))
+    else:
+        interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 class TFLiteClassifier:
-    """Runs a `.tflite` classifier on float pixels in `[0, 255]`.
+    """Runs a `.tflite` classifier on float pixels in `[0, 255]`, with LiteRT where installed.
 
     Quantized inputs and outputs are converted with the model's own scale
     and zero point, so every variant takes and returns the same thing.
@@ -328,12 +372,7 @@ class TFLiteClassifier:
         self.path = Path(path)
         if not self.path.is_file():
             raise TransferError(f"TFLite model not found: {self.path}")
-        import warnings
-
-        with warnings.catch_warnings():
-            # tf.lite.Interpreter points to ai_edge_litert, which is not needed here.
-            warnings.simplefilter("ignore", UserWarning)
-            self._interpreter = tf.lite.Interpreter(model_path=str(self.path))
+        self._interpreter = tflite_interpreter(self.path)
         # By its signature, so that outputs are found by name, not by position.
         self._runner = self._interpreter.get_signature_runner()
         (self._input_name, self._input), = self._runner.get_input_details().items()

@@ -117,7 +117,9 @@ def plot_reliability(reliability, path):
 
 
 def plot_history(history, path):
-    """Saves both phases' loss and accuracy curves, the boundary marked, to a PNG.
+    """Saves both phases' loss and accuracy (or average precision) curves to a PNG.
+
+    The boundary between the phases is marked.
 
     Args:
         history: A `FineTuneHistory`.
@@ -129,7 +131,9 @@ def plot_history(history, path):
     logs = history.history
     epochs = np.arange(1, len(logs.get("loss", [])) + 1)
     fig, axes = _figure(9, 3.5, columns=2)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    # A multi-label model's measure is its average precision, not its accuracy.
+    second = "average_precision" if "average_precision" in logs else "accuracy"
+    for ax, metric in zip(axes, ("loss", second)):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             if logs.get(key):
                 ax.plot(epochs[:len(logs[key])], logs[key], style, label=key)
