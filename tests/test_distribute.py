@@ -207,9 +207,9 @@ def test_mirrored_over_two_cpus_matches_one_device(tiny_base_file, colors_split,
 def test_multi_label_trains_under_mirrored_over_two_cpus(tiny_base_file, tmp_path):
     from conftest import write_multi_label_csv
 
-    labels, _ = write_multi_label_csv(tmp_path / "tags", count=48)
+    labels, _ = write_multi_label_csv(tmp_path / "tags", count=32)
     output = _run_two_cpus("train", "--data", str(labels), "--base", str(tiny_base_file),
-                           "--head-epochs", "5", "--top-epochs", "2", "--unfreeze", "3",
+                           "--head-epochs", "2", "--top-epochs", "1", "--unfreeze", "3",
                            "--quiet", "--strategy", "mirrored", "--batch-size", "8",
                            "--feature-cache", str(tmp_path / "cache"),
                            "--export", str(tmp_path / "export"),

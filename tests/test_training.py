@@ -118,7 +118,7 @@ def test_phase_two_within_the_validation_noise_of_phase_one_is_kept(tiny_base, d
 
     # The head phase keeps its best epoch, the top phase its last.
     plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
-                           top=SimpleNamespace(phase=training.TOP),
+                           top=SimpleNamespace(phase=training.TOP), multi_label=False,
                            validation=DataIdentity(None, rows))
     lost = [training._top_lost(result(p + delta, second_loss=0.7), plan, "val_loss")
             for delta in (-1.5 * margin, -0.5 * margin, 0.0, 0.1)]

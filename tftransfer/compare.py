@@ -9,7 +9,7 @@ split, three classifiers, scored on the same held-out images.
   (feature extraction, the head phase of `fine_tune`);
 * `fine_tune`: both phases of `fine_tune` with its defaults.
 
-Multi-label data (see `data.multi_label`) gives multi-label classifiers,
+Multi-label data (see `data.multi_hot`) gives multi-label classifiers,
 scored by mean average precision instead of accuracy.
 """
 

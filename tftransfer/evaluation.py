@@ -396,7 +396,7 @@ def _dataset(data, input_size):
         from tftransfer.data.sources import evaluation_images
 
         if str(data).lower().endswith(".csv") and Path(data).is_file():
-            from tftransfer.data.multi_label import is_multi_label_csv, multi_label_evaluation
+            from tftransfer.data.multi_hot import is_multi_label_csv, multi_label_evaluation
 
             if is_multi_label_csv(data):
                 return multi_label_evaluation(data, input_size)

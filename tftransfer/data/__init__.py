@@ -3,12 +3,14 @@
 Every source (an image folder, a CSV of paths and labels, a TFDS name or
 `ImageFolder`, numpy arrays, a `tf.data.Dataset`) gives the same
 `DataSplits`: `(images, labels)` batches of float32 RGB pixels in
-`[0, 255]` at the base's input size, int32 class indices, and the class
-names in label order. `load_data` picks the source from its argument.
+`[0, 255]` at the base's input size, int32 class indices (or, for labels
+that are not exclusive, float32 multi-hot rows), and the class names in
+label order. `load_data` picks the source from its argument.
 
 The path of the data, one module each:
 
 * `sources`, `tf_data`: the readers, and `load_data`;
+* `multi_hot`: multi-label sources (a CSV of label sets, multi-hot arrays);
 * `check`: lists files and decodes each once, naming every one skipped;
 * `decode`: the decoder that training and the export share;
 * `cache`: where the decoded pixels are kept between epochs and runs;

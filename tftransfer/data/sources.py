@@ -14,7 +14,7 @@ import tensorflow as tf
 from tftransfer.data import cache as data_cache
 from tftransfer.data.check import DataReport, check_folder, decode_once, log_skipped
 from tftransfer.data.decode import check_channels, fit_pixels
-from tftransfer.data.multi_label import (is_multi_label_csv, multi_hot_labels,
+from tftransfer.data.multi_hot import (is_multi_label_csv, multi_hot_labels,
                                          multi_label_csv, random_split)
 from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched,
                                     check_class_count, file_splits, stratified_split)
@@ -128,7 +128,7 @@ def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_spli
     is skipped. Relative paths are relative to the CSV's folder. Class
     names are the sorted distinct labels. Unusable files are skipped and
     named as in `image_folder`. A `path,labels` header, or `multi_label`,
-    reads each row's labels as a set (see `data.multi_label`).
+    reads each row's labels as a set (see `data.multi_hot`).
 
     Args:
         path: The CSV file.

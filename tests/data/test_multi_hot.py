@@ -9,7 +9,7 @@ import tensorflow as tf
 import tftransfer
 from tftransfer.data import identify
 from tftransfer.data.loader import source_files
-from tftransfer.data.multi_label import (is_multi_label_csv, multi_label_evaluation,
+from tftransfer.data.multi_hot import (is_multi_label_csv, multi_label_evaluation,
                                          read_labels_csv)
 from tftransfer.errors import TransferError
 
