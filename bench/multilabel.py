@@ -54,12 +54,8 @@ from PIL import Image  # noqa: E402
 import tftransfer  # noqa: E402
 from tftransfer.label_report import multi_label_report  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("TFTRANSFER_SHARED", ROOT.parent.parent / "shared"))
-FLOWERS = SHARED / "datasets" / "oxford17_flowers"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_160_stanford_dogs.weights.h5"
-SIZE = 160
-TEST_PER_SPECIES = 20
+# The same photos, base and size as the single-label benchmark.
+from quality import FLOWERS, ROOT, SIZE, TEST_PER_CLASS as TEST_PER_SPECIES, WEIGHTS  # noqa: E402,E501
 #: Images of each kind: (singles, two-species collages, one-species collages).
 KINDS = {"train": (340, 340, 85), "test": (170, 170, 34)}
 QUICK_KINDS = {"train": (170, 170, 34), "test": (85, 85, 17)}

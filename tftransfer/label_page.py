@@ -10,8 +10,8 @@ and predicted, and the training curves after training.
 import html
 from pathlib import Path
 
-from tftransfer.report_page import (_STYLE, _data_uri, _figure, _save, _thumbnail_uri,
-                                    plot_history)
+from tftransfer.report_page import (_data_uri, _figure, _save, loss_figure, plot_history,
+                                    write_page)
 
 #: How many of the worst labels the precision-recall figure shows.
 CURVES_SHOWN = 6
@@ -58,18 +58,10 @@ def _per_label_table(report):
 
 
 def _top_losses_grid(report, images):
-    cells = []
-    for loss in report.top_losses:
-        uri = _thumbnail_uri(image=images.get(loss["index"])) if loss["index"] in images \
-            else _thumbnail_uri(file=loss["file"]) if loss["file"] else None
-        picture = (f'<img src="{uri}" alt="example {loss["index"]}">' if uri
-                   else '<div class=missing>no image</div>')
-        name = Path(loss["file"]).name if loss["file"] else f"example {loss['index']}"
-        given = ", ".join(loss["true"]) or "none"
-        predicted = ", ".join(loss["predicted"]) or "none"
-        cells.append(f"<figure>{picture}<figcaption>{html.escape(name)}<br>given: "
-                     f"<b>{html.escape(given)}</b><br>predicted: "
-                     f"<b>{html.escape(predicted)}</b></figcaption></figure>")
+    cells = [loss_figure(loss, images,
+                         f"given: <b>{html.escape(', '.join(loss['true']) or 'none')}</b><br>"
+                         f"predicted: <b>{html.escape(', '.join(loss['predicted']) or 'none')}"
+                         "</b>") for loss in report.top_losses]
     if not cells:
         return "<p>Every label of every image was decided right.</p>"
     return "<div class=grid>" + "".join(cells) + "</div>"
@@ -81,12 +73,8 @@ def write_label_report_page(report, folder, *, history=None, images=None,
 
     Args:
         report: A `label_report.LabelReport`.
-        folder: The output folder; created if missing.
-        history: A `FineTuneHistory` whose curves to plot, or `None`.
-        images: `{index: uint8 array}` thumbnails of the top losses, for
-            examples without files.
-        title: The page's title.
-        notes: Warnings shown under the summary.
+        folder, history, images, title, notes: As in
+            `report_page.write_report_page`.
 
     Returns:
         The path of `report.html`.
@@ -117,9 +105,4 @@ def write_label_report_page(report, folder, *, history=None, images=None,
                  "<h2>Top losses</h2><p>The images with a wrong label and the highest loss, "
                  "worst first: often mislabelled or unusual data.</p>",
                  _top_losses_grid(report, images or {})]
-    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-            + "\n".join(sections) + "</body></html>")
-    path = folder / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_page(folder, title, sections)

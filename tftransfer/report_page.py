@@ -183,19 +183,40 @@ def _per_class_table(report):
             "<th>support</th><th></th></tr>" + "".join(rows) + "</table>")
 
 
+def loss_figure(loss, images, caption):
+    """A top loss as a `<figure>`: its thumbnail, its file's name, then `caption` (HTML).
+
+    Args:
+        loss: A `top_losses` entry (`"index"`, `"file"`).
+        images: `{index: uint8 array}` for examples without files.
+        caption: Escaped HTML for the lines under the name.
+    """
+    uri = _thumbnail_uri(image=images.get(loss["index"])) if loss["index"] in images \
+        else _thumbnail_uri(file=loss["file"]) if loss["file"] else None
+    picture = (f'<img src="{uri}" alt="example {loss["index"]}">' if uri
+               else '<div class=missing>no image</div>')
+    name = Path(loss["file"]).name if loss["file"] else f"example {loss['index']}"
+    return f"<figure>{picture}<figcaption>{html.escape(name)}<br>{caption}</figcaption></figure>"
+
+
+def write_page(folder, title, sections):
+    """Writes `folder/report.html`: `sections` (HTML) under `title`, in the pages' style.
+
+    Returns:
+        Its path.
+    """
+    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+            + "\n".join(sections) + "</body></html>")
+    path = Path(folder) / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
 def _top_losses_grid(report, images):
-    cells = []
-    for loss in report.top_losses:
-        uri = _thumbnail_uri(image=images.get(loss["index"])) if loss["index"] in images \
-            else _thumbnail_uri(file=loss["file"]) if loss["file"] else None
-        picture = (f'<img src="{uri}" alt="example {loss["index"]}">' if uri
-                   else '<div class=missing>no image</div>')
-        name = Path(loss["file"]).name if loss["file"] else f"example {loss['index']}"
-        cells.append(
-            f"<figure>{picture}<figcaption>{html.escape(name)}<br>true: "
-            f"<b>{html.escape(loss['true'])}</b><br>predicted: "
-            f"<b>{html.escape(loss['predicted'])}</b> ({loss['confidence']:.0%})"
-            "</figcaption></figure>")
+    cells = [loss_figure(loss, images, f"true: <b>{html.escape(loss['true'])}</b><br>"
+                         f"predicted: <b>{html.escape(loss['predicted'])}</b> "
+                         f"({loss['confidence']:.0%})") for loss in report.top_losses]
     if not cells:
         return "<p>No image was misclassified.</p>"
     return "<div class=grid>" + "".join(cells) + "</div>"
@@ -263,12 +284,7 @@ def write_report_page(report, folder, *, history=None, images=None,
                  _top_losses_grid(report, images or {}),
                  "<h2>Calibration</h2><p>Bars near the diagonal mean the confidence can "
                  "be read as a probability.</p>", figures["Reliability diagram"]]
-    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-            + "\n".join(sections) + "</body></html>")
-    path = folder / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_page(folder, title, sections)
 
 
 def plot_comparison(comparison, path):
