@@ -1,6 +1,5 @@
 """Per-label thresholds, positive weights and the sigmoid head's thresholds layer."""
 
-import keras
 import numpy as np
 import pytest
 
