@@ -107,3 +107,34 @@ def test_multi_label_predict_answers_the_labels_over_their_thresholds(
     assert lines[0] == "path,labels,scores,error" and len(lines) == 11
     first = lines[1].split(",")
     assert first[1].split() == [name for name, _ in answers[str(files[0])]]
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_ten_times_the_images(exported, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    # 256x256 noise PNGs of ~200 KB each: had predict read all 1,000 files at
+    # once, their bytes alone would add ~190 MB over the run of 100.
+    rng = np.random.default_rng(0)
+    for count in (100, 1000):
+        (tmp_path / str(count)).mkdir()
+    for i in range(1000):
+        image = Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+        image.save(tmp_path / "1000" / f"{i:04d}.png")
+        if i < 100:
+            image.save(tmp_path / "100" / f"{i:04d}.png")
+    peaks = {}
+    for count in (100, 1000):
+        child = subprocess.Popen([sys.executable, "-m", "tftransfer.cli", "predict", "--model",
+                                  str(exported), str(tmp_path / str(count)), "--output",
+                                  str(tmp_path / f"{count}.csv")], stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        peaks[count] = usage.ru_maxrss / 1024  # MB
+        assert len((tmp_path / f"{count}.csv").read_text().splitlines()) == count + 1
+    print("peak RSS (MB) by image count:", peaks)
+    assert peaks[1000] < peaks[100] + 60, peaks
