@@ -31,6 +31,9 @@ def test_csv_rows_give_label_sets_and_sorted_names(tmp_path):
     _, label_lists, names = read_labels_csv(csv, label_sep=";")
     assert label_lists[2] == ["cat", "x"] and label_lists[0] == ["dog cat"]
     assert is_multi_label_csv(csv)
+    csv.write_text('path,labels\na.png,dog,cat\nb.png\n"c.png","x, y"\n')
+    _, label_lists, _ = read_labels_csv(csv, label_sep=",")
+    assert label_lists == [["cat", "dog"], [], ["x", "y"]]
     csv.write_text("path,label\na.png,dog\n")
     assert not is_multi_label_csv(csv)
 

@@ -74,9 +74,10 @@ def read_labels_csv(path: Union[str, Path], label_sep: str = " ") -> tuple:
                                     "quote a path that holds a comma")
             file = Path(row[0].strip())
             paths.append(str(file if file.is_absolute() else path.parent / file))
-            cell = row[1] if len(row) > 1 else ""
-            label_lists.append(sorted({label.strip() for label in cell.split(label_sep)
-                                       if label.strip()}))
+            # With a comma between labels, the CSV reader has split them already.
+            cells = row[1:] if label_sep == "," else [row[1] if len(row) > 1 else ""]
+            label_lists.append(sorted({label.strip() for cell in cells
+                                       for label in cell.split(label_sep) if label.strip()}))
     names = sorted({label for labels in label_lists for label in labels})
     check_class_count(path, names)
     return paths, label_lists, names
