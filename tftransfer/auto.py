@@ -110,7 +110,7 @@ def resolve(model, counts, phase, views, refit="auto"):
     if phase.unfreeze == "auto" and phase.epochs > 0:
         depth = auto_unfreeze(model, smallest)
         logger.info("unfreeze 'auto': the top %d backbone layer(s) for %d training images "
-                    "in the smallest class%s", depth, smallest,
+                    "in the smallest class (or label)%s", depth, smallest,
                     "; phase 2 skipped" if depth == 0 else "")
         phase = dataclasses.replace(phase, unfreeze=depth or NO_UNFREEZE)
     if views == "auto":
