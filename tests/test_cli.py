@@ -479,6 +479,7 @@ def test_multi_label_train_evaluate_predict_from_the_cli(tmp_path, capsys, caplo
     assert status == 0
     assert "3 labels (multi-label)" in out and "validation: mAP" in out
     assert "per-label thresholds" in log
+    assert "the validation split chose the per-label thresholds" in out
     report = (tmp_path / "run" / "report" / "report.json").read_text()
     assert '"mean_average_precision"' in report and '"per_label"' in report
     status, out, _ = run_here(capsys, caplog, "evaluate", "--model", tmp_path / "m.keras",

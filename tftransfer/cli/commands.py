@@ -163,6 +163,9 @@ def _report_after_training(model, data, record, history, leaks=()):
     if split == "validation" and history.refit is not None:
         print("note: the head was refit on the validation split too, so these figures "
               "are optimistic; give the data a test/ folder to judge the model")
+    elif split == "validation" and history.thresholds is not None:
+        print("note: the validation split chose the per-label thresholds, so these figures "
+              "are optimistic; judge the model with tftransfer evaluate on a test CSV")
     notes = [_leak_note(leaks)] if leaks else []
     return report.save(record.report_dir, history=history, notes=notes,
                        title=f"{record.folder.name}: the {split} split")
