@@ -248,11 +248,13 @@ def test_hub_unfreeze_errors_name_the_problem(tmp_path):
     assert [v.trainable for v in base.backbone.weights] == [False, True, True, True]
 
 
-@pytest.mark.parametrize("per_class, variables", [(10, 0), (50, 1), (200, 2), (600, 4)])
+@pytest.mark.parametrize("per_class, variables", [(10, 0), (50, 0), (99, 0), (100, 2),
+                                                  (200, 2), (600, 4)])
 def test_auto_unfreeze_counts_a_hub_modules_variables(tmp_path, per_class, variables):
     from tftransfer.auto import auto_unfreeze
 
     base = tftransfer.load_base(str(write_two_conv_module(tmp_path / "module")))
     model = tftransfer.build_classifier(base, 3, augmentation=None)
-    # A quarter, a half and all of its 4 fine-tunable variables (rounded).
+    # None below 100 per class (an uncached top phase did not pay there); then
+    # a half and all of its 4 fine-tunable variables.
     assert auto_unfreeze(model, per_class) == variables

@@ -31,6 +31,12 @@ logger = logging.getLogger("tftransfer")
 #: 2014); with very few images fine-tuning does not pay and is skipped
 #: (docs/benchmarks.md#the-defaults-evidence).
 AUTO_UNFREEZE = ((15, 0.0), (100, 0.25), (500, 0.5), (math.inf, 1.0))
+#: ... but a TF Hub module's top phase is skipped below this many images in
+#: the smallest class. A module cannot be cut and cached, so each top-phase
+#: epoch runs all of it: on 20 photos per class that phase took 10x the
+#: head's time and gave no accuracy on average
+#: (docs/benchmarks.md#tf-hub-modules-in-the-top-phase).
+MODULE_TOP_PHASE_FROM = 100
 
 
 def auto_unfreeze(model, images_per_class):
@@ -43,7 +49,7 @@ def auto_unfreeze(model, images_per_class):
     Returns:
         An int: that many of the backbone's top layers (for a TF Hub module,
         of its variables) train in phase 2, by `AUTO_UNFREEZE`; 0 skips
-        phase 2.
+        phase 2, as it is for a TF Hub module below `MODULE_TOP_PHASE_FROM`.
     """
     fraction = next(f for limit, f in AUTO_UNFREEZE if images_per_class < limit)
     backbone = find_backbone(model)
@@ -51,6 +57,8 @@ def auto_unfreeze(model, images_per_class):
         total = len(backbone_layers(model))
     else:
         total = len(backbone.fine_tunable_variables)
+        if images_per_class < MODULE_TOP_PHASE_FROM:
+            return 0
     return int(round(fraction * total))
 
 
@@ -109,9 +117,16 @@ def resolve(model, counts, phase, views, refit="auto"):
     smallest = int(min(counts))
     if phase.unfreeze == "auto" and phase.epochs > 0:
         depth = auto_unfreeze(model, smallest)
-        logger.info("unfreeze 'auto': the top %d backbone layer(s) for %d training images "
-                    "in the smallest class (or label)%s", depth, smallest,
-                    "; phase 2 skipped" if depth == 0 else "")
+        module = not isinstance(find_backbone(model), keras.Model)
+        logger.info("unfreeze 'auto': the top %d %s for %d training images in the smallest "
+                    "class (or label)%s", depth,
+                    "variable(s) of the TF Hub module" if module else "backbone layer(s)",
+                    smallest, "; phase 2 skipped" if depth == 0 else "")
+        if module and depth == 0 and smallest < MODULE_TOP_PHASE_FROM:
+            logger.info("a TF Hub module's top phase runs the whole module every epoch; "
+                        "below %d images per class it did not pay for that; pass "
+                        "top=Phase.top(unfreeze=N) (--unfreeze N) to run it",
+                        MODULE_TOP_PHASE_FROM)
         phase = dataclasses.replace(phase, unfreeze=depth or NO_UNFREEZE)
     if views == "auto":
         views = None
