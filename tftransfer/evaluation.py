@@ -372,7 +372,7 @@ def _predictor(model, safe_mode=True):
 def _saved_model_predictor(path):
     import tensorflow as tf
 
-    from tftransfer.export import LABELS_FILE, latest_version
+    from tftransfer.export import LABELS_FILE, export_thresholds, latest_version
 
     version = path if (path / "saved_model.pb").is_file() else latest_version(path)
     if version is None or not (Path(version) / "saved_model.pb").is_file():
@@ -383,12 +383,9 @@ def _saved_model_predictor(path):
     height, width = serve.structured_input_signature[1]["images"].shape[1:3]
     labels = Path(version) / "assets" / LABELS_FILE
     names = labels.read_text().split("\n")[:-1] if labels.is_file() else None
-    thresholds = None
-    if "thresholds" in serve.structured_outputs:
-        image = tf.zeros([1, height, width, 3], tf.float32)
-        thresholds = serve(images=image)["thresholds"].numpy()[0]
     return _Predictor(lambda images: serve(images=tf.cast(images, tf.float32))
-                      ["probabilities"].numpy(), (int(height), int(width)), names, thresholds)
+                      ["probabilities"].numpy(), (int(height), int(width)), names,
+                      export_thresholds(version))
 
 
 def _dataset(data, input_size):

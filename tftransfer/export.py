@@ -117,6 +117,27 @@ def _label_metadata(model):
     return {"multi_label": True, "thresholds": thresholds_of(model).tolist()}
 
 
+def export_thresholds(path: Union[str, Path]) -> Optional[np.ndarray]:
+    """The per-label thresholds of a multi-label export, or `None` for one label per image.
+
+    Args:
+        path: A SavedModel version folder (its `assets.extra/metadata.json`)
+            or a `.tflite` file (its `thresholds.txt` beside it).
+
+    Returns:
+        A float32 array, one threshold per label, or `None`.
+    """
+    path = Path(path)
+    if path.suffix == ".tflite":
+        beside = path.with_name(THRESHOLDS_FILE)
+        return (np.array(beside.read_text().split(), np.float32) if beside.is_file()
+                else None)
+    metadata = path / "assets.extra" / METADATA_FILE
+    recorded = json.loads(metadata.read_text()) if metadata.is_file() else {}
+    return (np.asarray(recorded["thresholds"], np.float32) if recorded.get("multi_label")
+            else None)
+
+
 def next_version(directory):
     """Returns one more than the highest integer version in `directory`, or 1."""
     versions = [int(p.name) for p in Path(directory).iterdir()
@@ -379,10 +400,7 @@ class TFLiteClassifier:
         self._outputs = self._runner.get_output_details()
         self._probabilities = ("probabilities" if "probabilities" in self._outputs
                                else next(iter(self._outputs)))
-        thresholds = self.path.with_name(THRESHOLDS_FILE)
-        self.thresholds = (np.array([float(t) for t in thresholds.read_text().split()],
-                                    np.float32)
-                           if "over_threshold" in self._outputs and thresholds.is_file()
+        self.thresholds = (export_thresholds(self.path) if "over_threshold" in self._outputs
                            else None)
 
     @property

@@ -17,7 +17,7 @@ import tensorflow as tf
 from tftransfer.data.check import printable
 from tftransfer.data.decode import IMAGE_EXTENSIONS, decode_image, read_header
 from tftransfer.errors import TransferError
-from tftransfer.export import (LABELS_FILE, METADATA_FILE, THRESHOLDS_FILE, TFLiteClassifier,
+from tftransfer.export import (LABELS_FILE, TFLiteClassifier, export_thresholds,
                                latest_version)
 
 #: Images per call of the model.
@@ -167,13 +167,11 @@ class _Model:
         try:
             self.serve = tf.saved_model.load(str(version)).signatures["serving_default"]
             labels = (version / "assets" / LABELS_FILE).read_text()
-            metadata = json.loads((version / "assets.extra" / METADATA_FILE).read_text())
+            self.thresholds = export_thresholds(version)
         except (OSError, KeyError, ValueError) as error:
             raise TransferError(f"cannot load a serving SavedModel from {version}: "
                                 f"{error}") from None
         self.names = labels.split("\n")[:-1]
-        self.thresholds = (np.asarray(metadata["thresholds"], np.float32)
-                           if metadata.get("multi_label") else None)
 
     def classify(self, paths, contents):
         """`(path, probabilities, None)` or `(path, None, reason)` for each image."""
@@ -219,7 +217,6 @@ def write_predictions(rows, path: Union[str, Path], top_k: int) -> Optional[int]
         The number of images skipped.
     """
     import csv
-    import json
 
     path = Path(path)
     if path.suffix not in (".csv", ".jsonl"):
@@ -274,7 +271,6 @@ def is_multi_label_export(model_dir: Union[str, Path]) -> bool:
         `True` when it decides each label by a threshold.
     """
     model_dir = Path(model_dir)
-    if model_dir.suffix == ".tflite":
-        return model_dir.with_name(THRESHOLDS_FILE).is_file()
-    metadata = latest_version(model_dir) / "assets.extra" / METADATA_FILE
-    return metadata.is_file() and bool(json.loads(metadata.read_text()).get("multi_label"))
+    if model_dir.suffix != ".tflite":
+        model_dir = latest_version(model_dir)
+    return export_thresholds(model_dir) is not None
