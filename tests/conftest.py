@@ -279,7 +279,7 @@ def tiny_dense_model():
         keras.layers.Dense(8, activation="relu",
                            kernel_regularizer=keras.regularizers.L2(0.01)),
         keras.layers.Dense(3, activation="softmax")])
-    from tftransfer.training import SparseCategoricalCrossentropy
+    from tftransfer.losses import SparseCategoricalCrossentropy
 
     model.compile(keras.optimizers.Adam(1e-2), SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])

@@ -25,7 +25,7 @@ from tftransfer.data.loader import DataSplits
 from tftransfer.errors import TransferError
 from tftransfer.evaluation import evaluate
 from tftransfer.features import Base
-from tftransfer.losses import BinaryCrossentropy, SparseCategoricalCrossentropy
+from tftransfer.losses import loss_and_metrics
 from tftransfer.phases import Phase
 from tftransfer.plan import RunOptions
 from tftransfer.training import fine_tune, tune_thresholds
@@ -152,10 +152,7 @@ def _train_from_scratch(pretrained, data, epochs, verbose):
         raise TransferError(f"the base cannot be trained from scratch ({error}); leave "
                             "out the scratch method") from None
     set_trainable_flag(model, True)  # BatchNorm too: there are no statistics to keep.
-    if data.multi_label:
-        loss, metrics = BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
-    else:
-        loss, metrics = SparseCategoricalCrossentropy(), ["accuracy"]
+    loss, metrics = loss_and_metrics(data.multi_label)
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=metrics)
     monitor = "val_loss" if data.validation is not None else "loss"
     model.fit(data.train, validation_data=data.validation, epochs=epochs,

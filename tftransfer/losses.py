@@ -63,3 +63,25 @@ class BinaryCrossentropy(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "positive_weights": self.positive_weights,
                 "label_smoothing": self.label_smoothing}
+
+
+def loss_and_metrics(multi_label: bool, weights=None, label_smoothing: float = 0.0) -> tuple:
+    """The loss and the epoch metrics of a classifier, for `compile`.
+
+    Args:
+        multi_label: Multi-hot labels and a sigmoid head (see `build_classifier`).
+        weights: For multi-label, each label's positive weight (see
+            `BinaryCrossentropy`); ignored otherwise, where Keras's
+            `class_weight` does the weighing.
+        label_smoothing: As in the losses.
+
+    Returns:
+        `(loss, metrics)`, with new metric objects at each call: `accuracy`,
+        and for multi-label (decided at 0.5) also `average_precision`, the
+        mean over the labels of the area under their precision-recall curves.
+    """
+    if not multi_label:
+        return SparseCategoricalCrossentropy(label_smoothing), ["accuracy"]
+    return (BinaryCrossentropy(weights, label_smoothing),
+            [keras.metrics.BinaryAccuracy(name="accuracy"),
+             keras.metrics.AUC(curve="PR", multi_label=True, name="average_precision")])

@@ -23,7 +23,7 @@ from tftransfer.backups import PhaseBackups
 from tftransfer.builder import augmentation_of, head_of, set_trainable
 from tftransfer.cached_inputs import cached_inputs
 from tftransfer.distribute import fit, learning_rate_scale
-from tftransfer.losses import BinaryCrossentropy, SparseCategoricalCrossentropy
+from tftransfer.losses import loss_and_metrics
 from tftransfer.lr_finder import RateSearch, find_learning_rate
 from tftransfer.multi_label import choose_thresholds, set_thresholds
 from tftransfer.phases import HEAD, TOP, Phase, finite_or_inf, kept_epoch_logs, kept_epochs
@@ -221,17 +221,11 @@ class _PhaseRunner:
         self.strategy = model.distribute_strategy
         self.options = options
         self.callbacks = list(callbacks or [])
-        if plan.multi_label:
-            # Keras's class_weight takes one label per example; the weights go in the loss.
-            self.class_weight = None
-            self.loss = BinaryCrossentropy(plan.class_weight, plan.label_smoothing)
-            self.metrics = lambda: [keras.metrics.BinaryAccuracy(name="accuracy"),
-                                    keras.metrics.AUC(curve="PR", multi_label=True,
-                                                      name="average_precision")]
-        else:
-            self.class_weight = plan.class_weight
-            self.loss = SparseCategoricalCrossentropy(plan.label_smoothing)
-            self.metrics = lambda: ["accuracy"]
+        # Keras's class_weight takes one label per example; multi-label weights go in the loss.
+        self.class_weight = None if plan.multi_label else plan.class_weight
+        self.plan = plan
+        self.loss, _ = loss_and_metrics(plan.multi_label, plan.class_weight,
+                                        plan.label_smoothing)
         self.verbose = verbose
         self.monitor = "val_loss" if validated else "loss"
         self.scale = learning_rate_scale(self.strategy.num_replicas_in_sync,
@@ -244,8 +238,10 @@ class _PhaseRunner:
     def compile(self, target, phase, steps_per_epoch=None, steps_per_execution=1):
         rate = phase.schedule(phase.learning_rate * self.scale, steps_per_epoch)
         with self.strategy.scope():
+            # New metric objects for each compile, as Keras asks.
+            _, metrics = loss_and_metrics(self.plan.multi_label)
             target.compile(optimizer=keras.optimizers.Adam(rate), loss=self.loss,
-                           metrics=self.metrics(), jit_compile=self.options.jit_compile,
+                           metrics=metrics, jit_compile=self.options.jit_compile,
                            steps_per_execution=steps_per_execution)
 
     def run(self, name, target, phase, data, validation_data, initial_epoch=0,
