@@ -156,32 +156,47 @@ def file_splits(decoded, paths, split_files, class_names, batch_size, seed, skip
         paths: The paths that its indices number.
         split_files: `{split: {class_name: [index, ...]}}`.
     """
-    every_usable = int(decoded.usable.sum())
 
     def make(split, training):
-        indices, labels = [], []
-        for label, name in enumerate(class_names):
-            indices += split_files.get(split, {}).get(name, [])
-            labels += [label] * len(split_files.get(split, {}).get(name, []))
+        indices = [i for name in class_names for i in split_files.get(split, {}).get(name, [])]
         if not indices:
             return None
-        wanted = np.zeros(len(paths), bool)
-        wanted[indices] = True
-        ds = decoded.source
-        if len(indices) < every_usable:
-            ds = ds.filter(functools.partial(_is_wanted, tf.constant(wanted)))
-        # Skipping failed files (and filtering) hides the length, which
-        # progress bars and learning-rate schedules need.
-        ds = ds.map(_pixels_and_label).apply(
-            tf.data.experimental.assert_cardinality(len(indices)))
-        ds = batched(ds, len(indices), batch_size, seed, training)
-        # The filter keeps the source's order (grouped by decoder); only the
-        # training split is shuffled.
-        return ds if training else register_files(
-            ds, [paths[i] for i in decoded.order if wanted[i]])
+        return decoded_split(decoded, paths, indices, batch_size, seed, training)
 
     return DataSplits(make("train", True), make("val", False), class_names,
                       test=make("test", False), skipped=skipped)
+
+
+def decoded_split(decoded, paths, indices, batch_size, seed, training,
+                  pair=None):
+    """Batches of the files at `indices` among those that `decode_once` passed.
+
+    Args:
+        decoded: The `Decoded` pass over `paths`.
+        paths: The paths that its indices number.
+        indices: The files of this split.
+        batch_size, seed, training: As in `batched`.
+        pair: `(pixels, label, index) -> (pixels, label)`; by default the
+            decoded label.
+
+    Returns:
+        The batches; unless `training`, with `source_files` naming each
+        example's file.
+    """
+    wanted = np.zeros(len(paths), bool)
+    wanted[indices] = True
+    ds = decoded.source
+    if len(indices) < int(decoded.usable.sum()):
+        ds = ds.filter(functools.partial(_is_wanted, tf.constant(wanted)))
+    # Skipping failed files (and filtering) hides the length, which
+    # progress bars and learning-rate schedules need.
+    ds = ds.map(pair or _pixels_and_label).apply(
+        tf.data.experimental.assert_cardinality(len(indices)))
+    ds = batched(ds, len(indices), batch_size, seed, training)
+    # The filter keeps the source's order (grouped by decoder); only the
+    # training split is shuffled.
+    return ds if training else register_files(
+        ds, [paths[i] for i in decoded.order if wanted[i]])
 
 
 def _is_wanted(wanted, pixels, label, index):

@@ -21,8 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.check import DataReport, decode_once, log_skipped
-from tftransfer.data.loader import (DEFAULT_BATCH_SIZE, DataSplits, batched,
-                                    check_class_count, register_files)
+from tftransfer.data.loader import DEFAULT_BATCH_SIZE, DataSplits, check_class_count, decoded_split
 from tftransfer.errors import TransferError
 from tftransfer.multi_label import multi_hot
 
@@ -161,20 +160,8 @@ def _log_counts(names, hot):
 
 def _split(decoded, paths, hot, indices, batch_size, seed, training):
     """`(images, multi-hot labels)` batches of the decoded files at `indices`."""
-    wanted = np.zeros(len(paths), bool)
-    wanted[indices] = True
-    ds = decoded.source
-    if len(indices) < int(decoded.usable.sum()):
-        ds = ds.filter(functools.partial(_is_wanted, tf.constant(wanted)))
-    ds = ds.map(functools.partial(_with_labels, tf.constant(hot))).apply(
-        tf.data.experimental.assert_cardinality(len(indices)))
-    ds = batched(ds, len(indices), batch_size, seed, training)
-    return ds if training else register_files(
-        ds, [paths[i] for i in decoded.order if wanted[i]])
-
-
-def _is_wanted(wanted, pixels, label, index):
-    return tf.gather(wanted, index)
+    return decoded_split(decoded, paths, indices, batch_size, seed, training,
+                         pair=functools.partial(_with_labels, tf.constant(hot)))
 
 
 def _with_labels(hot, pixels, label, index):
