@@ -51,7 +51,7 @@ import tftransfer  # noqa: E402
 from tftransfer.builder import augmentation_of  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402
+from quality_oxford17 import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402
 
 #: name -> (views, refit, label smoothing, l2-normalised features)
 CONFIGS = {

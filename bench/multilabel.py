@@ -55,7 +55,7 @@ import tftransfer  # noqa: E402
 from tftransfer.label_report import multi_label_report  # noqa: E402
 
 # The same photos, base and size as the single-label benchmark.
-from quality import FLOWERS, ROOT, SIZE, TEST_PER_CLASS as TEST_PER_SPECIES, WEIGHTS  # noqa: E402,E501
+from quality_oxford17 import FLOWERS, ROOT, SIZE, TEST_PER_CLASS as TEST_PER_SPECIES, WEIGHTS  # noqa: E402,E501
 #: Images of each kind: (singles, two-species collages, one-species collages).
 KINDS = {"train": (340, 340, 85), "test": (170, 170, 34)}
 QUICK_KINDS = {"train": (170, 170, 34), "test": (85, 85, 17)}

@@ -36,7 +36,7 @@ import tftransfer  # noqa: E402
 from tftransfer import plan as plan_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402
+from quality_oxford17 import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402
 
 
 class TestEveryEpoch(keras.callbacks.Callback):

@@ -1,41 +1,43 @@
-"""Transfer quality on real photos: tftransfer's defaults against published recipes.
+"""Transfer quality over data cuts and bases: tftransfer against the published recipes.
 
-Data: `../shared/datasets/oxford17_flowers` (17 classes x 80 photos), split
-once with seed 0 into 20 test photos per class and 10 or 60 training photos
-per class (the 10 are the first 10 of the 60). Every method scores the same
-test photos. Base: the shared MobileNetV2 at 160 px.
+Cells, each with a fixed split (seed 0) and its own test set:
+
+* `oxford17-10`, `oxford17-60`: oxford17 flowers, 10 or 60 training photos
+  per class, 20 test photos per class;
+* `clothing-20`: clothing_small, 20 training photos per class, its test/;
+* `eurosat-20`, `eurosat-100`: EuroSAT RGB satellite tiles (a far domain),
+  20 or 100 training tiles per class, its test/ (100 per class);
+* `dress-skirt-40`: clothing's dress and skirt, 40 training photos each.
+
+Bases: `mobilenet_v2` (the shared MobileNetV2-160), `lite0` (the shared
+EfficientNet-Lite0 `.keras`), `lite0-hub` (its TF Hub copy; oxford17-60 and
+eurosat-100 only).
 
 Methods:
 
-* `scratch`: a small CNN trained from random weights at 64 px (flip
-  augmentation, Adam 1e-3, at most 30 epochs, early stopping on a 20%
-  validation split), the baseline that transfer has to beat;
-* `features`: tftransfer feature extraction only (phase 1, no phase 2);
-* `defaults`: `tftransfer train`'s defaults, through the Python API;
-* `unfreeze20`: the defaults before this benchmark: `unfreeze=20` at 1e-5,
-  no augmentation (to show that `unfreeze="auto"` is at least as good);
-* `auto_lr`: the defaults with `head_learning_rate="auto"` (the range test);
-* `tf_tutorial`: TensorFlow's "Transfer learning and fine-tuning" tutorial
-  as published (flip + rotation 0.2; Adam 1e-4 for 10 frozen epochs;
-  unfreeze from layer 100; RMSprop 1e-5 for 10 more epochs);
-* `keras_guide`: the Keras guide "Transfer learning & fine-tuning" (same
-  augmentation; Adam 1e-3 for 20 frozen epochs; the whole base unfrozen
-  with BatchNorm in inference mode; Adam 1e-5 for 10 more epochs).
+* `defaults`: `fine_tune`'s defaults;
+* `features`: the head alone (`top=Phase.top(epochs=0)`);
+* `probe`: the evidence behind the defaults: the top phase forced on (a
+  quarter of the backbone), recording the evidence measure, and the test
+  and validation predictions of the head phase's weights, the top phase's
+  and their average (WiSE-FT), so that rules can be scored offline
+  (`bench/keep_rules.py`);
+* `tf_tutorial`, `keras_guide`: TensorFlow's and Keras's published
+  recipes, at their better phase on the test set (which favours them).
+  They do not change when tftransfer does: run them once and keep them.
 
-A recipe is scored at its better phase (frozen or fine-tuned), on the test
-set, which favours it. The issue's methods run 3 seeds (tftransfer) or 2
-(the recipes, which are slow); the two ablations, `unfreeze20` and
-`auto_lr`, run 2.
-Each run's wall time covers loading the data, building the model and
-training; every tftransfer run starts with an empty feature cache.
+Every (cell, base) also times one extraction pass (the features model over
+the training images) in the same process, so that runs made on a slower
+or faster day compare in units of that pass.
 
 Usage:
-    python bench/quality.py            # everything, about 90 min on 2 cores
-    python bench/quality.py --quick    # one seed, 60 photos per class
-    python bench/quality.py --methods defaults --sizes 60 --seeds 1
+    python bench/quality.py --methods defaults,features --seeds 2
+    python bench/quality.py --methods probe --bases mobilenet_v2 --seeds 2
+    python bench/quality.py --methods tf_tutorial,keras_guide --seeds 1 --resume
+    python bench/quality.py --summarise
 
-Writes `bench/results/quality.json` (every run, rewritten after each one),
-`quality.md` (the table) and `quality.png` (the plot).
+Appends every run to `bench/results/quality.jsonl` (with the commit), and
+writes `bench/results/quality.md`. `--resume` skips runs already there.
 """
 
 import argparse
@@ -43,6 +45,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,113 +54,228 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 import tftransfer  # noqa: E402
+from tftransfer.auto import auto_unfreeze  # noqa: E402
+from tftransfer.evidence import measure_evidence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("TFTRANSFER_SHARED", ROOT.parent.parent / "shared"))
-FLOWERS = SHARED / "datasets" / "oxford17_flowers"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_160_stanford_dogs.weights.h5"
-SIZE = 160
+DATASETS = SHARED / "datasets"
+FLOWERS = DATASETS / "oxford17_flowers"
+CLOTHING = DATASETS / "clothing_small"
+EUROSAT = DATASETS / "eurosat_rgb"
+MOBILENET = SHARED / "weights" / "mobilenet_v2_160_stanford_dogs.weights.h5"
+LITE0 = SHARED / "weights" / "efficientnet_lite0_imagenet.keras"
+LITE0_HUB = SHARED / "weights" / "efficientnet_lite0_imagenet_hub"
+RESULTS = ROOT / "results" / "quality.jsonl"
+#: The probe's pooled features, for scoring other evidence measures offline.
+FEATURES = Path(os.environ.get("TFTRANSFER_BENCH_FEATURES", "/tmp/tftransfer-bench-features"))
 TEST_PER_CLASS = 20
-TFTRANSFER_METHODS = ("scratch", "features", "defaults", "unfreeze20", "auto_lr")
 RECIPES = ("tf_tutorial", "keras_guide")
-SEEDS = {"tf_tutorial": 2, "keras_guide": 2, "unfreeze20": 2, "auto_lr": 2}
+HUB_CELLS = ("oxford17-60", "eurosat-100")
 
 
-def split_folder(root, train_per_class, seed=0):
-    """Links a seeded split of FLOWERS into `root/train/` and `root/test/`."""
+def link(files, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        (folder / file.name).symlink_to(file)
+
+
+def flowers(root, per_class, seed=0):
+    """oxford17: 20 test photos per class and the first `per_class` of the rest."""
     rng = random.Random(seed)
     for class_dir in sorted(p for p in FLOWERS.iterdir() if p.is_dir()):
         files = sorted(p for p in class_dir.iterdir() if p.is_file())
         rng.shuffle(files)
-        test, train = files[:TEST_PER_CLASS], files[TEST_PER_CLASS:]
-        for split, chosen in (("test", test), ("train", train[:train_per_class])):
-            target = root / split / class_dir.name
-            target.mkdir(parents=True)
-            for file in chosen:
-                (target / file.name).symlink_to(file)
+        link(files[:TEST_PER_CLASS], root / "test" / class_dir.name)
+        link(files[TEST_PER_CLASS:TEST_PER_CLASS + per_class], root / "train" / class_dir.name)
     return root
 
 
-def run_tftransfer(method, folder, seed):
-    """Trains with tftransfer's defaults (`features`: phase 1 only)."""
+def published_split(dataset, root, per_class, classes=None, seed=0):
+    """`per_class` of each class's train/ photos (seeded), and all of its test/."""
+    rng = random.Random(seed)
+    for class_dir in sorted(p for p in (dataset / "train").iterdir() if p.is_dir()):
+        if classes and class_dir.name not in classes:
+            continue
+        files = sorted(class_dir.iterdir())
+        rng.shuffle(files)
+        link(files[:per_class], root / "train" / class_dir.name)
+        link(sorted((dataset / "test" / class_dir.name).iterdir()),
+             root / "test" / class_dir.name)
+    return root
+
+
+CELLS = {
+    "oxford17-10": lambda root: flowers(root, 10),
+    "oxford17-60": lambda root: flowers(root, 60),
+    "clothing-20": lambda root: published_split(CLOTHING, root, 20),
+    "eurosat-20": lambda root: published_split(EUROSAT, root, 20),
+    "eurosat-100": lambda root: published_split(EUROSAT, root, 100),
+    "dress-skirt-40": lambda root: published_split(CLOTHING, root, 40, ("dress", "skirt")),
+}
+BASES = ("mobilenet_v2", "lite0", "lite0-hub")
+
+
+def load_base(name):
+    if name == "mobilenet_v2":
+        return tftransfer.load_base("mobilenet_v2", weights=str(MOBILENET), input_size=160)
+    if name == "lite0":
+        return tftransfer.load_base(str(LITE0))
+    return tftransfer.load_base(str(LITE0_HUB), input_size=224)
+
+
+def extraction_pass(base, folder):
+    """Seconds of one pass of the features model over the training images (warm)."""
+    model = tftransfer.build_classifier(base, 2, augmentation=None)
+    features = model.get_layer("features")
+    data = tftransfer.load_data(str(folder), base.input_size, seed=0, validation_split=0.0)
+    for images, _ in data.train.take(1):
+        features(images, training=False)
+    start = time.perf_counter()
+    features.predict(data.train, verbose=0)
+    return time.perf_counter() - start
+
+
+class PhaseWeights(keras.callbacks.Callback):
+    """Snapshots the whole classifier's weights when the top phase starts and ends."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier, self.fits, self.head, self.top = classifier, 0, None, None
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+        if self.fits == 2:  # The head phase's best weights are back by now.
+            self.head = self.classifier.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.fits == 2:
+            self.top = self.classifier.get_weights()
+
+
+def predictions(model, dataset):
+    labels, probabilities = [], []
+    for images, batch_labels in dataset:
+        probabilities.append(model(images, training=False).numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def scored(model, weights, data):
+    """Test accuracy and per-image validation (right, loss) of some weights."""
+    model.set_weights(weights)
+    test_labels, test_probabilities = predictions(model, data.test)
+    val_labels, val_probabilities = predictions(model, data.validation)
+    picked = val_probabilities[np.arange(len(val_labels)), val_labels]
+    return {"test_accuracy": float((test_probabilities.argmax(1) == test_labels).mean()),
+            "val_right": (val_probabilities.argmax(1) == val_labels).astype(int).tolist(),
+            "val_loss": np.round(-np.log(np.maximum(picked, 1e-7)), 5).tolist()}
+
+
+def evidence_of(model, data, keep=None):
+    """The evidence measure on the training and validation images, unaugmented.
+
+    `keep`: an `.npz` path where the pooled features and labels are kept, so
+    that other measures can be scored on them offline.
+    """
+    features = model.get_layer("features")
+    rows, labels = [], []
+    for split in (data.train, data.validation):
+        for images, batch_labels in split:
+            rows.append(features(images, training=False).numpy())
+            labels.append(batch_labels.numpy())
+    rows, labels = np.concatenate(rows), np.concatenate(labels)
+    if keep:
+        Path(keep).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(keep, features=rows.astype(np.float16), labels=labels,
+                 validation_rows=sum(int(b.shape[0]) for _, b in data.validation))
+    evidence = measure_evidence(rows, labels, len(data.class_names))
+    return evidence.to_dict() if evidence else None
+
+
+def run_tftransfer(method, base_name, folder, seed):
     keras.utils.set_random_seed(seed)
-    base = tftransfer.load_base("mobilenet_v2", weights=str(WEIGHTS), input_size=SIZE)
+    base = load_base(base_name)
     data = tftransfer.load_data(str(folder), base.input_size, seed=seed)
-    Phase = tftransfer.Phase
-    head, top, augmentation = Phase.head(), Phase.top(), "auto"
+    model = tftransfer.build_classifier(base, len(data.class_names))
+    top, callbacks = tftransfer.Phase.top(), []
     if method == "features":
-        top = Phase.top(epochs=0)
-    elif method == "unfreeze20":
-        top, augmentation = Phase.top(unfreeze=20, learning_rate=1e-5), None
-    elif method == "auto_lr":
-        head = Phase.head(learning_rate="auto")
-    model = tftransfer.build_classifier(base, len(data.class_names),
-                                        augmentation=augmentation)
+        top = tftransfer.Phase.top(epochs=0)
+    elif method == "probe":
+        quarter = auto_unfreeze(model, 50) or 1
+        top = tftransfer.Phase.top(unfreeze=quarter)
+        callbacks = [PhaseWeights(model)]
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
-        history = tftransfer.fine_tune(model, data.train, data.validation, head=head,
-                                       top=top, verbose=0,
+        history = tftransfer.fine_tune(model, data.train, data.validation, top=top,
+                                       callbacks=callbacks, verbose=0,
                                        options=tftransfer.RunOptions(feature_cache=cache,
                                                                      seed=seed))
-    accuracy = model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]
-    return {"accuracy": accuracy, "kept_phase": history.kept_phase,
-            "unfrozen": history.unfrozen, "head_learning_rate": history.head_learning_rate,
-            "head_epochs": history.head_epochs,
-            "top_epochs": len(history.top.epoch) if history.top else 0}
+    seconds = time.perf_counter() - start
+    result = {"seconds": seconds, "kept_phase": history.kept_phase,
+              "unfrozen": history.unfrozen, "head_epochs": history.head_epochs,
+              "validation_rows": history.plan.validation.rows,
+              "train_counts": list(history.plan.train.counts),
+              "evidence": getattr(history, "evidence", None) and history.evidence.to_dict(),
+              "decisions": getattr(history, "decisions", None)}
+    if method == "probe" and callbacks[0].top is not None:
+        snap = callbacks[0]
+        wise = [(a + b) / 2 if np.issubdtype(a.dtype, np.floating) else b
+                for a, b in zip(snap.head, snap.top)]
+        model.set_weights(snap.head)
+        result["evidence"] = result["evidence"] or evidence_of(
+            model, data, FEATURES / f"{folder.name}-{base_name}-{seed}.npz")
+        result.update({name: scored(model, weights, data)
+                       for name, weights in (("head", snap.head), ("top", snap.top),
+                                             ("wise", wise))})
+        result["test_accuracy"] = result["top"]["test_accuracy"]
+    else:
+        result["test_accuracy"] = model.evaluate(data.test, verbose=0,
+                                                 return_dict=True)["accuracy"]
+    return result
 
 
-def run_scratch(folder, seed):
-    """A small CNN from random weights, the baseline transfer has to beat."""
+def run_recipe(method, base_name, folder, seed):
+    """A published recipe as its page writes it, on this base."""
     keras.utils.set_random_seed(seed)
-    data = tftransfer.load_data(str(folder), (64, 64), seed=seed)
-    layers = [keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255),
-              keras.layers.RandomFlip("horizontal")]
-    for filters in (32, 64, 128):
-        layers += [keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
-                   keras.layers.BatchNormalization(), keras.layers.ReLU(),
-                   keras.layers.MaxPooling2D()]
-    layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(0.3),
-               keras.layers.Dense(len(data.class_names), activation="softmax")]
-    model = keras.Sequential(layers)
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(data.train, validation_data=data.validation, epochs=30, verbose=0,
-              callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=5,
-                                                       restore_best_weights=True)])
-    return {"accuracy": model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]}
-
-
-def run_recipe(method, folder, seed):
-    """A published recipe, written as its page writes it (17 softmax classes)."""
-    keras.utils.set_random_seed(seed)
-    load = dict(image_size=(SIZE, SIZE), batch_size=32, seed=seed)
+    size = 160 if base_name == "mobilenet_v2" else 224
+    load = dict(image_size=(size, size), batch_size=32, seed=seed)
     train = keras.utils.image_dataset_from_directory(folder / "train", shuffle=True,
                                                      verbose=False, **load)
     test = keras.utils.image_dataset_from_directory(folder / "test", shuffle=False,
                                                     verbose=False, **load)
     num_classes = len(train.class_names)
     train = train.prefetch(2)
-    rotation = 0.2
     augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"),
-                                     keras.layers.RandomRotation(rotation)])
-    base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False,
-                                          weights=None)
-    base.load_weights(WEIGHTS)
+                                     keras.layers.RandomRotation(0.2)])
+    if base_name == "mobilenet_v2":
+        base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                              weights=None)
+        base.load_weights(MOBILENET)
+        scale = keras.applications.mobilenet_v2.preprocess_input
+    else:  # Lite0's scaling is its first layer, and it pools itself.
+        base = keras.saving.load_model(LITE0)
+        scale = None
     base.trainable = False
-    inputs = keras.Input((SIZE, SIZE, 3))
+    inputs = keras.Input((size, size, 3))
     x = augmentation(inputs)
-    x = keras.applications.mobilenet_v2.preprocess_input(x)
+    x = scale(x) if scale else x
     x = base(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.2)(x)
     model = keras.Model(inputs, keras.layers.Dense(num_classes)(x))
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     tutorial = method == "tf_tutorial"
+    start = time.perf_counter()
     model.compile(keras.optimizers.Adam(1e-4 if tutorial else 1e-3), loss,
                   metrics=["accuracy"])
     model.fit(train, epochs=10 if tutorial else 20, verbose=0)
     frozen = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    frozen_seconds = time.perf_counter() - start
     base.trainable = True
     if tutorial:
         for layer in base.layers[:100]:
@@ -168,153 +286,145 @@ def run_recipe(method, folder, seed):
     model.compile(optimizer, loss, metrics=["accuracy"])
     model.fit(train, epochs=10, verbose=0)
     tuned = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-    return {"accuracy": max(frozen, tuned), "frozen_accuracy": frozen,
-            "fine_tuned_accuracy": tuned}
+    return {"test_accuracy": max(frozen, tuned), "frozen_accuracy": frozen,
+            "fine_tuned_accuracy": tuned, "frozen_seconds": frozen_seconds,
+            "seconds": time.perf_counter() - start}
 
 
-def run(method, folder, seed):
-    start = time.perf_counter()
-    if method == "scratch":
-        result = run_scratch(folder, seed)
-    elif method in RECIPES:
-        result = run_recipe(method, folder, seed)
-    else:
-        result = run_tftransfer(method, folder, seed)
-    result["seconds"] = time.perf_counter() - start
-    keras.backend.clear_session()
-    return result
+def commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return None
 
 
-def summarise(runs, methods, sizes):
-    """The table: mean +- sd accuracy and median wall time per method and size."""
-    rows = ["| method | " + " | ".join(f"{s}/class: accuracy | {s}/class: time"
-                                       for s in sizes) + " |",
-            "|---|" + "---|---|" * len(sizes)]
-    for method in methods:
-        cells = []
-        for size in sizes:
-            chosen = [r for r in runs if r["method"] == method and r["size"] == size]
-            if not chosen:
-                cells += ["", ""]
+def load_runs(path=RESULTS):
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean(values):
+    return statistics.mean(values) if values else None
+
+
+def cell_figures(runs, cell, base):
+    """Per method: mean test accuracy (%), and median seconds in extraction passes."""
+    figures = {}
+    for method in ("defaults", "features", "probe") + RECIPES:
+        chosen = [r for r in runs if (r["cell"], r["base"], r["method"]) == (cell, base, method)]
+        if chosen:
+            figures[method] = {
+                "accuracy": 100 * mean([r["test_accuracy"] for r in chosen]),
+                "each": [round(100 * r["test_accuracy"], 1) for r in chosen],
+                "passes": statistics.median(r["seconds"] / r["pass_seconds"] for r in chosen),
+                "seconds": statistics.median(r["seconds"] for r in chosen)}
+    return figures
+
+
+def summarise(runs):
+    """The table of every cell, and the issue's goal lines."""
+    lines = ["| cell | base | defaults | features | best recipe (better phase) | "
+             "defaults − max(recipe, features) | time: defaults / faster recipe (passes) |",
+             "|---|---|---|---|---|---|---|"]
+    gaps_vs_recipe, worst, ratios = [], [], []
+    for cell in CELLS:
+        for base in BASES:
+            f = cell_figures(runs, cell, base)
+            if not f:
                 continue
-            accuracy = [100 * r["accuracy"] for r in chosen]
-            sd = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
-            cells += [f"{statistics.mean(accuracy):.1f}% ± {sd:.1f} (n={len(chosen)})",
-                      f"{statistics.median(r['seconds'] for r in chosen):.0f} s"]
-        rows.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+            ours, head = f.get("defaults"), f.get("features")
+            recipes = [f[m] for m in RECIPES if m in f]
+            best = max(recipes, key=lambda r: r["accuracy"]) if recipes else None
+            faster = min(recipes, key=lambda r: r["passes"]) if recipes else None
+            cells = []
+            for fig in (ours, head):
+                cells.append(f"{fig['accuracy']:.1f}% {fig['each']}, {fig['passes']:.1f} passes"
+                             if fig else "not run")
+            cells.append(f"{best['accuracy']:.1f}%" if best else "not run")
+            bar = max([x["accuracy"] for x in (best, head) if x] or [math_nan()])
+            if ours and (best or head):
+                worst.append(ours["accuracy"] - bar)
+                cells.append(f"{ours['accuracy'] - bar:+.1f}")
+            else:
+                cells.append("")
+            if ours and best:
+                gaps_vs_recipe.append(ours["accuracy"] - best["accuracy"])
+            if ours and faster:
+                ratios.append(ours["passes"] / faster["passes"])
+                cells.append(f"{ours['passes'] / faster['passes']:.2f}")
+            else:
+                cells.append("")
+            lines.append(f"| {cell} | {base} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if worst:
+        lines.append(f"- Every cell ≥ max(best recipe, head alone) − 0.5: worst cell "
+                     f"{min(worst):+.1f} points ({sum(w >= -0.5 for w in worst)} of "
+                     f"{len(worst)} cells meet it)")
+    if gaps_vs_recipe:
+        lines.append(f"- Mean over cells with recipes, defaults − best recipe: "
+                     f"{statistics.mean(gaps_vs_recipe):+.1f} points (goal ≥ +2; "
+                     f"{len(gaps_vs_recipe)} cells)")
+    if ratios:
+        lines.append(f"- Time, defaults / faster recipe in extraction passes: worst "
+                     f"{max(ratios):.2f} (goal ≤ 0.5; {len(ratios)} cells)")
+    return "\n".join(lines) + "\n"
 
 
-def goals(runs, sizes):
-    """The issue's three goals, checked on this run's figures."""
-    def stat(method, size, key, fn):
-        values = [r[key] for r in runs if r["method"] == method and r["size"] == size]
-        return fn(values) if values else None
-
-    lines = []
-    for size in sizes:
-        ours = stat("defaults", size, "accuracy", statistics.mean)
-        recipes = [stat(m, size, "accuracy", statistics.mean) for m in RECIPES]
-        recipes = [r for r in recipes if r is not None]
-        if ours is None:
-            continue
-        if size == 60:
-            lines.append(f"- 60/class: defaults {100 * ours:.1f}% (goal >= 95%)")
-        if recipes:
-            lines.append(f"- {size}/class: defaults - best recipe = "
-                         f"{100 * (ours - max(recipes)):+.1f} points (goal >= +2)")
-        ours_time = stat("defaults", size, "seconds", statistics.median)
-        recipe_times = [stat(m, size, "seconds", statistics.median) for m in RECIPES]
-        recipe_times = [t for t in recipe_times if t is not None]
-        if recipe_times:
-            lines.append(f"- {size}/class: defaults' time / faster recipe's = "
-                         f"{ours_time / min(recipe_times):.2f} (goal <= 0.35)")
-    return "\n".join(lines)
-
-
-def plot(runs, methods, sizes, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    markers = "osD^vPX"
-    for marker, method in zip(markers, methods):
-        for size, fill in zip(sizes, ("none", "full")):
-            chosen = [r for r in runs if r["method"] == method and r["size"] == size]
-            if chosen:
-                ax.scatter([r["seconds"] for r in chosen],
-                           [100 * r["accuracy"] for r in chosen], marker=marker,
-                           facecolors="none" if fill == "none" else None,
-                           edgecolors=f"C{methods.index(method)}",
-                           color=f"C{methods.index(method)}",
-                           label=f"{method}, {size}/class")
-    ax.set_xscale("log")
-    ax.set_xlabel("wall time (s, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("oxford17 flowers, MobileNetV2-160, 2 CPU cores")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def measure(methods, sizes, args, output):
-    """Runs every method, a pass over all methods and sizes per seed.
-
-    Seeds go outermost, so that a run cut short still has every method at
-    both sizes; `quality.json` is rewritten after each training, and
-    `--resume` goes on from it.
-    """
-    runs = json.loads((output / "quality.json").read_text()) if args.resume else []
-    done = {(r["method"], r["size"], r["seed"]) for r in runs}
-    seeds = {m: 1 if args.quick else args.seeds or SEEDS.get(m, 3) for m in methods}
-    with tempfile.TemporaryDirectory() as tmp:
-        folders = {size: split_folder(Path(tmp) / str(size), size) for size in sizes}
-        for seed in range(max(seeds.values())):
-            for size in sizes:
-                for method in methods:
-                    if seed >= seeds[method] or (method, size, seed) in done:
-                        continue
-                    result = run(method, folders[size], seed)
-                    runs.append({"method": method, "size": size, "seed": seed, **result})
-                    print(json.dumps(runs[-1]), flush=True)
-                    (output / "quality.json").write_text(json.dumps(runs, indent=1))
-    return runs
+def math_nan():
+    return float("nan")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="one seed, 60 photos per class")
-    parser.add_argument("--methods", default=",".join(TFTRANSFER_METHODS + RECIPES))
-    parser.add_argument("--sizes", default="10,60")
-    parser.add_argument("--seeds", type=int, help="seeds per method (default 3, recipes 2)")
-    parser.add_argument("--output", default=str(ROOT / "results"))
+    parser.add_argument("--cells", default=",".join(CELLS))
+    parser.add_argument("--bases", default="mobilenet_v2,lite0,lite0-hub")
+    parser.add_argument("--methods", default="defaults,features")
+    parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--resume", action="store_true",
-                        help="keep the output folder's quality.json and run only what "
-                             "it lacks (a run that was cut short)")
+                        help="skip the runs that quality.jsonl already has")
     parser.add_argument("--summarise", action="store_true",
-                        help="only rebuild quality.md and quality.png from the output "
-                             "folder's quality.json (e.g. of a run that was cut short)")
+                        help="only rewrite quality.md from quality.jsonl")
     args = parser.parse_args()
-    if not (FLOWERS.is_dir() and WEIGHTS.is_file()):
-        print(f"skipped: {FLOWERS} or {WEIGHTS} is not there; set TFTRANSFER_SHARED to the shared folder")
+    if not (FLOWERS.is_dir() and MOBILENET.is_file()):
+        print(f"skipped: {SHARED} is not there; set TFTRANSFER_SHARED to the shared folder")
         return 0
-    methods = [m.strip() for m in args.methods.split(",")]
-    sizes = [60] if args.quick else [int(s) for s in args.sizes.split(",")]
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    if args.summarise:
-        runs = json.loads((output / "quality.json").read_text())
-    else:
-        runs = measure(methods, sizes, args, output)
-    table = summarise(runs, methods, sizes)
-    report = f"{table}\n\n{goals(runs, sizes)}\n"
+    RESULTS.parent.mkdir(exist_ok=True)
+    if not args.summarise:
+        done = {(r["cell"], r["base"], r["method"], r["seed"]) for r in load_runs()} \
+            if args.resume else set()
+        for cell in args.cells.split(","):
+            for base in args.bases.split(","):
+                if base == "lite0-hub" and cell not in HUB_CELLS:
+                    continue
+                with tempfile.TemporaryDirectory() as root:
+                    folder = CELLS[cell](Path(root) / cell)
+                    pass_seconds = None
+                    for seed in range(args.seeds):
+                        for method in args.methods.split(","):
+                            if (cell, base, method, seed) in done:
+                                continue
+                            if method in RECIPES and base == "lite0-hub":
+                                continue  # The recipes run on the .keras copy.
+                            if pass_seconds is None:
+                                pass_seconds = extraction_pass(load_base(base), folder)
+                                keras.backend.clear_session()
+                            runner = run_recipe if method in RECIPES else run_tftransfer
+                            result = runner(method, base, folder, seed)
+                            result = {"cell": cell, "base": base, "method": method,
+                                      "seed": seed, "commit": commit(),
+                                      "pass_seconds": pass_seconds, **result}
+                            with RESULTS.open("a") as out:
+                                out.write(json.dumps(result) + "\n")
+                            print(json.dumps({k: v for k, v in result.items()
+                                              if k not in ("head", "top", "wise")}),
+                                  flush=True)
+                            keras.backend.clear_session()
+    report = summarise(load_runs())
     print(report)
-    (output / "quality.md").write_text(report)
-    plot(runs, methods, sizes, output / "quality.png")
+    (RESULTS.parent / "quality.md").write_text(
+        "`python bench/quality.py` (see its docstring for the cells and methods)\n\n" + report)
     return 0
 
 

@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 import tftransfer
-from tftransfer.data_audit import (exact_leaks, neighbourhood, softmax_regression,
-                                   write_clean_list)
+from tftransfer.data_audit import exact_leaks, neighbourhood, write_clean_list
 from tftransfer.audit_page import save_audit
 
 from conftest import write_audit_folder
@@ -87,15 +86,6 @@ def test_close_pairs_match_a_plain_double_loop():
     expected = {(i, j) for i in range(300) for j in range(i + 1, 300) if sims[i, j] >= 0.9}
     assert {(i, j) for i, j, _ in neighbourhood(unit, 0.9, block=64).pairs} == expected
     assert (3, 150) in expected
-
-
-def test_softmax_regression_separates_separable_classes():
-    rng = np.random.default_rng(1)
-    x = np.concatenate([rng.normal(loc, 1.0, (40, 5)) for loc in (-3, 0, 3)]).astype("float32")
-    y = np.repeat(np.arange(3), 40)
-    from tftransfer.data_audit import _predict
-
-    assert (_predict(softmax_regression(x, y, 3), x).argmax(axis=1) == y).mean() > 0.95
 
 
 def test_the_cli_audit_writes_the_page_and_the_clean_list(pixel_base_file, tmp_path, capsys):

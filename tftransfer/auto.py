@@ -8,7 +8,10 @@ chosen with `bench/quality.py` on real photos (see docs/training.md):
   images the cached phases see (`auto_views`, `AUGMENT_BELOW`);
 * `refit="auto"`: whether the head is trained again on the training and
   validation images together (`REFIT_BELOW`);
-* `class_weight="auto"`: weights that balance imbalanced classes.
+* `class_weight="auto"`: weights that balance imbalanced classes;
+* and, once the features are extracted, whether the top phase runs at all
+  (`top_phase_from_evidence`), from what the frozen features already
+  achieve out of fold on every labelled image (`tftransfer.evidence`).
 """
 
 import dataclasses
@@ -95,6 +98,32 @@ def auto_views(images_per_class):
     if images_per_class >= AUGMENT_BELOW:
         return 0
     return min(MAX_VIEWS, max(2, math.ceil(VIEW_ROWS / max(1, images_per_class))))
+
+
+#: The top phase runs only when the frozen features leave at least this share
+#: of the images misclassified out of fold (`Evidence.headroom`): below it,
+#: fine-tuning had too little to gain to be told from its noise
+#: (docs/training.md#whether-the-top-phase-runs-the-evidence).
+TOP_PHASE_HEADROOM = 0.04
+
+
+def top_phase_from_evidence(evidence):
+    """Whether the top phase runs, from the evidence of the cached features.
+
+    Args:
+        evidence: An `evidence.Evidence`, or `None` if it could not be
+            measured.
+
+    Returns:
+        `(runs, reason)`: a bool and a line for the log.
+    """
+    if evidence is None:
+        return True, "runs: no evidence (too few images to measure it)"
+    text = (f"out-of-fold accuracy {evidence.oof_accuracy:.3f} ± "
+            f"{evidence.oof_accuracy_se:.3f}")
+    if evidence.headroom < TOP_PHASE_HEADROOM:
+        return False, f"skipped: {text}, headroom below {TOP_PHASE_HEADROOM}"
+    return True, f"runs: {text}, headroom {evidence.headroom:.3f} >= {TOP_PHASE_HEADROOM}"
 
 
 def resolve(model, counts, phase, views, refit="auto"):

@@ -130,8 +130,9 @@ class PhaseBackups:
             model: The classifier.
 
         Returns:
-            `(history, feature_cache)`: the head phase's `History` and its
-            feature cache manifest, or `None` if it did not finish.
+            `(history, feature_cache, decided)`: the head phase's `History`,
+            its feature cache manifest, and what the evidence decided before
+            it (`save_head`'s `decided`), or `None` if it did not finish.
         """
         try:
             state = json.loads((self.directory / "head.json").read_text())
@@ -153,16 +154,18 @@ class PhaseBackups:
         history.epoch = state["epoch"]
         logger.info("resuming: the head phase finished earlier after %d epochs; its "
                     "weights are restored from %s", state["epochs"], self.directory)
-        return history, state.get("feature_cache")
+        return history, state.get("feature_cache"), state.get("decided")
 
     def save_head(self, model: keras.Model, history: keras.callbacks.History,
-                  feature_cache=None):
+                  feature_cache=None, decided=None):
         """Saves the head phase's result, so that a restart skips it.
 
         Args:
             model: The classifier, with the weights the head phase kept.
             history: The head phase's `History`.
             feature_cache: Its feature cache manifest, or `None`.
+            decided: What the evidence decided before the head phase (a
+                JSON-serialisable dict), so that a resumed run decides alike.
         """
         if not is_chief(model.distribute_strategy):
             return
@@ -173,7 +176,8 @@ class PhaseBackups:
         epochs = history.epoch[-1] + 1 if history.epoch else 0
         state = json.dumps({"epochs": epochs, "epoch": history.epoch,
                             "history": history.history,
-                            "feature_cache": feature_cache}, default=float)
+                            "feature_cache": feature_cache, "decided": decided},
+                           default=float)
         _atomic.replace_file(self.directory / "head.json",
                              lambda path: path.write_text(state))
         shutil.rmtree(self.directory / "head", ignore_errors=True)

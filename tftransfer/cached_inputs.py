@@ -32,12 +32,14 @@ class CachedInputs:
         joined: With `join_validation`, the training rows and the
             validation rows (each repeated once per view) as one shuffled
             dataset.
+        validation_manifest: The validation entry's manifest, or `None`.
     """
 
     train: tf.data.Dataset
     validation: Optional[tf.data.Dataset]
     manifest: dict
     joined: Optional[tf.data.Dataset] = None
+    validation_manifest: Optional[dict] = None
 
 
 def cached_inputs(frozen, train, validation_data, plan, *, augmentation=None,
@@ -79,7 +81,7 @@ def cached_inputs(frozen, train, validation_data, plan, *, augmentation=None,
                                              cache_dir=plan.cache_dir,
                                              augmentation=augmentation, views=views,
                                              shuffle=True, seed=plan.seed)
-    cached_validation = joined = None
+    cached_validation = joined = plain = None
     if validation_data is not None:
         cached_validation, plain = cached_features(frozen, validation_data,
                                                    identity=validation_id,
@@ -90,7 +92,7 @@ def cached_inputs(frozen, train, validation_data, plan, *, augmentation=None,
         # augmented views on 10 photos per class, and need no extraction.
         joined = joined_features([manifest] + [plain] * views, manifest["batch_size"],
                                  shuffle=True, seed=plan.seed)
-    return CachedInputs(cached_train, cached_validation, manifest, joined)
+    return CachedInputs(cached_train, cached_validation, manifest, joined, plain)
 
 
 def _activations(bottom, dataset, identity, plan, augmentation, views):

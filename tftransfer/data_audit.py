@@ -31,6 +31,7 @@ from typing import Optional, Union
 import numpy as np
 
 from tftransfer.errors import TransferError
+from tftransfer.evidence import softmax_probabilities, softmax_regression
 from tftransfer.features import Base
 
 logger = logging.getLogger("tftransfer")
@@ -304,47 +305,6 @@ def _label_probabilities(near, labels, classes):
     return neighbour_probabilities(near, labels, classes), "cleanlab"
 
 
-def softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 300,
-                       rate: float = 0.05, l2: float = 1e-4):
-    """A linear softmax head fitted by full-batch Adam in numpy, in well under a second.
-
-    Args:
-        x: `[rows, features]`.
-        y: Integer labels.
-        classes: The number of classes.
-        steps, rate, l2: Adam's steps and rate, and the weight decay.
-
-    Returns:
-        `(mean, scale, weights, bias)` for `_predict`.
-    """
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    z = (x - mean) / scale
-    weights = np.zeros((z.shape[1], classes), np.float32)
-    bias = np.zeros(classes, np.float32)
-    target = np.eye(classes, dtype=np.float32)[y]
-    moments = [np.zeros_like(weights), np.zeros_like(bias)] * 2
-    for step in range(1, steps + 1):
-        error = (_softmax(z @ weights + bias) - target) / len(z)
-        grads = (z.T @ error + l2 * weights, error.sum(axis=0))
-        for k, (param, grad) in enumerate(zip((weights, bias), grads)):
-            moments[k] = 0.9 * moments[k] + 0.1 * grad
-            moments[k + 2] = 0.999 * moments[k + 2] + 0.001 * grad ** 2
-            param -= rate * (moments[k] / (1 - 0.9 ** step)) / (
-                np.sqrt(moments[k + 2] / (1 - 0.999 ** step)) + 1e-8)
-    return mean, scale, weights, bias
-
-
-def _predict(model, x):
-    mean, scale, weights, bias = model
-    return _softmax(((x - mean) / scale) @ weights + bias)
-
-
-def _softmax(logits):
-    logits = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def neighbour_probabilities(near: Neighbourhood, labels: np.ndarray,
                             classes: int) -> np.ndarray:
     """Leave-one-out class probabilities from each photo's nearest others.
@@ -403,7 +363,7 @@ def _held_out_accuracy(features, labels, names, findings, files):
         return None
     train, scored = names == "train", names == held
     model = softmax_regression(features[train], labels[train], int(labels.max()) + 1)
-    right = _predict(model, features[scored]).argmax(axis=1) == labels[scored]
+    right = softmax_probabilities(model, features[scored]).argmax(axis=1) == labels[scored]
     leaked = {f.file for f in findings if f.kind == "leak"}
     clean = np.array([file not in leaked for file, s in zip(files, names) if s == held])
     return {"split": held, "all": float(right.mean()),

@@ -24,7 +24,7 @@ import shutil
 import time
 import weakref
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import keras
 import numpy as np
@@ -306,6 +306,29 @@ def joined_features(manifests, batch_size, *, shuffle=False, seed=None):
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     batches = -(-rows // batch_size)
     return ds.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def read_rows(manifest: dict, rows: Optional[int] = None) -> tuple:
+    """Reads a single-output cache entry's rows into memory, in the order written.
+
+    Args:
+        manifest: The entry's manifest, as `cached_features` returns it
+            (with its `path`).
+        rows: Read only the first this many rows (e.g. one view's).
+
+    Returns:
+        `(features, labels)` as numpy arrays.
+    """
+    features, labels, total = [], [], 0
+    for *parts, label_file in manifest["shards"]:
+        if rows is not None and total >= rows:
+            break
+        if len(parts) != 1:
+            raise TransferError("read_rows reads entries of one output, not a cut's")
+        features.append(np.load(Path(manifest["path"]) / parts[0]))
+        labels.append(np.load(Path(manifest["path"]) / label_file))
+        total += len(labels[-1])
+    return np.concatenate(features)[:rows], np.concatenate(labels)[:rows]
 
 
 def entry_spec(shapes, label_dtype, label_shape=()):

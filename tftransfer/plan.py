@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer import auto
+from tftransfer import auto, keep
 from tftransfer.boundary import Split, split_at
 from tftransfer.builder import augmentation_of, set_trainable
 from tftransfer.data.cache import free_space
@@ -34,9 +34,8 @@ logger = logging.getLogger("tftransfer")
 #: The reason a phase is not cached when the caller turned the cache off.
 DISABLED = "disabled"
 #: How `fine_tune` chooses between the two phases' weights.
-KEEP_RULE = ("the top phase is kept unless its validation accuracy is lower than the "
-             "head's by more than the standard error of the head's, sqrt(p (1 - p) / n); "
-             "without validation data, unless its training loss is higher")
+KEEP_RULE = (keep.KEEP_RULE.format(margin=keep.MARGIN) + "; without validation data, the "
+             "top phase's unless its training loss is higher than the head's")
 #: ... and for a multi-label model, where accuracy is not the measure.
 MULTI_LABEL_KEEP_RULE = ("the top phase is kept unless its validation average precision "
                          "(mean over the labels) is lower than the head's; without "
@@ -131,6 +130,11 @@ class Plan:
         split: Phase 2's cut (`boundary.Split`) when it is cached, else `None`.
         keep: The rule that chooses between the phases' weights.
         multi_label: Whether the labels are multi-hot (a sigmoid head).
+        waits: The decisions that wait for the extraction, because the
+            evidence of the cached features rules them: `("top",)` when
+            whether the top phase runs does (`auto.top_phase_from_evidence`).
+        refit_without_top: With `waits`, whether the head is refit if the
+            evidence skips the top phase (`refit="auto"` and few images).
     """
 
     head: PhasePlan
@@ -147,6 +151,32 @@ class Plan:
     split: Optional[Split] = dataclasses.field(default=None, repr=False, compare=False)
     keep: str = KEEP_RULE
     multi_label: bool = False
+    waits: tuple = ()
+    refit_without_top: bool = False
+
+    def after_evidence(self, evidence) -> tuple:
+        """The plan once the evidence is in, and the decision it made.
+
+        Args:
+            evidence: The `evidence.Evidence` of the cached features, or `None`.
+
+        Returns:
+            `(plan, decision)`: this plan with the top phase skipped if the
+            evidence says so (and the head refit, with
+            `refit_without_top`), and a line saying what was decided and
+            why; `(self, None)` if nothing waited for the evidence.
+        """
+        if "top" not in self.waits:
+            return self, None
+        runs, reason = auto.top_phase_from_evidence(evidence)
+        plan = dataclasses.replace(self, waits=())
+        if not runs:
+            top = dataclasses.replace(self.top.phase, epochs=0)
+            plan = dataclasses.replace(plan, top=dataclasses.replace(self.top, phase=top),
+                                       refit=self.refit_without_top)
+            if self.refit_without_top:
+                reason += "; the head is refit on the training and validation images"
+        return plan, f"top phase: {reason}"
 
     def to_dict(self) -> dict:
         """The plan as plain values, for JSON and for tests."""
@@ -160,6 +190,7 @@ class Plan:
             "seed": self.seed, "unit": self.unit,
             "crossing": self.split.crossing if self.split else None,
             "keep": self.keep, "multi_label": self.multi_label,
+            "waits": list(self.waits), "refit_without_top": self.refit_without_top,
         }
 
     def describe(self) -> str:
@@ -179,6 +210,13 @@ class Plan:
                      f"{('per-label positive' if self.multi_label else 'balanced') if self.class_weight else 'none'}"
                      + ("; multi-label: sigmoids, binary cross-entropy, thresholds "
                         "for the best F1 on validation" if self.multi_label else ""))
+        if "top" in self.waits:
+            lines.append("waits for the extraction: whether the top phase runs. It runs if "
+                         "a linear head, out of fold on the cached features of the training "
+                         "and validation images, misclassifies at least "
+                         f"{auto.TOP_PHASE_HEADROOM:.0%} of them"
+                         + ("; if it does not, the head is refit" if self.refit_without_top
+                            else ""))
         lines.append(f"feature cache: {self.cache_dir or 'disabled'}")
         lines.append(f"keep: {self.keep}")
         return "\n".join(lines)
@@ -205,6 +243,7 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
     """
     options = options or RunOptions()
     _check_arguments(head, class_weight)
+    top_auto, refit_auto = top.unfreeze == "auto", refit == "auto"
     num_classes = int(model.output_shape[-1])
     train_id = identify(train, num_classes)
     if train_id.counts is None:
@@ -230,6 +269,11 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
     split, why_not_top = None, why_not
     if unfrozen > 0 and why_not is None:
         split, why_not_top = boundary_split(model, train_id, unfrozen, cache_dir, views)
+    # Whether the top phase runs waits for the evidence of the cached
+    # features, where `"auto"` chose its depth and those features will exist.
+    waits = ("top",) if top_auto and unfrozen > 0 and why_not is None and not multi else ()
+    refit_without_top = bool(waits) and refit_auto and validation_data is not None and \
+        int(min(train_id.counts)) < auto.REFIT_BELOW
     return Plan(
         head=PhasePlan("head", head, why_not is None, why_not),
         top=PhasePlan("top", top, split is not None, why_not_top if unfrozen else None),
@@ -239,7 +283,8 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
         seed=_seed(options.seed, model.distribute_strategy),
         unit="backbone layer(s)" if isinstance(find_backbone(model), keras.Model) else
         "variable(s) of the TF Hub module", split=split, multi_label=multi,
-        keep=MULTI_LABEL_KEEP_RULE if multi else KEEP_RULE)
+        keep=MULTI_LABEL_KEEP_RULE if multi else KEEP_RULE, waits=waits,
+        refit_without_top=refit_without_top)
 
 
 def _checked_labels(model, train_id):

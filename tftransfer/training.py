@@ -11,7 +11,6 @@ better of the two phases' weights is kept. Each phase is a `Phase`.
 import contextlib
 import dataclasses
 import logging
-import math
 import sys
 from typing import Optional, Union
 
@@ -23,6 +22,9 @@ from tftransfer.backups import PhaseBackups
 from tftransfer.builder import augmentation_of, head_of, set_trainable
 from tftransfer.cached_inputs import cached_inputs
 from tftransfer.distribute import fit, learning_rate_scale
+from tftransfer.evidence import Evidence, measure_evidence
+from tftransfer.feature_cache import read_rows
+from tftransfer.keep import average_weights, choose_kept
 from tftransfer.losses import loss_and_metrics
 from tftransfer.lr_finder import RateSearch, find_learning_rate
 from tftransfer.multi_label import choose_thresholds, set_thresholds
@@ -53,9 +55,9 @@ class FineTuneHistory:
         head: The head phase's (phase 1: the head alone).
         top: The top phase's (phase 2: the unfrozen top), or `None` if it
             did not run.
-        kept_phase: `"head"` if the top phase ended clearly less accurate
-            (see `plan.KEEP_RULE`) and the head phase's weights were
-            restored, else `"top"`.
+        kept_phase: Whose weights the model has: `"head"`, `"top"`, or
+            `"average"` (of both phases' weights), as `plan.keep` says
+            (`keep.choose_kept`).
         head_cache: The manifest of the cached training features used by
             the head phase (see `cached_features`), or `None`.
         top_cache: The manifest of the cached activations at the unfreeze
@@ -73,6 +75,10 @@ class FineTuneHistory:
         thresholds: For a multi-label model with validation data, the
             per-label thresholds chosen on it (`multi_label.choose_thresholds`)
             and set in the model; else `None`.
+        evidence: The `evidence.Evidence` measured on the cached features
+            before the head phase, when a decision waited for it; else `None`.
+        decisions: The decisions made during the run, each a line with its
+            reason (whether the top phase ran, which weights were kept).
     """
 
     head: keras.callbacks.History
@@ -86,6 +92,8 @@ class FineTuneHistory:
     refit: Optional[keras.callbacks.History] = None
     plan: Optional[Plan] = None
     thresholds: Optional[list] = None
+    evidence: Optional[Evidence] = None
+    decisions: list = dataclasses.field(default_factory=list)
 
     @property
     def history(self) -> dict:
@@ -197,16 +205,15 @@ def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
     options = options or RunOptions()
     runner = _PhaseRunner(model, plan, options, callbacks, verbose,
                           validation_data is not None)
-    result = _resumed_head(model, runner) or _train_head(model, plan, train,
-                                                         validation_data, runner)
-    result.plan = plan
+    result = _resumed_head(model, plan, runner) or _train_head(model, plan, train,
+                                                               validation_data, runner)
+    plan = result.plan
     if plan.top.runs:
         head_weights = model.get_weights()
-        _train_top(model, plan, train, validation_data, runner, result)
+        scored = _train_top(model, plan, train, validation_data, runner, result)
         # A top phase resumed after its last epoch has no history; its weights stay.
-        if result.top.epoch and _top_lost(result, plan, runner.monitor):
-            model.set_weights(head_weights)
-            result.kept_phase = "head"
+        if result.top.epoch:
+            _keep(model, plan, runner, result, head_weights, *scored)
     if plan.multi_label and validation_data is not None:
         result.thresholds = tune_thresholds(model, validation_data)
     if runner.backup:
@@ -287,12 +294,19 @@ class _PhaseRunner:
                    class_weight=self.class_weight, verbose=verbose)
 
 
-def _resumed_head(model, runner):
+def _resumed_head(model, plan, runner):
     """The head phase's result from the backups, restored into `model`, or `None`."""
     finished = runner.backup.finished_head(model) if runner.backup else None
     if not finished:
         return None
-    return FineTuneHistory(head=finished[0], head_cache=finished[1])
+    history, cache, decided = finished
+    result = FineTuneHistory(head=history, head_cache=cache, plan=plan)
+    if decided:
+        result.evidence = Evidence(**decided["evidence"]) if decided["evidence"] else None
+        result.plan, decision = plan.after_evidence(result.evidence)
+        logger.info("%s (as before the resume)", decision)
+        result.decisions.append(decision)
+    return result
 
 
 def _train_head(model, plan, train, validation_data, runner):
@@ -303,6 +317,7 @@ def _train_head(model, plan, train, validation_data, runner):
     """
     initial = head_of(model).get_weights()
     phase = plan.head.phase
+    decided = None
     if not plan.head.cached:
         if plan.head.why_not_cached != DISABLED:
             logger.info("feature cache not used: %s", plan.head.why_not_cached)
@@ -317,21 +332,54 @@ def _train_head(model, plan, train, validation_data, runner):
                                   train.concatenate(validation_data), cached=False)
     else:
         frozen = plan.split.top_features if plan.split else model.get_layer("features")
-        history, inputs, search = _run_cached(
-            runner, "head", phase, model, frozen, head_of(model), train, validation_data,
-            plan, below=plan.split)
+        inputs = _extract(runner, model, frozen, train, validation_data, plan,
+                          join_validation=plan.refit or plan.refit_without_top,
+                          below=plan.split)
+        evidence, decided = _weigh_evidence(plan, inputs)
+        history, search = _fit_cached(runner, "head", phase, head_of(model), inputs)
         result = FineTuneHistory(head=history, head_cache=inputs.manifest,
                                  rate_search=search,
                                  head_learning_rate=search.rate if search else
-                                 phase.learning_rate)
+                                 phase.learning_rate, evidence=evidence)
+        if decided is not None:
+            plan, decision = plan.after_evidence(evidence)
+            logger.info("%s", decision)
+            result.decisions.append(decision)
         if plan.refit:
             result.refit = _refit(runner, head_of(model), phase, result, initial,
                                   inputs.joined, cached=True)
+    result.plan = plan
     # So that `model.evaluate` works.
     runner.compile(model, dataclasses.replace(phase, learning_rate=result.head_learning_rate))
     if runner.backup:
-        runner.backup.save_head(model, result.head, result.head_cache)
+        runner.backup.save_head(model, result.head, result.head_cache,
+                                decided=decided)
     return result
+
+
+def _weigh_evidence(plan, inputs):
+    """Measures the evidence of the cached features, if a decision waits for it.
+
+    Pools the training and validation images' features; with augmented
+    views, only the first view of each training image, so that no held-out
+    image has a copy in the training folds.
+
+    Returns:
+        `(evidence, decided)`: the `Evidence` (or `None`), and what to keep
+        in the backups so that a resumed run decides alike (`None` if
+        nothing waited).
+    """
+    if not plan.waits:
+        return None, None
+    manifest = inputs.manifest
+    features, labels = read_rows(manifest, manifest["rows"] // max(1, manifest.get("views", 1)))
+    if inputs.validation_manifest is not None:
+        more, more_labels = read_rows(inputs.validation_manifest)
+        features, labels = np.concatenate([features, more]), np.concatenate([labels, more_labels])
+    evidence = measure_evidence(features, labels, len(plan.train.counts), seed=plan.seed or 0)
+    if evidence is not None:
+        logger.info("evidence: %s", evidence.describe())
+    return evidence, {"evidence": evidence.to_dict() if evidence else None}
 
 
 def _refit(runner, target, phase, result, initial, data, cached):
@@ -352,38 +400,89 @@ def _train_top(model, plan, train, validation_data, runner, result):
     """The top phase: the unfrozen top on cached boundary activations if possible.
 
     Fills in `result`'s `top`, `top_cache`, `unfrozen` and `kept_phase`.
+
+    Returns:
+        `(target, validation)`: what scores the validation images under
+        the model's weights (the trainer and its cached validation inputs,
+        or the model and the validation data).
     """
     part = plan.top
     set_trainable(model, part.phase.unfreeze)
+    result.unfrozen = part.phase.unfreeze
+    result.kept_phase = "top"
     if not part.cached:
         if part.why_not_cached != DISABLED:
             logger.info("top phase cache not used: %s", part.why_not_cached)
         result.top = runner.run("top", model, part.phase, train, validation_data,
                                 initial_epoch=result.head_epochs)
-    else:
-        logger.info("top phase cache: %d tensor(s) cross the cut below the top %d layer(s)",
-                    plan.split.crossing, part.phase.unfreeze)
-        result.top, inputs, _ = _run_cached(
-            runner, "top", part.phase, model, plan.split.bottom, plan.split.trainer, train,
-            validation_data, plan, initial_epoch=result.head_epochs)
-        result.top_cache = inputs.manifest
-    result.unfrozen = part.phase.unfreeze
-    result.kept_phase = "top"
+        return model, validation_data
+    logger.info("top phase cache: %d tensor(s) cross the cut below the top %d layer(s)",
+                plan.split.crossing, part.phase.unfreeze)
+    inputs = _extract(runner, model, plan.split.bottom, train, validation_data, plan)
+    result.top, _ = _fit_cached(runner, "top", part.phase, plan.split.trainer, inputs,
+                                initial_epoch=result.head_epochs)
+    result.top_cache = inputs.manifest
+    return plan.split.trainer, inputs.validation
 
 
-def _run_cached(runner, name, phase, model, frozen, target, train, validation_data, plan, *,
-                initial_epoch=0, below=None):
-    """Runs a phase of `target` on what `frozen` computes, cached once.
+def _keep(model, plan, runner, result, head_weights, target, validation):
+    """Keeps the head phase's weights, the top phase's, or their average (`keep.KEEP_RULE`).
 
-    Returns:
-        `(history, inputs, search)`: the phase's `History`, its
-        `CachedInputs`, and the `RateSearch` if the rate was `"auto"`.
+    A single-label model with validation data compares the three on the same
+    validation images (`keep.choose_kept`); otherwise the top phase's
+    weights give way to the head's only when clearly worse (`_top_lost`).
     """
+    if plan.multi_label or validation is None:
+        if _top_lost(result, plan, runner.monitor):
+            model.set_weights(head_weights)
+            result.kept_phase = "head"
+        result.decisions.append(f"kept: the {result.kept_phase} phase's weights "
+                                f"({plan.keep})")
+        return
+    top_weights = model.get_weights()
+    candidates = {"head": head_weights, "top": top_weights,
+                  "average": average_weights(head_weights, top_weights)}
+    probabilities = {}
+    call = _inference(target)  # One trace: the candidates differ only in variable values.
+    for name, weights in candidates.items():
+        model.set_weights(weights)
+        labels, probabilities[name] = _predictions(call, validation)
+    result.kept_phase, reason = choose_kept(labels, probabilities)
+    model.set_weights(candidates[result.kept_phase])
+    logger.info("%s", reason)
+    result.decisions.append(reason)
+
+
+def _inference(target):
+    return tf.function(lambda inputs: target(inputs, training=False), reduce_retracing=True)
+
+
+def _predictions(call, dataset):
+    """`(labels, probabilities)` of `call` (an `_inference`) over `(inputs, labels)` batches."""
+    labels, probabilities = [], []
+    for inputs, batch_labels in dataset:
+        probabilities.append(call(inputs).numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def _extract(runner, model, frozen, train, validation_data, plan, *, join_validation=False,
+             below=None):
+    """What `frozen` computes from the data, cached once (`cached_inputs`)."""
     bars = contextlib.nullcontext() if runner.verbose in (1, "auto") else no_bars()
     with bars:
-        inputs = cached_inputs(frozen, train, validation_data, plan,
-                               augmentation=augmentation_of(model),
-                               join_validation=name == "head" and plan.refit, below=below)
+        return cached_inputs(frozen, train, validation_data, plan,
+                             augmentation=augmentation_of(model),
+                             join_validation=join_validation, below=below)
+
+
+def _fit_cached(runner, name, phase, target, inputs, *, initial_epoch=0):
+    """Runs a phase of `target` on cached inputs.
+
+    Returns:
+        `(history, search)`: the phase's `History`, and the `RateSearch` if
+        the rate was `"auto"`.
+    """
     search = None
     if phase.learning_rate == "auto":
         search = find_learning_rate(target, inputs.train, loss=runner.loss)
@@ -392,32 +491,20 @@ def _run_cached(runner, name, phase, model, frozen, target, train, validation_da
         phase = dataclasses.replace(phase, learning_rate=search.rate)
     history = runner.run(name, target, phase, inputs.train, inputs.validation,
                          initial_epoch=initial_epoch, cached=True)
-    return history, inputs, search
+    return history, search
 
 
 def _top_lost(result, plan, monitor):
-    """Whether the top phase ended clearly worse than the head phase (`plan.KEEP_RULE`).
+    """Whether the top phase ended worse than the head phase, where paired scores cannot tell.
 
-    With validation data: its validation accuracy is lower than the head
-    phase's by more than the standard error of the head phase's,
-    sqrt(p (1 - p) / n). A smaller gap is within what the validation
-    images can tell
-    (docs/benchmarks.md#the-top-phase-when-to-stop-and-which-weights-to-keep).
-    The loss alone is not the measure: a rule that also gave way to a higher
-    validation loss picked the better phase on one dataset and cost a point
-    on another (docs/benchmarks.md#when-the-top-phase-pays). A multi-label
-    model compares the phases' validation average precision (mean over the
-    labels) instead. Without validation data: a higher training loss.
+    A multi-label model compares the phases' validation average precision
+    (mean over the labels); without validation data, their training loss.
     """
     first = kept_epoch_logs(result.head, plan.head.phase, monitor)
     second = kept_epoch_logs(result.top, plan.top.phase, monitor)
     ap = "val_average_precision"
     if plan.multi_label and ap in first and ap in second:
         return second[ap] < first[ap]
-    if monitor == "val_loss" and "val_accuracy" in first and "val_accuracy" in second:
-        p = first["val_accuracy"]
-        rows = plan.validation.rows if plan.validation else 0
-        return second["val_accuracy"] < p - math.sqrt(p * (1 - p) / max(rows, 1))
     return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
 
 
@@ -433,12 +520,8 @@ def tune_thresholds(model: keras.Model, validation_data: tf.data.Dataset) -> lis
         The thresholds (`multi_label.choose_thresholds`), one per label, as
         set in the model.
     """
-    call = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
-    labels, probabilities = [], []
-    for images, batch_labels in validation_data:
-        probabilities.append(call(images).numpy())
-        labels.append(batch_labels.numpy())
-    thresholds = choose_thresholds(np.concatenate(labels), np.concatenate(probabilities))
+    labels, probabilities = _predictions(_inference(model), validation_data)
+    thresholds = choose_thresholds(labels, probabilities)
     set_thresholds(model, thresholds)
     logger.info("per-label thresholds for the best F1 on the validation data: %s",
                 [round(float(t), 3) for t in thresholds])
