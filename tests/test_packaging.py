@@ -2,6 +2,7 @@
 
 import os
 import re
+import site as sitelib
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,11 @@ def test_wheel_installs_and_trains_offline_from_an_empty_folder(tmp_path):
     site = Path(subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True).stdout.strip())
+    if sys.prefix != sys.base_prefix:
+        # Run from a virtual environment, --system-site-packages reaches the base
+        # interpreter's packages, not this environment's, which hold TensorFlow.
+        (site / "outer_environment.pth").write_text(
+            "".join(f"{path}\n" for path in sitelib.getsitepackages()))
     installed = site / "tftransfer"
     assert (installed / "saved_models" / "fashion_mobilenet_v2.weights.h5").is_file()
     assert (installed / "saved_models" / "fashion_mobilenet_v2_hub" / "saved_model.pb").is_file()

@@ -379,6 +379,10 @@ def _saved_model_predictor(path):
         raise TransferError(f"{path} holds no SavedModel (no saved_model.pb in it or in "
                             "a version folder)")
     loaded = tf.saved_model.load(str(version))
+    if "serving_images" not in loaded.signatures:
+        raise TransferError(f"{version} is a SavedModel that tftransfer did not export (no "
+                            "'serving_images' signature); export the model with "
+                            "tftransfer export, or evaluate its .keras file")
     serve = loaded.signatures["serving_images"]
     height, width = serve.structured_input_signature[1]["images"].shape[1:3]
     labels = Path(version) / "assets" / LABELS_FILE

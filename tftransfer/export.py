@@ -80,13 +80,10 @@ def export_saved_model(model: keras.Model, directory: Union[str, Path],
     if len(class_names) != num_classes:
         raise TransferError(f"{len(class_names)} class names for a model with "
                             f"{num_classes} outputs")
-    directory = Path(directory)
+    target = check_export_target(directory, version, overwrite)
+    directory = target.parent
     directory.mkdir(parents=True, exist_ok=True)
     chosen = version is not None
-    target = directory / str(int(version) if chosen else next_version(directory))
-    if target.exists() and not overwrite:
-        raise TransferError(f"{target} already exists; pass overwrite=True "
-                            "(--overwrite) or another version")
 
     def write(staging):
         _write_saved_model(model, staging, class_names, min(top_k, num_classes), max_pixels)
@@ -130,12 +127,43 @@ def export_thresholds(path: Union[str, Path]) -> Optional[np.ndarray]:
     path = Path(path)
     if path.suffix == ".tflite":
         beside = path.with_name(THRESHOLDS_FILE)
-        return (np.array(beside.read_text().split(), np.float32) if beside.is_file()
-                else None)
+        try:
+            return (np.array(beside.read_text().split(), np.float32) if beside.is_file()
+                    else None)
+        except ValueError:
+            raise TransferError(f"{beside}: expected one number per line") from None
     metadata = path / "assets.extra" / METADATA_FILE
-    recorded = json.loads(metadata.read_text()) if metadata.is_file() else {}
-    return (np.asarray(recorded["thresholds"], np.float32) if recorded.get("multi_label")
-            else None)
+    try:
+        recorded = json.loads(metadata.read_text()) if metadata.is_file() else {}
+        return (np.asarray(recorded["thresholds"], np.float32)
+                if recorded.get("multi_label") else None)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise TransferError(f"{metadata} is malformed ({type(error).__name__}: {error}); "
+                            "export the model again") from None
+
+
+def check_export_target(directory, version: Optional[int] = None,
+                        overwrite: bool = False) -> Path:
+    """Where `export_saved_model` would write, or a `TransferError` saying why it cannot.
+
+    It only lists a folder, so `tftransfer train` checks its export before
+    training rather than losing the trained model to it afterwards.
+
+    Args:
+        directory, version, overwrite: As in `export_saved_model`.
+
+    Returns:
+        The version folder's `Path`.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise TransferError(f"the export folder {directory} is a file; name a folder")
+    chosen = version is not None
+    target = directory / str(int(version) if chosen else next_version(directory))
+    if target.exists() and not overwrite:
+        raise TransferError(f"{target} already exists; pass overwrite=True "
+                            "(--overwrite) or another version")
+    return target
 
 
 def next_version(directory):

@@ -35,7 +35,7 @@ NOT_REPLAYED = ("config", "run_dir", "command", "dry_run",
                 # command line or the defaults, never from a file that may be anyone's.
                 "export", "overwrite", "model_version", "save_keras", "log_dir",
                 "backup_dir", "feature_cache", "image_cache", "tfds_data_dir", "base",
-                "weights", "taps", "trust_model")
+                "weights", "taps", "trust_model", "replayed_digest")
 
 
 def default_run_dir(data, now=None, root=None):

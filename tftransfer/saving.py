@@ -8,6 +8,7 @@ ignores `safe_mode` (CVE-2025-9905). Weights files (`.weights.h5`) are not
 model files and are not affected.
 """
 
+import zipfile
 from pathlib import Path
 from typing import Union
 
@@ -53,4 +54,7 @@ def load_model(path: Union[str, Path], *, safe_mode: bool = True) -> keras.Model
             start = message.index(UNTRUSTED_MODULE)
             detail = message[start:].split("\n")[0].rstrip("'\". ")
             raise TransferError(f"{path}: {detail}") from None
-        raise
+        raise TransferError(f"cannot load {path}: {message.splitlines()[0]}") from None
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise TransferError(f"cannot load {path}: not a readable .keras file "
+                            f"({type(error).__name__}: {error})") from None

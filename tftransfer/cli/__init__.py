@@ -35,14 +35,16 @@ def build_parser():
                     "head, two-phase fine-tuning, and a SavedModel that TF Serving loads.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data, export = arguments.data_arguments(), arguments.export_arguments()
-    base = arguments.base_arguments()
-    parser.train_parser = arguments.add_train(subparsers, [data, base, export])
-    arguments.add_export(subparsers, [data, export])
-    arguments.add_lr_find(subparsers, [data, base])
+    # Fresh parents for each command: argparse shares a parent's actions, so one
+    # command's set_defaults (train's demo --data) would become every command's.
+    data, base = arguments.data_arguments, arguments.base_arguments
+    export = arguments.export_arguments
+    parser.train_parser = arguments.add_train(subparsers, [data(), base(), export()])
+    arguments.add_export(subparsers, [data(), export()])
+    arguments.add_lr_find(subparsers, [data(), base()])
     arguments.add_evaluate(subparsers)
-    arguments.add_audit(subparsers, [base])
-    arguments.add_compare(subparsers, [data, base])
+    arguments.add_audit(subparsers, [base()])
+    arguments.add_compare(subparsers, [data(), base()])
     arguments.add_small_commands(subparsers)
     return parser
 

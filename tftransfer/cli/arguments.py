@@ -37,6 +37,48 @@ def _rate(value):
     return rate
 
 
+def _number(kind, low, high=None, *, low_open=False, high_open=True):
+    """An argparse type: a `kind` (int or float) in [low, high), or as the flags say."""
+    def parse(value):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        fits = number is not None and (number > low if low_open else number >= low) and (
+            high is None or (number < high if high_open else number <= high))
+        if not fits:
+            lowest = f"> {low}" if low_open else f">= {low}"
+            highest = "" if high is None else (f" and < {high}" if high_open
+                                               else f" and <= {high}")
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {noun} {lowest}{highest}, "
+                                             f"not {value!r}")
+        return number
+    parse.__name__ = kind.__name__  # argparse names the type in its messages.
+    return parse
+
+
+#: The numbers the flags take, checked alike in every command.
+POSITIVE = _number(int, 1)
+COUNT = _number(int, 0)
+FRACTION = _number(float, 0.0, 1.0)
+SIMILARITY = _number(float, 0.0, 1.0, low_open=True, high_open=False)
+
+
+def _separator(value):
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty (a space by default)")
+    return value
+
+
+def _rate_number(value):
+    """A learning rate that must be a number (the top phase has no range test)."""
+    rate = _rate(value)
+    if rate == "auto":
+        raise argparse.ArgumentTypeError("must be a positive number, not 'auto'")
+    return rate
+
+
 def _augmentation(value):
     """Parses `auto`, `none` or `flip,rotation=0.1,...` for `build_classifier`."""
     if value in ("auto", "none"):
@@ -134,7 +176,7 @@ def data_arguments():
     group.add_argument("--multi-label", action="store_true",
                        help="read a CSV's labels as a set per image (a 'path,labels' "
                             "header says so itself) and train sigmoids, one per label")
-    group.add_argument("--label-sep", default=" ", metavar="SEP",
+    group.add_argument("--label-sep", type=_separator, default=" ", metavar="SEP",
                        help="what separates a multi-label CSV's labels (default: a space)")
     group.add_argument("--image-cache", default="memory", metavar="memory|none|DIR",
                        help="keep the decoded, resized images in memory, not at all "
@@ -144,7 +186,7 @@ def data_arguments():
                             "than half of the free memory)")
     group.add_argument("--tfds-data-dir",
                        help="where TFDS keeps its datasets (default: ~/tensorflow_datasets)")
-    group.add_argument("--validation-split", type=float, default=0.2,
+    group.add_argument("--validation-split", type=FRACTION, default=0.2,
                        help="fraction of each class held out when there is no val/ folder "
                             "(default: 0.2)")
     group.add_argument("--seed", type=int, default=1337,
@@ -158,12 +200,12 @@ def export_arguments():
     """The arguments of a SavedModel version, shared by `train` and `export`."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("export")
-    group.add_argument("--model-version", type=int, metavar="N",
+    group.add_argument("--model-version", type=COUNT, metavar="N",
                        help="the export's version folder (default: one more than the "
                             "highest)")
     group.add_argument("--overwrite", action="store_true",
                        help="with --model-version, replace an existing version")
-    group.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+    group.add_argument("--max-pixels", type=POSITIVE, default=MAX_PIXELS, metavar="N",
                        help="serving_default refuses an image of more pixels (width x "
                             "height x GIF frames, read from its header) before decoding "
                             f"it (default: {MAX_PIXELS})")
@@ -194,14 +236,14 @@ def base_arguments():
     group.add_argument("--weights", default="default",
                        help="'imagenet', 'none', a local weights file, or 'default' for "
                             "the base's own (default: default)")
-    group.add_argument("--image-size", type=int,
+    group.add_argument("--image-size", type=POSITIVE,
                        help="square input size in pixels (default: the base's own)")
     group.add_argument("--taps", default="default", metavar="default|none|LAYER[,LAYER]",
                        type=_taps,
                        help="inner layers whose pooled outputs join the features "
                             "(docs/bases.md#taps-features-from-inside-the-base): the "
                             "base's own choice, none, or layer names (default: default)")
-    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    group.add_argument("--batch-size", type=POSITIVE, default=DEFAULT_BATCH_SIZE,
                        help="images per replica per step; the global batch is this "
                             "times the replicas, as the log states (default: "
                             f"{DEFAULT_BATCH_SIZE})")
@@ -221,7 +263,7 @@ def add_train(commands, parents):
                     "it as a versioned SavedModel. With no arguments, trains the bundled "
                     "demo: Fashion-MNIST classes 5-9 on the bundled base.")
     model = train.add_argument_group("head")
-    model.add_argument("--dropout", type=float, default=0.2, help="(default: 0.2)")
+    model.add_argument("--dropout", type=FRACTION, default=0.2, help="(default: 0.2)")
     model.add_argument("--augment", type=_augmentation, metavar="SPEC", default="auto",
                        help="random augmentation in training: 'auto' (flip, rotation "
                             "0.1, zoom in up to 0.2), 'none', or e.g. "
@@ -237,24 +279,24 @@ def add_train(commands, parents):
 def _phase_arguments(phases):
     from tftransfer.phases import HEAD, TOP
 
-    phases.add_argument("--head-epochs", type=int, default=HEAD.epochs,
+    phases.add_argument("--head-epochs", type=COUNT, default=HEAD.epochs,
                         help="most epochs of the head phase (the head alone); early "
                              f"stopping usually ends it sooner (default: {HEAD.epochs})")
     phases.add_argument("--head-learning-rate", type=_rate, default=HEAD.learning_rate,
                         help="learning rate of the head phase, or 'auto' to pick it with a "
                              "learning-rate range test on the cached features (see "
                              f"`tftransfer lr-find`) (default: {HEAD.learning_rate})")
-    phases.add_argument("--head-patience", type=int, default=HEAD.patience,
+    phases.add_argument("--head-patience", type=COUNT, default=HEAD.patience,
                         help="epochs without improvement of the validation loss before "
                              f"the head phase stops (default: {HEAD.patience})")
-    phases.add_argument("--top-epochs", type=int, default=TOP.epochs,
+    phases.add_argument("--top-epochs", type=COUNT, default=TOP.epochs,
                         help="epochs of the top phase (the unfrozen top of the base), "
                              "which runs them all unless --top-patience is set; 0 skips "
                              f"it (default: {TOP.epochs})")
-    phases.add_argument("--top-learning-rate", type=float, default=TOP.learning_rate,
+    phases.add_argument("--top-learning-rate", type=_rate_number, default=TOP.learning_rate,
                         help=f"peak learning rate of the top phase (default: "
                              f"{TOP.learning_rate})")
-    phases.add_argument("--top-patience", type=int, default=TOP.patience,
+    phases.add_argument("--top-patience", type=COUNT, default=TOP.patience,
                         help="stop the top phase early after this many epochs without "
                              "improvement, and keep its best epoch (default: none; it runs "
                              "every epoch and keeps the last, which is more accurate on "
@@ -264,13 +306,13 @@ def _phase_arguments(phases):
                              "that grows with the images per class; see docs/training.md), "
                              "a number N (the top N), 'all', a layer name (it and all "
                              f"above), or 'none' (default: {TOP.unfreeze})")
-    phases.add_argument("--warmup-epochs", type=int, default=TOP.warmup_epochs,
+    phases.add_argument("--warmup-epochs", type=COUNT, default=TOP.warmup_epochs,
                         help="the top phase's rate ramps up over these epochs, then decays "
                              f"along a cosine (default: {TOP.warmup_epochs})")
     phases.add_argument("--class-weight", choices=["auto", "none"], default="auto",
                         help="'auto' weighs classes by inverse frequency on imbalanced "
                              "data (default: auto)")
-    phases.add_argument("--label-smoothing", type=float, default=0.0, help="(default: 0)")
+    phases.add_argument("--label-smoothing", type=FRACTION, default=0.0, help="(default: 0)")
     phases.add_argument("--augmented-views", type=_views, default="auto", metavar="K",
                         help="cache K augmented views of each image for both phases; 0 "
                              "runs them uncached with fresh augmentation every epoch; "
@@ -388,7 +430,7 @@ def add_compare(commands, parents):
                     "--data, uses the bundled demo.")
     compare.add_argument("--methods", default="scratch,features,fine_tune",
                          help="which to run (default: scratch,features,fine_tune)")
-    compare.add_argument("--scratch-epochs", type=int, default=30,
+    compare.add_argument("--scratch-epochs", type=POSITIVE, default=30,
                          help="most epochs from scratch; early stopping usually ends it "
                               "sooner (default: 30)")
     compare.add_argument("--output", default="compare",
@@ -413,7 +455,7 @@ def add_audit(commands, parents):
     audit.add_argument("--write-clean-list", metavar="PATH",
                        help="write the files to keep, one per line: all but the copy of "
                             "each duplicate and each leaked held-out photo")
-    audit.add_argument("--near-duplicate", type=float, metavar="SIMILARITY",
+    audit.add_argument("--near-duplicate", type=SIMILARITY, metavar="SIMILARITY",
                        help="the cosine similarity of two photos' features from which they "
                             "are copies (default: 0.95)")
 
@@ -435,7 +477,7 @@ def add_evaluate(commands):
                                "for a multi-label model, a CSV with a path,labels header")
     evaluate.add_argument("--output", default="report",
                           help="the report's folder (default: report)")
-    evaluate.add_argument("--top-k", type=int, default=5,
+    evaluate.add_argument("--top-k", type=POSITIVE, default=5,
                           help="the k of top-k accuracy (default: 5)")
     evaluate.add_argument("--trust-model", action="store_true",
                         help="load the model file without Keras's safe mode: only for a "
@@ -457,12 +499,12 @@ def add_small_commands(commands):
     predict.add_argument("images", nargs="+", metavar="PATH",
                          help="image files, folders (read recursively) and .txt files "
                               "listing image paths, one per line")
-    predict.add_argument("--top-k", type=int, default=3, help="(default: 3)")
+    predict.add_argument("--top-k", type=POSITIVE, default=3, help="(default: 3)")
     predict.add_argument("--output", metavar="FILE",
                          help="write predictions.csv (path, label, score, then the rest "
                               "of the top k, and error) or .jsonl instead of printing them; "
                               "a progress bar shows in a terminal")
-    predict.add_argument("--batch-size", type=int, default=64,
+    predict.add_argument("--batch-size", type=POSITIVE, default=64,
                          help="images per call of the model (default: 64)")
 
     commands.add_parser("bases", help="list the registered bases",

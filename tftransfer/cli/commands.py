@@ -1,6 +1,8 @@
 """The `tftransfer` commands: each takes the parsed arguments and returns an exit status."""
 
+import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -34,10 +36,24 @@ def _feature_cache(args):
     return {"default": True, "none": False}.get(args.feature_cache, args.feature_cache)
 
 
+def check_train_outputs(args):
+    """Refuses, before any training, the outputs that `train` could not write after it."""
+    from tftransfer.export import check_export_target
+
+    if args.save_keras and Path(args.save_keras).suffix != ".keras":
+        raise TransferError(f"--save-keras must name a .keras file, not {args.save_keras}")
+    if args.save_keras and Path(args.save_keras).is_dir():
+        raise TransferError(f"--save-keras {args.save_keras} is a folder; name a .keras file")
+    if not args.dry_run:
+        check_export_target(args.export, args.model_version, args.overwrite)
+
+
 def train_command(args):
     """Runs `tftransfer train`; returns the exit status."""
     import tftransfer
     from tftransfer import distribute
+
+    check_train_outputs(args)
 
     # Multi-worker and TPU strategies set up the runtime: before any other op.
     strategy = distribute.select_strategy(args.strategy)
@@ -69,13 +85,32 @@ def train_command(args):
     if data.test is not None:  # Every worker: under several, evaluation is collective.
         metrics = distribute.evaluate(model, data.test)
         print(f"test accuracy: {metrics['accuracy']:.4f} (loss {metrics['loss']:.4f})")
-    if args.save_keras:
-        _save_keras(model, Path(args.save_keras), strategy, data.class_names)
-    if record is None:
-        print("export: left to the chief")
-        return 0
-    _export_and_report(args, model, base, data, record, history, metrics, leaks)
+    try:
+        if args.save_keras:
+            _save_keras(model, Path(args.save_keras), strategy, data.class_names)
+        if record is None:
+            print("export: left to the chief")
+            return 0
+        _export_and_report(args, model, base, data, record, history, metrics, leaks)
+    except BaseException:
+        _keep_trained_model(model, record, data.class_names, args)
+        raise
     return 0
+
+
+def _keep_trained_model(model, record, class_names, args):
+    """After a failure past training, saves the model in the run folder and says how to finish."""
+    if record is None:
+        return
+    kept = record.folder / "model.keras"
+    try:
+        _save_keras(model, kept, model.distribute_strategy, class_names)
+    except Exception as error:  # The failure being reported matters more than this one.
+        print(f"tftransfer: could not keep the trained model in {kept}: {error}",
+              file=sys.stderr)
+        return
+    print(f"tftransfer: the trained model is kept in {kept}; finish with: tftransfer export "
+          f"--model {kept} --output {args.export}", file=sys.stderr)
 
 
 def _fine_tune_settings(args):
@@ -192,12 +227,26 @@ def _leak_note(leaks):
 def export_command(args):
     """Runs `tftransfer export`; returns the exit status."""
     import tftransfer
-    from tftransfer.export import TFLITE_QUANTIZATIONS, export_tflite_variants
+    from tftransfer.export import (TFLITE_QUANTIZATIONS, check_export_target,
+                                   export_tflite_variants)
     from tftransfer.saving import load_model
 
     path = Path(args.model)
     if not path.is_file() or path.suffix not in (".keras", ".h5", ".hdf5"):
         raise TransferError(f"--model must be a .keras file; {path} is not one")
+    # Everything that could fail after the SavedModel is written is checked first.
+    variants = (TFLITE_QUANTIZATIONS if args.tflite == "all"
+                else tuple(v.strip() for v in args.tflite.split(",") if v.strip()))
+    unknown = [v for v in variants if v not in TFLITE_QUANTIZATIONS]
+    if unknown:
+        raise TransferError(f"--tflite: unknown variant(s) {', '.join(unknown)}; choose "
+                            f"'all' or from {', '.join(TFLITE_QUANTIZATIONS)}")
+    if variants and not args.data:
+        raise TransferError("--tflite needs --data with validation images, for the "
+                            "accuracy report and int8 calibration")
+    if args.onnx and importlib.util.find_spec("tf2onnx") is None:
+        raise TransferError('--onnx needs tf2onnx: pip install "tftransfer[onnx]"')
+    check_export_target(args.output, args.model_version, args.overwrite)
     model = load_model(path, safe_mode=not args.trust_model)
     data = None
     if args.data:
@@ -218,11 +267,9 @@ def export_command(args):
 
         onnx_path = export_onnx(model, Path(args.output) / "onnx" / "model.onnx", class_names)
         print(f"ONNX: {onnx_path}")
-    if not args.tflite:
+    if not variants:
         return 0
-    variants = (TFLITE_QUANTIZATIONS if args.tflite == "all"
-                else tuple(v.strip() for v in args.tflite.split(",")))
-    if data is None or data.validation is None:
+    if data.validation is None:
         raise TransferError("--tflite needs --data with validation images, for the "
                             "accuracy report and int8 calibration")
     report = export_tflite_variants(model, Path(args.output) / "tflite",
@@ -349,17 +396,20 @@ def lr_find_command(args):
     import tftransfer
     from tftransfer.builder import head_of
     from tftransfer.feature_cache import cached_features
+    from tftransfer.losses import loss_and_metrics
     from tftransfer.lr_finder import find_learning_rate
 
     base, data = _base_and_data(args, tf.distribute.get_strategy())
-    model = tftransfer.build_classifier(base, len(data.class_names))
+    model = tftransfer.build_classifier(base, len(data.class_names),
+                                        multi_label=data.multi_label)
     cache = _feature_cache(args)
     if cache is False:
         raise TransferError("lr-find runs on cached features; drop --feature-cache none")
     features, _ = cached_features(model.get_layer("features"), data.train,
                                   cache_dir=None if cache is True else cache,
                                   shuffle=True, seed=args.seed)
-    search = find_learning_rate(head_of(model), features)
+    loss, _ = loss_and_metrics(data.multi_label)  # Sigmoids for multi-hot labels.
+    search = find_learning_rate(head_of(model), features, loss=loss)
     print(f"learning rate: {search.rate:.3g} (a tenth of {search.lowest:.3g}, where the "
           f"loss was lowest); train with --head-learning-rate {search.rate:.3g} or auto")
     print(f"plot: {os.path.abspath(search.plot(args.plot))}")

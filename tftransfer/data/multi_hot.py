@@ -11,7 +11,6 @@ would hold each photo several times, and a folder per label set hides
 which labels are shared.
 """
 
-import csv
 import functools
 import logging
 from pathlib import Path
@@ -22,6 +21,7 @@ import tensorflow as tf
 
 from tftransfer.data.check import DataReport, decode_once, log_skipped
 from tftransfer.data.loader import DEFAULT_BATCH_SIZE, DataSplits, check_class_count, decoded_split
+from tftransfer.data.csv_rows import csv_rows
 from tftransfer.errors import TransferError
 from tftransfer.multi_label import multi_hot
 
@@ -40,8 +40,8 @@ def is_multi_label_csv(path: Union[str, Path]) -> bool:
     Returns:
         `True` for a `labels` column (a `label` column, or none, is single-label).
     """
-    with open(path, newline="", encoding="utf-8") as handle:
-        first = next(csv.reader(handle), [])
+    rows = csv_rows(path)
+    first = rows[0][1] if rows and rows[0][0] == 1 else []
     return len(first) >= 2 and first[1].strip().lower() == LABELS_COLUMN
 
 
@@ -58,25 +58,22 @@ def read_labels_csv(path: Union[str, Path], label_sep: str = " ") -> tuple:
         one's labels (a list, maybe empty), and the sorted label names.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TransferError(f"CSV file not found: {path}")
+    if not label_sep:
+        raise TransferError("label_sep (--label-sep) must not be empty")
     paths, label_lists = [], []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if number == 1 and len(row) > 1 and row[1].strip().lower() in ("label",
-                                                                           LABELS_COLUMN):
-                continue  # The header.
-            if len(row) > 2 and label_sep != ",":
-                raise TransferError(f"{path}:{number}: expected 'path,labels', got {row}; "
-                                    "quote a path that holds a comma")
-            file = Path(row[0].strip())
-            paths.append(str(file if file.is_absolute() else path.parent / file))
-            # With a comma between labels, the CSV reader has split them already.
-            cells = row[1:] if label_sep == "," else [row[1] if len(row) > 1 else ""]
-            label_lists.append(sorted({label.strip() for cell in cells
-                                       for label in cell.split(label_sep) if label.strip()}))
+    for number, row in csv_rows(path):
+        if number == 1 and len(row) > 1 and row[1].strip().lower() in ("label",
+                                                                       LABELS_COLUMN):
+            continue  # The header.
+        if len(row) > 2 and label_sep != ",":
+            raise TransferError(f"{path}:{number}: expected 'path,labels', got {row}; "
+                                "quote a path that holds a comma")
+        file = Path(row[0].strip())
+        paths.append(str(file if file.is_absolute() else path.parent / file))
+        # With a comma between labels, the CSV reader has split them already.
+        cells = row[1:] if label_sep == "," else [row[1] if len(row) > 1 else ""]
+        label_lists.append(sorted({label.strip() for cell in cells
+                                   for label in cell.split(label_sep) if label.strip()}))
     names = sorted({label for labels in label_lists for label in labels})
     check_class_count(path, names)
     return paths, label_lists, names

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data import cache as data_cache
+from tftransfer.data.csv_rows import csv_rows
 from tftransfer.data.check import DataReport, check_folder, decode_once, log_skipped
 from tftransfer.data.decode import check_channels, fit_pixels
 from tftransfer.data.multi_hot import (is_multi_label_csv, multi_hot_labels,
@@ -145,7 +146,6 @@ def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_spli
     Returns:
         `DataSplits`.
     """
-    import csv
 
     path = Path(path)
     if not path.is_file():
@@ -155,17 +155,14 @@ def csv_file(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, validation_spli
                                validation_split=validation_split, seed=seed,
                                image_cache=image_cache)
     rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise TransferError(f"{path}:{number}: expected 'path,label', got {row}")
-            file = Path(row[0].strip())
-            file = file if file.is_absolute() else path.parent / file
-            if number == 1 and not file.exists() and row[1].strip().lower() == "label":
-                continue  # The header.
-            rows.append((str(file), row[1].strip()))
+    for number, row in csv_rows(path):
+        if len(row) < 2:
+            raise TransferError(f"{path}:{number}: expected 'path,label', got {row}")
+        file = Path(row[0].strip())
+        file = file if file.is_absolute() else path.parent / file
+        if number == 1 and not file.exists() and row[1].strip().lower() == "label":
+            continue  # The header.
+        rows.append((str(file), row[1].strip()))
     class_names = sorted({label for _, label in rows})
     check_class_count(path, class_names)
     paths = [file for file, _ in rows]
@@ -349,9 +346,13 @@ def _arrays_in(path, options):
         keys = set(arrays.files)
         for images, labels in (("images", "labels"), ("x", "y")):
             if {images, labels} <= keys:
-                if "class_names" in keys and options.get("class_names") is None:
-                    options["class_names"] = [str(n) for n in arrays["class_names"]]
-                return arrays[images], arrays[labels]
+                try:
+                    if "class_names" in keys and options.get("class_names") is None:
+                        options["class_names"] = [str(n) for n in arrays["class_names"]]
+                    return arrays[images], arrays[labels]
+                except (OSError, ValueError) as error:  # Object arrays need pickle: refused.
+                    raise TransferError(f"cannot read {path}: {error}; save numeric "
+                                        "arrays (and class_names as strings)") from None
     raise TransferError(f"{path} holds {', '.join(sorted(keys)) or 'no arrays'}; "
                         "expected 'images' and 'labels' (or 'x' and 'y')")
 
