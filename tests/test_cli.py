@@ -258,6 +258,10 @@ def test_train_writes_a_run_record_that_reruns_to_the_same_options(tmp_path, cap
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert float(rows[0]["loss"]) > 0 and "val_accuracy" in rows[0]
     assert any((run_dir / "logs").rglob("events.out.tfevents.*"))
+    decisions = json.loads((run_dir / "decisions.json").read_text())
+    # --unfreeze 4: nothing waited for the evidence, but the kept weights were chosen.
+    assert decisions["evidence"] is None and decisions["plan"]["top"]["unfreeze"] == 4
+    assert decisions["decisions"][-1].startswith(f"kept the {decisions['kept_phase']}")
 
     # The same options again, from the file alone; a flag still overrides.
     parser = cli.build_parser()

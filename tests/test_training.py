@@ -351,3 +351,45 @@ def test_labels_that_do_not_fit_the_head_are_refused(tiny_base, multi_label_csv,
     with pytest.raises(tftransfer.TransferError, match="one label per image"):
         tftransfer.plan_fine_tune(tftransfer.build_classifier(tiny_base, 3, multi_label=True),
                                   datasets[0])
+
+
+def _noise_folder(root, per_class=12, seed=0):
+    """Three classes of the same noise: no frozen feature can tell them apart."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (32, 32, 3)).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("separable", [True, False])
+def test_the_evidence_of_the_cached_features_decides_whether_the_top_phase_runs(
+        tiny_base, image_folder_path, tmp_path, separable, caplog, monkeypatch):
+    # A top phase from 5 images per class, so that the tiny sets' "auto" plans one.
+    monkeypatch.setattr("tftransfer.auto.AUTO_UNFREEZE", ((5, 0.0), (1e9, 0.5)))
+    folder = image_folder_path if separable else _noise_folder(tmp_path / "noise")
+    data = tftransfer.image_folder(folder, (32, 32), batch_size=8, seed=0)
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    with caplog.at_level("INFO", logger="tftransfer"):
+        history = tftransfer.fine_tune(
+            model, data.train, data.validation, head=tftransfer.Phase.head(epochs=2),
+            top=tftransfer.Phase.top(epochs=1), verbose=0,
+            options=tftransfer.RunOptions(feature_cache=tmp_path / "cache", seed=0))
+    evidence = history.evidence
+    assert evidence.rows == _rows(data.train) + _rows(data.validation)
+    decision = history.decisions[0]
+    assert f"out-of-fold accuracy {evidence.oof_accuracy:.3f}" in decision
+    assert decision in caplog.text and "evidence: out-of-fold accuracy" in caplog.text
+    if separable:  # Colours: the frozen features already get every image right.
+        assert evidence.oof_accuracy >= 0.96
+        assert decision.startswith("top phase: skipped") and history.top is None
+        assert not history.plan.top.runs and history.plan.refit  # 8 per class: refit.
+        assert history.refit is not None
+    else:
+        assert evidence.oof_accuracy < 0.6
+        assert decision.startswith("top phase: runs") and history.top is not None
+        assert history.unfrozen > 0

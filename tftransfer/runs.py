@@ -7,6 +7,9 @@ Every `tftransfer train` writes a run folder (`--run-dir`, by default
   and tftransfer, a digest of the data and the seed, and, under
   `"outputs"`, where the model was exported and the report written;
 * `history.csv`: one row per epoch of both phases;
+* `decisions.json`: the plan that ran, the evidence measured on the cached
+  features, and each decision made with it (whether the top phase ran,
+  which weights were kept), with its reason;
 * `logs/`: TensorBoard logs of both phases;
 * `report/`: the evaluation report on the test split (or on the
   validation split when there is none).
@@ -169,6 +172,22 @@ class RunRecord:
         config = json.loads(self.config_path.read_text())
         config["outputs"].update({k: str(v) for k, v in outputs.items()})
         self.config_path.write_text(json.dumps(config, indent=1, default=str))
+
+    def write_decisions(self, history):
+        """Writes `decisions.json`: the plan, the evidence and the decisions of a run.
+
+        Args:
+            history: A `FineTuneHistory`.
+
+        Returns:
+            The path written.
+        """
+        record = {"plan": history.plan.to_dict() if history.plan else None,
+                  "evidence": history.evidence.to_dict() if history.evidence else None,
+                  "decisions": list(history.decisions), "kept_phase": history.kept_phase}
+        path = self.folder / "decisions.json"
+        path.write_text(json.dumps(record, indent=1, default=str))
+        return path
 
     def write_history(self, history):
         """Writes `history.csv`: one row per epoch of both phases.

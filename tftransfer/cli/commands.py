@@ -172,6 +172,7 @@ def _export_and_report(args, model, base, data, record, history, metrics, leaks)
     import tftransfer
 
     record.write_history(history)
+    record.write_decisions(history)
     path = tftransfer.export_saved_model(
         model, args.export, data.class_names, version=args.model_version,
         overwrite=args.overwrite, max_pixels=args.max_pixels,
