@@ -11,7 +11,7 @@ from PIL import Image
 
 import tftransfer
 from tftransfer.data import decode_image
-from tftransfer.export import latest_version, next_version
+from tftransfer.model_versions import latest_version, next_version
 
 
 @pytest.fixture(scope="module")

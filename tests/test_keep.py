@@ -1,3 +1,6 @@
+from types import SimpleNamespace
+
+import keras
 import numpy as np
 
 from tftransfer.keep import average_weights, choose_kept, mean_loss, paired_wins
@@ -65,3 +68,34 @@ def test_average_weights_interpolates_floats_and_keeps_the_second_counters():
     np.testing.assert_allclose(averaged[0], [2, 2, 2])
     assert averaged[1].tolist() == [7]
     np.testing.assert_allclose(average_weights(first, second, alpha=0.25)[0], [1, 1, 1])
+
+
+def test_without_validation_data_a_top_phase_with_a_higher_loss_gives_way():
+    from tftransfer import training
+    from tftransfer.keep import top_lost
+
+    plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
+                           top=SimpleNamespace(phase=training.TOP), multi_label=False)
+    no_validation = keras.callbacks.History()
+    no_validation.history = {"loss": [0.3, 0.2]}
+    worse, better = keras.callbacks.History(), keras.callbacks.History()
+    worse.history, better.history = {"loss": [0.1, 0.25]}, {"loss": [0.3, 0.15]}
+    assert top_lost(no_validation, worse, plan, "loss")
+    assert not top_lost(no_validation, better, plan, "loss")
+
+
+def test_a_multi_label_top_phase_with_lower_average_precision_is_not_kept():
+    from tftransfer import training
+    from tftransfer.keep import top_lost
+
+    head = keras.callbacks.History()
+    head.history = {"val_loss": [0.5, 0.3], "val_average_precision": [0.7, 0.8]}
+    top = keras.callbacks.History()
+    # Memorising: its training loss falls, its validation AP with it.
+    top.history = {"val_loss": [0.25, 0.4], "val_average_precision": [0.82, 0.78],
+                   "loss": [0.01, 0.001]}
+    plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
+                           top=SimpleNamespace(phase=training.TOP), multi_label=True)
+    assert top_lost(head, top, plan, "val_loss")
+    top.history["val_average_precision"][-1] = 0.81
+    assert not top_lost(head, top, plan, "val_loss")

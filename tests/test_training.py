@@ -1,4 +1,3 @@
-from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -6,7 +5,6 @@ import pytest
 
 import tftransfer
 from tftransfer.builder import backbone_layers, head_of
-from tftransfer.data import DataIdentity
 
 
 class RecordWeights(keras.callbacks.Callback):
@@ -97,22 +95,6 @@ def test_phase_two_runs_every_epoch_and_the_model_keeps_the_chosen_weights(tiny_
         for want, got in zip(expected[name], final[name]):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert history.decisions[-1].startswith(f"kept the {history.kept_phase}")
-
-
-def test_without_validation_data_a_top_phase_with_a_higher_loss_gives_way(tiny_base,
-                                                                          datasets):
-    from tftransfer import training
-
-    plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
-                           top=SimpleNamespace(phase=training.TOP), multi_label=False)
-    no_validation = keras.callbacks.History()
-    no_validation.history = {"loss": [0.3, 0.2]}
-    worse, better = keras.callbacks.History(), keras.callbacks.History()
-    worse.history, better.history = {"loss": [0.1, 0.25]}, {"loss": [0.3, 0.15]}
-    assert training._top_lost(training.FineTuneHistory(head=no_validation, top=worse),
-                              plan, "loss")
-    assert not training._top_lost(training.FineTuneHistory(head=no_validation, top=better),
-                                  plan, "loss")
 
 
 def test_early_stopping_in_phase_two_only_with_a_patience(tiny_base, datasets, monkeypatch):
@@ -323,24 +305,6 @@ def test_multi_label_fine_tune_chooses_thresholds_on_validation(tiny_base, multi
     assert history.top is not None and history.head_cache and history.top_cache
     np.testing.assert_allclose(thresholds_of(model), history.thresholds)
     assert not np.allclose(history.thresholds, 0.5)
-
-
-def test_a_multi_label_top_phase_with_lower_average_precision_is_not_kept():
-    from tftransfer import training
-
-    head = keras.callbacks.History()
-    head.history = {"val_loss": [0.5, 0.3], "val_average_precision": [0.7, 0.8]}
-    top = keras.callbacks.History()
-    # Memorising: its training loss falls, its validation AP with it.
-    top.history = {"val_loss": [0.25, 0.4], "val_average_precision": [0.82, 0.78],
-                   "loss": [0.01, 0.001]}
-    plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
-                           top=SimpleNamespace(phase=training.TOP), multi_label=True,
-                           validation=DataIdentity(None, 30))
-    assert training._top_lost(training.FineTuneHistory(head=head, top=top), plan, "val_loss")
-    top.history["val_average_precision"][-1] = 0.81
-    assert not training._top_lost(training.FineTuneHistory(head=head, top=top), plan,
-                                  "val_loss")
 
 
 def test_labels_that_do_not_fit_the_head_are_refused(tiny_base, multi_label_csv, datasets):

@@ -8,8 +8,9 @@ the same data and base reuses them) and reports, without deleting or moving
 anything:
 
 * `duplicate`: two files of one split with the same bytes (score 1), or
-  whose features' cosine similarity is at least `NEAR_DUPLICATE` (a re-save,
-  a resize, a crop of a few pixels);
+  near copies (a re-save, a resize, a crop, a colour shift): pairs whose
+  features or perceptual hashes are far closer than this set's distinct
+  photos ever are (`tftransfer.copies`; the cuts are in `copy_cuts`);
 * `leak`: the same across splits (train and validation, or train and test);
   `AuditReport.test_accuracy` gives the test accuracy with and without the
   leaked test photos, from a head trained on the training features;
@@ -30,16 +31,14 @@ from typing import Optional, Union
 
 import numpy as np
 
+from tftransfer import copies
+from tftransfer.copies import hash_neighbours, perceptual_hash
 from tftransfer.errors import TransferError
 from tftransfer.evidence import softmax_probabilities, softmax_regression
 from tftransfer.features import Base
 
 logger = logging.getLogger("tftransfer")
 
-#: Cosine similarity of two photos' features from which they are near duplicates:
-#: resized, re-encoded copies of real photos score above it, distinct photos
-#: of one class below it (docs/benchmarks.md#data-audit).
-NEAR_DUPLICATE = 0.95
 #: Robust z-score (median and MAD of the neighbours' similarity) beyond which
 #: a photo is an outlier.
 OUTLIER_Z = 4.0
@@ -84,6 +83,8 @@ class AuditReport:
         label_check: `"cleanlab"`, or why label errors were not looked for.
         seconds: The audit's wall time, the extraction included.
         files: Every file audited, split by split.
+        copy_cuts: Where near copies start in this set, per signal
+            (`{"features": copies.Cut, "hash": copies.Cut}`), and why.
     """
 
     findings: list
@@ -93,6 +94,7 @@ class AuditReport:
     label_check: str
     seconds: float
     files: list = dataclasses.field(default_factory=list)
+    copy_cuts: dict = dataclasses.field(default_factory=dict)
 
     def of_kind(self, kind: str) -> list:
         """The findings of one kind."""
@@ -129,19 +131,22 @@ class AuditReport:
         return {"findings": [dataclasses.asdict(f) for f in self.findings],
                 "class_names": self.class_names, "counts": self.counts,
                 "test_accuracy": self.test_accuracy, "label_check": self.label_check,
-                "seconds": self.seconds}
+                "seconds": self.seconds,
+                "copy_cuts": {k: dataclasses.asdict(v) if v else None
+                              for k, v in self.copy_cuts.items()}}
 
 
 def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, None] = None,
-          near_duplicate: float = NEAR_DUPLICATE) -> AuditReport:
+          near_duplicate: Optional[float] = None) -> AuditReport:
     """Finds duplicates, train/test leaks, likely label errors and outliers in a folder.
 
     Args:
         data: A folder of class subfolders, or of `train/ val/ test/` splits.
         base: A `Base` (`load_base`), whose features the audit compares.
         cache_dir: The feature cache's folder (default: the feature cache's).
-        near_duplicate: The cosine similarity from which two photos count as
-            copies of each other.
+        near_duplicate: The cosine similarity of features from which two
+            photos count as copies; `None` reads it from the data
+            (`copies.copy_cuts`). Close perceptual hashes find copies too.
 
     Returns:
         An `AuditReport`.
@@ -152,18 +157,22 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
 
     start = time.perf_counter()
     splits, class_names, _ = split_images(data, base.input_size)
-    files, names, features, labels = [], [], [], []
+    files, names, features, labels, grey = [], [], [], [], []
     for split, dataset in splits.items():
         rows, _ = cached_features(base.features, dataset, cache_dir=cache_dir)
         for x, y in rows.as_numpy_iterator():
             features.append(np.asarray(x, np.float32).reshape(len(y), -1))
             labels.append(np.asarray(y).reshape(-1))
+        grey += [_grey32(images) for images, _ in dataset]
         files += source_files(dataset)
         names += [split] * len(source_files(dataset))
     features, labels = np.concatenate(features), np.concatenate(labels).astype(np.int64)
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    near = neighbourhood(unit, near_duplicate)
-    findings = _copies(files, names, near.pairs)
+    near = neighbourhood(unit, copies.FEATURE_CUT_RANGE[0] if near_duplicate is None
+                         else near_duplicate)
+    similar, cuts = _near_copies(unit, near, perceptual_hash(np.concatenate(grey)),
+                                 near_duplicate)
+    findings = _copies(files, names, similar)
     probabilities, label_check = _label_probabilities(near, labels, len(class_names))
     if probabilities is not None:
         findings += _label_errors(files, names, labels, probabilities, class_names)
@@ -171,9 +180,32 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
     report = AuditReport(sorted(findings, key=_order), list(class_names),
                          {s: names.count(s) for s in splits},
                          _held_out_accuracy(features, labels, names, findings, files),
-                         label_check, time.perf_counter() - start, files)
+                         label_check, time.perf_counter() - start, files, cuts)
     logger.info("audit: %s", report.summary())
     return report
+
+
+def _grey32(images):
+    """A batch of images as 32 x 32 grey intensities, for the perceptual hash."""
+    import tensorflow as tf
+
+    grey = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32)[..., :3])
+    return tf.image.resize(grey, (32, 32), method="area")[..., 0].numpy()
+
+
+def _near_copies(unit, near, bits, near_duplicate):
+    """The pairs that either signal calls copies, with their feature similarity; the cuts."""
+    nearest_hash, hash_pairs = hash_neighbours(bits, cut=copies.HASH_CUT_RANGE[1])
+    nearest = near.similarity.max(axis=1) if near.similarity.size else np.zeros(0)
+    cuts = copies.copy_cuts(nearest, nearest_hash)
+    if near_duplicate is not None:
+        cuts["features"] = copies.Cut(near_duplicate, cuts["features"].typical,
+                                      cuts["features"].spread, "given (--near-duplicate)")
+    pairs = {(i, j): s for i, j, s in near.pairs if s >= cuts["features"].value}
+    for i, j, distance in hash_pairs:
+        if distance <= cuts["hash"].value:
+            pairs.setdefault((i, j), float(unit[i] @ unit[j]))
+    return [(i, j, s) for (i, j), s in pairs.items()], cuts
 
 
 def _order(finding):

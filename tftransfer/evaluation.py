@@ -372,7 +372,8 @@ def _predictor(model, safe_mode=True):
 def _saved_model_predictor(path):
     import tensorflow as tf
 
-    from tftransfer.export import LABELS_FILE, export_thresholds, latest_version
+    from tftransfer.export import LABELS_FILE, export_thresholds
+    from tftransfer.model_versions import latest_version
 
     version = path if (path / "saved_model.pb").is_file() else latest_version(path)
     if version is None or not (Path(version) / "saved_model.pb").is_file():

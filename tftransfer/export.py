@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from tftransfer.data import decode_image
 from tftransfer.data.decode import MAX_PIXELS
+from tftransfer.model_versions import check_export_target
 from tftransfer import _atomic
 from tftransfer.errors import TransferError
 from tftransfer.multi_label import is_multi_label, thresholds_of
@@ -140,56 +141,6 @@ def export_thresholds(path: Union[str, Path]) -> Optional[np.ndarray]:
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise TransferError(f"{metadata} is malformed ({type(error).__name__}: {error}); "
                             "export the model again") from None
-
-
-def check_export_target(directory, version: Optional[int] = None,
-                        overwrite: bool = False) -> Path:
-    """Where `export_saved_model` would write, or a `TransferError` saying why it cannot.
-
-    It only lists a folder, so `tftransfer train` checks its export before
-    training rather than losing the trained model to it afterwards.
-
-    Args:
-        directory, version, overwrite: As in `export_saved_model`.
-
-    Returns:
-        The version folder's `Path`.
-    """
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise TransferError(f"the export folder {directory} is a file; name a folder")
-    chosen = version is not None
-    target = directory / str(int(version) if chosen else next_version(directory))
-    if target.exists() and not overwrite:
-        raise TransferError(f"{target} already exists; pass overwrite=True "
-                            "(--overwrite) or another version")
-    return target
-
-
-def next_version(directory):
-    """Returns one more than the highest integer version in `directory`, or 1."""
-    versions = [int(p.name) for p in Path(directory).iterdir()
-                if p.is_dir() and p.name.isdigit()] if Path(directory).is_dir() else []
-    return max(versions, default=0) + 1
-
-
-def latest_version(directory):
-    """Returns the path of the highest version under a model's base path.
-
-    Args:
-        directory: A base path from `export_saved_model`, or a version
-            folder itself (returned as is).
-
-    Returns:
-        A `Path`.
-    """
-    directory = Path(directory)
-    if (directory / "saved_model.pb").is_file():
-        return directory
-    version = next_version(directory) - 1
-    if version < 1:
-        raise TransferError(f"no SavedModel found in {directory}")
-    return directory / str(version)
 
 
 def _write_saved_model(model, path, class_names, top_k, max_pixels=MAX_PIXELS):

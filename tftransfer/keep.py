@@ -19,6 +19,9 @@ costing a step of training. `choose_kept` picks among them
 from typing import Sequence
 
 import numpy as np
+import tensorflow as tf
+
+from tftransfer.phases import finite_or_inf, kept_epoch_logs
 
 #: How `choose_kept` decides, in words.
 KEEP_RULE = ("the average of the head and top phases' weights (WiSE-FT), unless on the "
@@ -106,3 +109,47 @@ def choose_kept(labels: np.ndarray, probabilities: dict, margin: int = MARGIN) -
                        f"phase's own weights did better on the same {counts} (loss "
                        f"{losses['average']:.3f}; head {losses['head']:.3f}, top "
                        f"{losses['top']:.3f})")
+
+
+def top_lost(head, top, plan, monitor: str) -> bool:
+    """Whether the top phase ended worse than the head, where paired scores cannot tell.
+
+    A multi-label model compares the phases' validation average precision
+    (mean over the labels); without validation data, their training loss.
+
+    Args:
+        head, top: The phases' Keras `History`.
+        plan: The `Plan` they ran.
+        monitor: The value early stopping watched (`"val_loss"` or `"loss"`).
+
+    Returns:
+        A bool.
+    """
+    first = kept_epoch_logs(head, plan.head.phase, monitor)
+    second = kept_epoch_logs(top, plan.top.phase, monitor)
+    ap = "val_average_precision"
+    if plan.multi_label and ap in first and ap in second:
+        return second[ap] < first[ap]
+    return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
+
+
+def inference(model) -> tf.types.experimental.PolymorphicFunction:
+    """`model(inputs, training=False)` as one traced function, for `predictions`."""
+    return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+
+
+def predictions(call, dataset: tf.data.Dataset) -> tuple:
+    """Runs `call` (an `inference`) over `(inputs, labels)` batches.
+
+    Args:
+        call: The traced model.
+        dataset: `(inputs, labels)` batches.
+
+    Returns:
+        `(labels, probabilities)` as numpy arrays.
+    """
+    labels, probabilities = [], []
+    for inputs, batch_labels in dataset:
+        probabilities.append(call(inputs).numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(labels), np.concatenate(probabilities)

@@ -17,8 +17,8 @@ import tensorflow as tf
 from tftransfer.data.check import printable
 from tftransfer.data.decode import IMAGE_EXTENSIONS, decode_image, read_header
 from tftransfer.errors import TransferError
-from tftransfer.export import (LABELS_FILE, TFLiteClassifier, export_thresholds,
-                               latest_version)
+from tftransfer.export import LABELS_FILE, TFLiteClassifier, export_thresholds
+from tftransfer.model_versions import latest_version
 
 #: Images per call of the model.
 PREDICT_BATCH = 64

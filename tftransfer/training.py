@@ -24,11 +24,12 @@ from tftransfer.cached_inputs import cached_inputs
 from tftransfer.distribute import fit, learning_rate_scale
 from tftransfer.evidence import Evidence, measure_evidence
 from tftransfer.feature_cache import read_rows
-from tftransfer.keep import average_weights, choose_kept
+from tftransfer.keep import (average_weights, choose_kept, inference, predictions,
+                             top_lost)
 from tftransfer.losses import loss_and_metrics
 from tftransfer.lr_finder import RateSearch, find_learning_rate
 from tftransfer.multi_label import choose_thresholds, set_thresholds
-from tftransfer.phases import HEAD, TOP, Phase, finite_or_inf, kept_epoch_logs, kept_epochs
+from tftransfer.phases import HEAD, TOP, Phase, kept_epochs
 from tftransfer.plan import DISABLED, Plan, RunOptions, plan_fine_tune
 from tftransfer.progress import EpochLine, no_bars
 
@@ -426,44 +427,31 @@ def _train_top(model, plan, train, validation_data, runner, result):
 
 
 def _keep(model, plan, runner, result, head_weights, target, validation):
-    """Keeps the head phase's weights, the top phase's, or their average (`keep.KEEP_RULE`).
+    """Keeps the head phase's weights, the top phase's, or their average (`plan.keep`).
 
     A single-label model with validation data compares the three on the same
     validation images (`keep.choose_kept`); otherwise the top phase's
-    weights give way to the head's only when clearly worse (`_top_lost`).
+    weights give way to the head's only when worse (`keep.top_lost`).
     """
     if plan.multi_label or validation is None:
-        if _top_lost(result, plan, runner.monitor):
+        if top_lost(result.head, result.top, plan, runner.monitor):
             model.set_weights(head_weights)
             result.kept_phase = "head"
-        result.decisions.append(f"kept: the {result.kept_phase} phase's weights "
+        result.decisions.append(f"kept the {result.kept_phase} phase's weights "
                                 f"({plan.keep})")
         return
     top_weights = model.get_weights()
     candidates = {"head": head_weights, "top": top_weights,
                   "average": average_weights(head_weights, top_weights)}
     probabilities = {}
-    call = _inference(target)  # One trace: the candidates differ only in variable values.
+    call = inference(target)  # One trace: the candidates differ only in variable values.
     for name, weights in candidates.items():
         model.set_weights(weights)
-        labels, probabilities[name] = _predictions(call, validation)
+        labels, probabilities[name] = predictions(call, validation)
     result.kept_phase, reason = choose_kept(labels, probabilities)
     model.set_weights(candidates[result.kept_phase])
     logger.info("%s", reason)
     result.decisions.append(reason)
-
-
-def _inference(target):
-    return tf.function(lambda inputs: target(inputs, training=False), reduce_retracing=True)
-
-
-def _predictions(call, dataset):
-    """`(labels, probabilities)` of `call` (an `_inference`) over `(inputs, labels)` batches."""
-    labels, probabilities = [], []
-    for inputs, batch_labels in dataset:
-        probabilities.append(call(inputs).numpy())
-        labels.append(batch_labels.numpy())
-    return np.concatenate(labels), np.concatenate(probabilities)
 
 
 def _extract(runner, model, frozen, train, validation_data, plan, *, join_validation=False,
@@ -494,20 +482,6 @@ def _fit_cached(runner, name, phase, target, inputs, *, initial_epoch=0):
     return history, search
 
 
-def _top_lost(result, plan, monitor):
-    """Whether the top phase ended worse than the head phase, where paired scores cannot tell.
-
-    A multi-label model compares the phases' validation average precision
-    (mean over the labels); without validation data, their training loss.
-    """
-    first = kept_epoch_logs(result.head, plan.head.phase, monitor)
-    second = kept_epoch_logs(result.top, plan.top.phase, monitor)
-    ap = "val_average_precision"
-    if plan.multi_label and ap in first and ap in second:
-        return second[ap] < first[ap]
-    return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
-
-
 def tune_thresholds(model: keras.Model, validation_data: tf.data.Dataset) -> list:
     """Chooses and sets a multi-label model's thresholds on held-out data.
 
@@ -520,7 +494,7 @@ def tune_thresholds(model: keras.Model, validation_data: tf.data.Dataset) -> lis
         The thresholds (`multi_label.choose_thresholds`), one per label, as
         set in the model.
     """
-    labels, probabilities = _predictions(_inference(model), validation_data)
+    labels, probabilities = predictions(inference(model), validation_data)
     thresholds = choose_thresholds(labels, probabilities)
     set_thresholds(model, thresholds)
     logger.info("per-label thresholds for the best F1 on the validation data: %s",

@@ -3,102 +3,12 @@
 import argparse
 from pathlib import Path
 
+from tftransfer.cli import types
 from tftransfer.data.decode import MAX_PIXELS
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 #: Where `tftransfer train` exports by default, under the current folder.
 DEFAULT_EXPORT = Path("saved_models") / "demo_classifier"
-
-
-def _unfreeze(value):
-    return int(value) if value.isdigit() else value
-
-
-def _views(value):
-    if value == "auto":
-        return value
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"augmented views are a count or 'auto', not "
-                                         f"{value!r}")
-    return int(value)
-
-
-def _rate(value):
-    """A learning rate: a positive number, or `auto`."""
-    if value == "auto":
-        return value
-    try:
-        rate = float(value)
-    except ValueError:
-        rate = -1.0
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"a learning rate is a positive number or "
-                                         f"'auto', not {value!r}")
-    return rate
-
-
-def _number(kind, low, high=None, *, low_open=False, high_open=True):
-    """An argparse type: a `kind` (int or float) in [low, high), or as the flags say."""
-    def parse(value):
-        try:
-            number = kind(value)
-        except ValueError:
-            number = None
-        fits = number is not None and (number > low if low_open else number >= low) and (
-            high is None or (number < high if high_open else number <= high))
-        if not fits:
-            lowest = f"> {low}" if low_open else f">= {low}"
-            highest = "" if high is None else (f" and < {high}" if high_open
-                                               else f" and <= {high}")
-            noun = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"must be {noun} {lowest}{highest}, "
-                                             f"not {value!r}")
-        return number
-    parse.__name__ = kind.__name__  # argparse names the type in its messages.
-    return parse
-
-
-#: The numbers the flags take, checked alike in every command.
-POSITIVE = _number(int, 1)
-COUNT = _number(int, 0)
-FRACTION = _number(float, 0.0, 1.0)
-SIMILARITY = _number(float, 0.0, 1.0, low_open=True, high_open=False)
-
-
-def _separator(value):
-    if not value:
-        raise argparse.ArgumentTypeError("must not be empty (a space by default)")
-    return value
-
-
-def _rate_number(value):
-    """A learning rate that must be a number (the top phase has no range test)."""
-    rate = _rate(value)
-    if rate == "auto":
-        raise argparse.ArgumentTypeError("must be a positive number, not 'auto'")
-    return rate
-
-
-def _augmentation(value):
-    """Parses `auto`, `none` or `flip,rotation=0.1,...` for `build_classifier`."""
-    if value in ("auto", "none"):
-        return None if value == "none" else value
-    options = {"flip": None}
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        name, _, number = item.partition("=")
-        if name == "flip":
-            options["flip"] = number or "horizontal"
-        elif name in ("rotation", "zoom", "translation", "contrast"):
-            try:
-                options[name] = float(number)
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"{name} needs a fraction, as in {name}=0.1") from None
-        else:
-            raise argparse.ArgumentTypeError(
-                f"unknown augmentation {name!r}; use flip, rotation, zoom, "
-                "translation, contrast")
-    return options
 
 
 def checked_option(action, value, source):
@@ -126,7 +36,7 @@ def checked_option(action, value, source):
         if not isinstance(value, bool):
             raise refuse("expected true or false")
         return value
-    if isinstance(value, dict) and action.type is _augmentation:
+    if isinstance(value, dict) and action.type is types.augmentation:
         text = ",".join(key if key == "flip" and item == "horizontal" else f"{key}={item}"
                         for key, item in value.items() if item is not None)
         value = text or "none"
@@ -176,7 +86,7 @@ def data_arguments():
     group.add_argument("--multi-label", action="store_true",
                        help="read a CSV's labels as a set per image (a 'path,labels' "
                             "header says so itself) and train sigmoids, one per label")
-    group.add_argument("--label-sep", type=_separator, default=" ", metavar="SEP",
+    group.add_argument("--label-sep", type=types.separator, default=" ", metavar="SEP",
                        help="what separates a multi-label CSV's labels (default: a space)")
     group.add_argument("--image-cache", default="memory", metavar="memory|none|DIR",
                        help="keep the decoded, resized images in memory, not at all "
@@ -186,7 +96,7 @@ def data_arguments():
                             "than half of the free memory)")
     group.add_argument("--tfds-data-dir",
                        help="where TFDS keeps its datasets (default: ~/tensorflow_datasets)")
-    group.add_argument("--validation-split", type=FRACTION, default=0.2,
+    group.add_argument("--validation-split", type=types.FRACTION, default=0.2,
                        help="fraction of each class held out when there is no val/ folder "
                             "(default: 0.2)")
     group.add_argument("--seed", type=int, default=1337,
@@ -200,27 +110,16 @@ def export_arguments():
     """The arguments of a SavedModel version, shared by `train` and `export`."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("export")
-    group.add_argument("--model-version", type=COUNT, metavar="N",
+    group.add_argument("--model-version", type=types.COUNT, metavar="N",
                        help="the export's version folder (default: one more than the "
                             "highest)")
     group.add_argument("--overwrite", action="store_true",
                        help="with --model-version, replace an existing version")
-    group.add_argument("--max-pixels", type=POSITIVE, default=MAX_PIXELS, metavar="N",
+    group.add_argument("--max-pixels", type=types.POSITIVE, default=MAX_PIXELS, metavar="N",
                        help="serving_default refuses an image of more pixels (width x "
                             "height x GIF frames, read from its header) before decoding "
                             f"it (default: {MAX_PIXELS})")
     return parent
-
-
-def _taps(text):
-    if text == "none":
-        return ()
-    if text == "default":
-        return text
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("expected 'default', 'none' or layer names")
-    return names
 
 
 def base_arguments():
@@ -236,14 +135,14 @@ def base_arguments():
     group.add_argument("--weights", default="default",
                        help="'imagenet', 'none', a local weights file, or 'default' for "
                             "the base's own (default: default)")
-    group.add_argument("--image-size", type=POSITIVE,
+    group.add_argument("--image-size", type=types.POSITIVE,
                        help="square input size in pixels (default: the base's own)")
     group.add_argument("--taps", default="default", metavar="default|none|LAYER[,LAYER]",
-                       type=_taps,
+                       type=types.taps,
                        help="inner layers whose pooled outputs join the features "
                             "(docs/bases.md#taps-features-from-inside-the-base): the "
                             "base's own choice, none, or layer names (default: default)")
-    group.add_argument("--batch-size", type=POSITIVE, default=DEFAULT_BATCH_SIZE,
+    group.add_argument("--batch-size", type=types.POSITIVE, default=DEFAULT_BATCH_SIZE,
                        help="images per replica per step; the global batch is this "
                             "times the replicas, as the log states (default: "
                             f"{DEFAULT_BATCH_SIZE})")
@@ -263,8 +162,8 @@ def add_train(commands, parents):
                     "it as a versioned SavedModel. With no arguments, trains the bundled "
                     "demo: Fashion-MNIST classes 5-9 on the bundled base.")
     model = train.add_argument_group("head")
-    model.add_argument("--dropout", type=FRACTION, default=0.2, help="(default: 0.2)")
-    model.add_argument("--augment", type=_augmentation, metavar="SPEC", default="auto",
+    model.add_argument("--dropout", type=types.FRACTION, default=0.2, help="(default: 0.2)")
+    model.add_argument("--augment", type=types.augmentation, metavar="SPEC", default="auto",
                        help="random augmentation in training: 'auto' (flip, rotation "
                             "0.1, zoom in up to 0.2), 'none', or e.g. "
                             "'flip,rotation=0.1,zoom=0.1,translation=0.1,contrast=0.2' "
@@ -279,41 +178,41 @@ def add_train(commands, parents):
 def _phase_arguments(phases):
     from tftransfer.phases import HEAD, TOP
 
-    phases.add_argument("--head-epochs", type=COUNT, default=HEAD.epochs,
+    phases.add_argument("--head-epochs", type=types.COUNT, default=HEAD.epochs,
                         help="most epochs of the head phase (the head alone); early "
                              f"stopping usually ends it sooner (default: {HEAD.epochs})")
-    phases.add_argument("--head-learning-rate", type=_rate, default=HEAD.learning_rate,
+    phases.add_argument("--head-learning-rate", type=types.rate, default=HEAD.learning_rate,
                         help="learning rate of the head phase, or 'auto' to pick it with a "
                              "learning-rate range test on the cached features (see "
                              f"`tftransfer lr-find`) (default: {HEAD.learning_rate})")
-    phases.add_argument("--head-patience", type=COUNT, default=HEAD.patience,
+    phases.add_argument("--head-patience", type=types.COUNT, default=HEAD.patience,
                         help="epochs without improvement of the validation loss before "
                              f"the head phase stops (default: {HEAD.patience})")
-    phases.add_argument("--top-epochs", type=COUNT, default=TOP.epochs,
+    phases.add_argument("--top-epochs", type=types.COUNT, default=TOP.epochs,
                         help="epochs of the top phase (the unfrozen top of the base), "
                              "which runs them all unless --top-patience is set; 0 skips "
                              f"it (default: {TOP.epochs})")
-    phases.add_argument("--top-learning-rate", type=_rate_number, default=TOP.learning_rate,
+    phases.add_argument("--top-learning-rate", type=types.rate_number, default=TOP.learning_rate,
                         help=f"peak learning rate of the top phase (default: "
                              f"{TOP.learning_rate})")
-    phases.add_argument("--top-patience", type=COUNT, default=TOP.patience,
+    phases.add_argument("--top-patience", type=types.COUNT, default=TOP.patience,
                         help="stop the top phase early after this many epochs without "
                              "improvement, and keep its best epoch (default: none; it runs "
                              "every epoch and keeps the last, which is more accurate on "
                              "real photos: docs/training.md)")
-    phases.add_argument("--unfreeze", type=_unfreeze, default=TOP.unfreeze,
+    phases.add_argument("--unfreeze", type=types.unfreeze, default=TOP.unfreeze,
                         help="layers trained in the top phase: 'auto' (a share of the base "
                              "that grows with the images per class; see docs/training.md), "
                              "a number N (the top N), 'all', a layer name (it and all "
                              f"above), or 'none' (default: {TOP.unfreeze})")
-    phases.add_argument("--warmup-epochs", type=COUNT, default=TOP.warmup_epochs,
+    phases.add_argument("--warmup-epochs", type=types.COUNT, default=TOP.warmup_epochs,
                         help="the top phase's rate ramps up over these epochs, then decays "
                              f"along a cosine (default: {TOP.warmup_epochs})")
     phases.add_argument("--class-weight", choices=["auto", "none"], default="auto",
                         help="'auto' weighs classes by inverse frequency on imbalanced "
                              "data (default: auto)")
-    phases.add_argument("--label-smoothing", type=FRACTION, default=0.0, help="(default: 0)")
-    phases.add_argument("--augmented-views", type=_views, default="auto", metavar="K",
+    phases.add_argument("--label-smoothing", type=types.FRACTION, default=0.0, help="(default: 0)")
+    phases.add_argument("--augmented-views", type=types.views, default="auto", metavar="K",
                         help="cache K augmented views of each image for both phases; 0 "
                              "runs them uncached with fresh augmentation every epoch; "
                              "'auto': below 30 images per class, enough views for about "
@@ -430,7 +329,7 @@ def add_compare(commands, parents):
                     "--data, uses the bundled demo.")
     compare.add_argument("--methods", default="scratch,features,fine_tune",
                          help="which to run (default: scratch,features,fine_tune)")
-    compare.add_argument("--scratch-epochs", type=POSITIVE, default=30,
+    compare.add_argument("--scratch-epochs", type=types.POSITIVE, default=30,
                          help="most epochs from scratch; early stopping usually ends it "
                               "sooner (default: 30)")
     compare.add_argument("--output", default="compare",
@@ -455,9 +354,9 @@ def add_audit(commands, parents):
     audit.add_argument("--write-clean-list", metavar="PATH",
                        help="write the files to keep, one per line: all but the copy of "
                             "each duplicate and each leaked held-out photo")
-    audit.add_argument("--near-duplicate", type=SIMILARITY, metavar="SIMILARITY",
+    audit.add_argument("--near-duplicate", type=types.SIMILARITY, metavar="SIMILARITY",
                        help="the cosine similarity of two photos' features from which they "
-                            "are copies (default: 0.95)")
+                            "are copies (default: read from the data, see docs/audit.md)")
 
 
 def add_evaluate(commands):
@@ -477,7 +376,7 @@ def add_evaluate(commands):
                                "for a multi-label model, a CSV with a path,labels header")
     evaluate.add_argument("--output", default="report",
                           help="the report's folder (default: report)")
-    evaluate.add_argument("--top-k", type=POSITIVE, default=5,
+    evaluate.add_argument("--top-k", type=types.POSITIVE, default=5,
                           help="the k of top-k accuracy (default: 5)")
     evaluate.add_argument("--trust-model", action="store_true",
                         help="load the model file without Keras's safe mode: only for a "
@@ -499,12 +398,12 @@ def add_small_commands(commands):
     predict.add_argument("images", nargs="+", metavar="PATH",
                          help="image files, folders (read recursively) and .txt files "
                               "listing image paths, one per line")
-    predict.add_argument("--top-k", type=POSITIVE, default=3, help="(default: 3)")
+    predict.add_argument("--top-k", type=types.POSITIVE, default=3, help="(default: 3)")
     predict.add_argument("--output", metavar="FILE",
                          help="write predictions.csv (path, label, score, then the rest "
                               "of the top k, and error) or .jsonl instead of printing them; "
                               "a progress bar shows in a terminal")
-    predict.add_argument("--batch-size", type=POSITIVE, default=64,
+    predict.add_argument("--batch-size", type=types.POSITIVE, default=64,
                          help="images per call of the model (default: 64)")
 
     commands.add_parser("bases", help="list the registered bases",

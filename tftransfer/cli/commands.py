@@ -38,7 +38,7 @@ def _feature_cache(args):
 
 def check_train_outputs(args):
     """Refuses, before any training, the outputs that `train` could not write after it."""
-    from tftransfer.export import check_export_target
+    from tftransfer.model_versions import check_export_target
 
     if args.save_keras and Path(args.save_keras).suffix != ".keras":
         raise TransferError(f"--save-keras must name a .keras file, not {args.save_keras}")
@@ -228,8 +228,8 @@ def _leak_note(leaks):
 def export_command(args):
     """Runs `tftransfer export`; returns the exit status."""
     import tftransfer
-    from tftransfer.export import (TFLITE_QUANTIZATIONS, check_export_target,
-                                   export_tflite_variants)
+    from tftransfer.export import TFLITE_QUANTIZATIONS, export_tflite_variants
+    from tftransfer.model_versions import check_export_target
     from tftransfer.saving import load_model
 
     path = Path(args.model)
@@ -454,7 +454,7 @@ def compare_command(args):
 
 def audit_command(args):
     """Runs `tftransfer audit`; returns the exit status."""
-    from tftransfer.data_audit import NEAR_DUPLICATE, audit, write_clean_list
+    from tftransfer.data_audit import audit, write_clean_list
     from tftransfer.audit_page import save_audit
     from tftransfer.bases import load_base
 
@@ -462,7 +462,7 @@ def audit_command(args):
     base = load_base(args.base, weights=weights, input_size=args.image_size, taps=args.taps)
     cache = _feature_cache(args)  # The audit always caches: `none` means the default.
     report = audit(args.folder, base, cache_dir=cache if isinstance(cache, str) else None,
-                   near_duplicate=args.near_duplicate or NEAR_DUPLICATE)
+                   near_duplicate=args.near_duplicate)
     print(report.table())
     print(report.summary())
     if report.label_check != "cleanlab":

@@ -1,0 +1,167 @@
+"""Copies of one photo, found by two signals with cuts read from the data itself.
+
+A copy that was resized, re-encoded or lightly cropped is still the same
+photo. Two signals find it, and each misses what the other catches:
+
+* the base's features (cosine similarity): robust to crops and colour
+  shifts, but how alike two *different* photos of a set look depends on
+  the set and the base: distinct flowers of one species score 0.9 on one
+  base, distinct satellite tiles 0.97 on another;
+* a perceptual hash (pHash: the signs of the low frequencies of a 32 x 32
+  grey image's DCT, 64 bits): blind to the set's content, robust to
+  resizing, re-encoding and colour shifts, weaker against crops.
+
+Neither has one cut that fits every set, so each is cut where this set's
+own distinct photos stop: from the distribution of every photo's nearest
+other (its median and robust spread), a pair is a copy when it is more
+than `Z` robust standard deviations closer than that, on either signal
+(`copy_cuts`). The cuts and their reasons go into `audit.json`.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+#: Robust standard deviations beyond the set's typical nearest other from
+#: which a pair counts as a copy, on either signal (docs/audit.md).
+Z = 6.0
+#: Bounds that hold whatever the set: two photos at least this alike in
+#: features are copies, and at most this alike never are ...
+FEATURE_CUT_RANGE = (0.90, 0.985)
+#: ... and pHashes at most this many bits apart are copies, and never more
+#: than this many apart.
+HASH_CUT_RANGE = (4, 12)
+HASH_BITS = 64
+_BLOCK = 2048
+
+
+def _dct_matrix(n):
+    k = np.arange(n)
+    matrix = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2 / n)
+    matrix[0] /= np.sqrt(2)
+    return matrix.astype(np.float32)
+
+
+_DCT32 = _dct_matrix(32)
+
+
+def perceptual_hash(grey: np.ndarray) -> np.ndarray:
+    """pHash bits of grey images already reduced to 32 x 32.
+
+    Args:
+        grey: `[images, 32, 32]` intensities.
+
+    Returns:
+        `[images, 64]` booleans: whether each of the 8 x 8 lowest DCT
+        frequencies is above the image's median of them.
+
+    Example:
+    >>> photo, other = np.random.default_rng(0).random((2, 32, 32)) * 255
+    >>> bits = perceptual_hash(np.stack([photo, photo * 0.5 + 10, other]))
+    >>> int((bits[0] != bits[1]).sum()), int((bits[0] != bits[2]).sum()) > 10
+    (0, True)
+    """
+    grey = np.asarray(grey, np.float32)
+    low = (_DCT32 @ grey @ _DCT32.T)[:, :8, :8].reshape(len(grey), HASH_BITS)
+    return low > np.median(low, axis=1, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """Where one signal's copies start, in this set.
+
+    Attributes:
+        value: The cut: a similarity (copies at or above) or a Hamming
+            distance (copies at or below).
+        typical: The median of every photo's nearest other.
+        spread: Their robust standard deviation (1.4826 x MAD).
+        why: How the cut was set, for `audit.json`.
+    """
+
+    value: float
+    typical: float
+    spread: float
+    why: str
+
+
+def copy_cuts(nearest_similarity: np.ndarray, nearest_distance: Optional[np.ndarray],
+              z: float = Z) -> dict:
+    """The cuts of both signals, from each photo's nearest other.
+
+    Args:
+        nearest_similarity: Each photo's highest feature similarity to
+            another (exact byte copies left out).
+        nearest_distance: Each photo's lowest pHash distance to another,
+            or `None` without hashes.
+        z: Robust standard deviations beyond the typical nearest other.
+
+    Returns:
+        `{"features": Cut, "hash": Cut or None}`.
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> cuts = copy_cuts(rng.normal(0.8, 0.02, 500), rng.normal(24, 3, 500).round())
+    >>> 0.9 <= cuts["features"].value < 0.95, cuts["hash"].value
+    (True, 6.0)
+    """
+    typical, spread = _robust(nearest_similarity)
+    low, high = FEATURE_CUT_RANGE
+    value = float(np.clip(typical + z * spread, low, high))
+    features = Cut(round(value, 4), round(typical, 4), round(spread, 4),
+                   f"median {typical:.3f} + {z:g} x robust sd {spread:.3f} of each photo's "
+                   f"most similar other, within [{low}, {high}]")
+    hashed = None
+    if nearest_distance is not None:
+        typical, spread = _robust(nearest_distance)
+        low, high = HASH_CUT_RANGE
+        value = float(np.clip(np.floor(typical - z * spread), low, high))
+        hashed = Cut(value, round(typical, 2), round(spread, 2),
+                     f"median {typical:.1f} - {z:g} x robust sd {spread:.2f} bits of each "
+                     f"photo's nearest pHash, within [{low}, {high}]")
+    return {"features": features, "hash": hashed}
+
+
+def _robust(values):
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return 0.0, 0.0
+    median = float(np.median(values))
+    return median, float(1.4826 * np.median(np.abs(values - median)))
+
+
+def hash_neighbours(bits: np.ndarray, cut: Optional[float] = None, block: int = _BLOCK):
+    """Each photo's nearest pHash distance, and the pairs within `cut` bits.
+
+    Args:
+        bits: `[photos, 64]` booleans (`perceptual_hash`).
+        cut: List the pairs at most this many bits apart (`None`: none).
+        block: Rows per product.
+
+    Returns:
+        `(nearest, pairs)`: `[photos]` distances to the nearest other
+        (itself left out), and `[(i, j, distance)]` with i < j.
+
+    Example:
+    >>> bits = np.array([[1, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 0]], bool)
+    >>> nearest, pairs = hash_neighbours(bits, cut=1)
+    >>> nearest.tolist(), pairs
+    ([1.0, 1.0, 3.0], [(0, 1, 1.0)])
+    """
+    ones = bits.astype(np.float32)
+    zeros = 1.0 - ones
+    width = bits.shape[1]
+    nearest, pairs = [], []
+    for first in range(0, len(bits), block):
+        distance = width - (ones[first:first + block] @ ones.T
+                            + zeros[first:first + block] @ zeros.T)
+        rows = np.arange(len(distance))
+        distance[rows, rows + first] = np.inf
+        nearest.append(distance.min(axis=1))
+        if cut is not None:
+            i, j = np.nonzero(distance <= cut)
+            keep = j > i + first
+            pairs += [(int(a + first), int(b), float(distance[a, b]))
+                      for a, b in zip(i[keep], j[keep])]
+    return np.concatenate(nearest) if nearest else np.zeros(0), pairs
