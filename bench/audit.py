@@ -173,6 +173,34 @@ def score(report, before, flipped, leaks, copies):
             "labels_flagged": len(labels), "labels_flipped": len(flipped)}
 
 
+def signals(folder, base, cache):
+    """`{file: (unit features, pHash bits)}` as the audit computes them (its cache reused)."""
+    from tftransfer.copies import perceptual_hash
+    from tftransfer.data.loader import source_files
+    from tftransfer.data_audit import _grey32
+
+    out = {}
+    splits, _, _ = split_images(folder, base.input_size)
+    for dataset in splits.values():
+        rows, _ = cached_features(base.features, dataset, cache_dir=cache)
+        features = np.concatenate([np.asarray(x).reshape(len(x), -1)
+                                   for x, _ in rows.as_numpy_iterator()])
+        features /= np.linalg.norm(features, axis=1, keepdims=True)
+        bits = perceptual_hash(np.concatenate([_grey32(images) for images, _ in dataset]))
+        out.update(zip(source_files(dataset), zip(features, bits)))
+    return out
+
+
+def planted_signals(folder, base, cache, planted):
+    """Each planted pair's feature similarity and pHash distance."""
+    values = signals(folder, base, cache)
+    pairs = []
+    for a, b in planted:
+        (fa, ha), (fb, hb) = values[a], values[b]
+        pairs.append((round(float(fa @ fb), 4), int((ha != hb).sum())))
+    return sorted(pairs)
+
+
 def measure(name, variant, base, base_name, before_pairs, work):
     faulty = split(work / f"faulty-{variant}", name)
     flipped, leaks, copies = plant(faulty, variant)
@@ -188,7 +216,9 @@ def measure(name, variant, base, base_name, before_pairs, work):
                   extraction_seconds=extraction, time_ratio=seconds / extraction,
                   pre_existing_pairs=len(before), missed=sorted(
                       Path(f).name for pair in planted - found for f in pair),
-                  copy_cuts=report.to_dict()["copy_cuts"], summary=report.summary())
+                  copy_cuts=report.to_dict()["copy_cuts"], summary=report.summary(),
+                  planted_signals=planted_signals(faulty, base, work / f"a-{variant}",
+                                                  [tuple(p) for p in planted]))
     return result
 
 

@@ -117,3 +117,35 @@ def test_neighbour_probabilities_follow_the_neighbours_and_leave_copies_out():
     assert np.allclose(probabilities.sum(axis=1), 1)
     assert probabilities[5, 0] > 0.8  # Its neighbours, not its copy, speak for it.
     assert probabilities[:5, 0].min() > 0.5 and probabilities[20:40, 1].min() > 0.5
+
+
+def test_a_copy_whose_features_are_below_the_old_cut_is_found_by_its_hash(base, tmp_path):
+    # Brighter, with less contrast: the pixels' features move (below cosine 0.95,
+    # the old fixed cut), the grey image's DCT signs, the perceptual hash, do not.
+    # (Resized, re-encoded copies keep their hash too: tests/test_copies.py.)
+    root = write_audit_folder(tmp_path / "data")
+    source = root / "test" / "red" / "test01.png"
+    image = np.asarray(Image.open(source).convert("RGB"), np.float32)
+    copy = root / "train" / "red" / "copy.png"
+    Image.fromarray(np.clip(image * 0.7 + 60, 0, 255).astype("uint8")).save(copy)
+    report = tftransfer.audit(root, base, cache_dir=tmp_path / "cache")
+    leaks = report.of_kind("leak")
+    assert [(f.file, f.other) for f in leaks] == [(str(source), str(copy))]
+    assert leaks[0].score < 0.95
+    cuts = report.to_dict()["copy_cuts"]
+    assert cuts["hash"]["value"] >= 4 and "median" in cuts["features"]["why"]
+
+
+def test_two_photos_of_one_object_are_not_paired(base, tmp_path):
+    root = write_audit_folder(tmp_path / "data")
+    rng = np.random.default_rng(5)
+    texture = rng.integers(40, 216, (4, 4, 3))
+    # The same object seen twice: its texture, lit and placed a little differently.
+    for name, change in (("view1.png", 0), ("view2.png", 1)):
+        seen = np.clip(texture + rng.integers(-30, 30, texture.shape) * change, 0, 255)
+        pixels = Image.fromarray(seen.astype("uint8")).resize((32, 32), Image.BILINEAR)
+        if change:
+            pixels = pixels.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        pixels.save(root / "train" / "green" / name)
+    report = tftransfer.audit(root, base, cache_dir=tmp_path / "cache")
+    assert report.of_kind("duplicate") == []
