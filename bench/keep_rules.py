@@ -22,6 +22,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
+from quality import FEATURES
+from tftransfer.evidence import measure_evidence
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -126,6 +131,14 @@ def main():
     runs = [json.loads(line) for line in Path(args.results).read_text().splitlines()
             if line.strip()]
     runs = [r for r in runs if r["method"] == "probe" and "head" in r]
+    for run in runs:  # The measure as it is now, on the probe's kept features.
+        kept = FEATURES / f"{run['cell']}-{run['base']}-{run['seed']}.npz"
+        if kept.is_file():
+            with np.load(kept) as arrays:
+                labels = arrays["labels"]
+                evidence = measure_evidence(arrays["features"].astype(np.float32), labels,
+                                            int(labels.max()) + 1)
+            run["evidence"] = evidence.to_dict()
     if not runs:
         print("no probe runs: python bench/quality.py --methods probe")
         return 0

@@ -53,3 +53,26 @@ def test_hash_neighbours_agree_with_a_double_loop():
     assert sorted(pairs) == sorted((i, j, full[i, j]) for i in range(50)
                                    for j in range(i + 1, 50) if full[i, j] <= 3)
     assert (3, 7, 0.0) in pairs and (3, 9, 3.0) in pairs
+
+
+def test_a_central_crop_is_as_close_as_its_crop_of_the_whole(photo):
+    from tftransfer.copies import CROPS
+
+    def views(image):
+        w, h = image.size
+        out = [_grey32(image)]
+        for share in CROPS:
+            dw, dh = int(w * (1 - share) / 2), int(h * (1 - share) / 2)
+            out.append(_grey32(image.crop((dw, dh, w - dw, h - dh))))
+        return np.stack(out)
+
+    w, h = photo.size
+    cropped = photo.crop((int(w * 0.1), int(h * 0.1), w - int(w * 0.1), h - int(h * 0.1)))
+    other = Image.fromarray(np.random.default_rng(3).integers(0, 255, (8, 8, 3))
+                            .astype("uint8")).resize((200, 160), Image.BICUBIC)
+    grey = np.stack([views(photo), views(cropped), views(other)])
+    bits = perceptual_hash(grey.reshape(-1, 32, 32)).reshape(3, len(CROPS) + 1, -1)
+    whole_only, _ = hash_neighbours(bits[:, 0])
+    nearest, pairs = hash_neighbours(bits, cut=HASH_CUT_RANGE[0])
+    assert whole_only[1] > HASH_CUT_RANGE[1]  # The crop's whole hash is far from the photo's.
+    assert nearest[1] <= HASH_CUT_RANGE[0] and pairs == [(0, 1, nearest[1])]

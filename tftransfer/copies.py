@@ -9,7 +9,9 @@ photo. Two signals find it, and each misses what the other catches:
   base, distinct satellite tiles 0.97 on another;
 * a perceptual hash (pHash: the signs of the low frequencies of a 32 x 32
   grey image's DCT, 64 bits): blind to the set's content, robust to
-  resizing, re-encoding and colour shifts, weaker against crops.
+  resizing, re-encoding and colour shifts. A crop moves it, so each photo
+  is hashed whole and at central crops (`CROPS`), and two photos are as
+  close as the whole of one is to the whole or any crop of the other.
 
 Neither has one cut that fits every set, so each is cut where this set's
 own distinct photos stop: from the distribution of every photo's nearest
@@ -33,6 +35,8 @@ FEATURE_CUT_RANGE = (0.90, 0.985)
 #: than this many apart.
 HASH_CUT_RANGE = (4, 12)
 HASH_BITS = 64
+#: The central crops (shares of each side) hashed besides the whole photo.
+CROPS = (0.9, 0.8, 0.7)
 _BLOCK = 2048
 
 
@@ -135,7 +139,10 @@ def hash_neighbours(bits: np.ndarray, cut: Optional[float] = None, block: int = 
     """Each photo's nearest pHash distance, and the pairs within `cut` bits.
 
     Args:
-        bits: `[photos, 64]` booleans (`perceptual_hash`).
+        bits: `[photos, 64]` booleans (`perceptual_hash`), or `[photos,
+            views, 64]`: the whole photo first, then its crops; the
+            distance of two photos is then the least between the whole of
+            one and any view of the other.
         cut: List the pairs at most this many bits apart (`None`: none).
         block: Rows per product.
 
@@ -149,13 +156,21 @@ def hash_neighbours(bits: np.ndarray, cut: Optional[float] = None, block: int = 
     >>> nearest.tolist(), pairs
     ([1.0, 1.0, 3.0], [(0, 1, 1.0)])
     """
-    ones = bits.astype(np.float32)
-    zeros = 1.0 - ones
-    width = bits.shape[1]
+    views = bits.reshape(len(bits), -1, bits.shape[-1]).astype(np.float32)
+    width = views.shape[-1]
+    whole = views[:, 0]
     nearest, pairs = [], []
+
+    def apart(first, last, one, other):
+        return width - (one[first:last] @ other.T + (1 - one[first:last]) @ (1 - other.T))
+
     for first in range(0, len(bits), block):
-        distance = width - (ones[first:first + block] @ ones.T
-                            + zeros[first:first + block] @ zeros.T)
+        last = first + block
+        distance = apart(first, last, whole, whole)
+        for view in range(1, views.shape[1]):
+            crop = views[:, view]
+            distance = np.minimum(distance, np.minimum(apart(first, last, whole, crop),
+                                                       apart(first, last, crop, whole)))
         rows = np.arange(len(distance))
         distance[rows, rows + first] = np.inf
         nearest.append(distance.min(axis=1))

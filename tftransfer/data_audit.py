@@ -170,8 +170,9 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     near = neighbourhood(unit, copies.FEATURE_CUT_RANGE[0] if near_duplicate is None
                          else near_duplicate)
-    similar, cuts = _near_copies(unit, near, perceptual_hash(np.concatenate(grey)),
-                                 near_duplicate)
+    grey = np.concatenate(grey)
+    bits = perceptual_hash(grey.reshape(-1, 32, 32)).reshape(*grey.shape[:2], -1)
+    similar, cuts = _near_copies(unit, near, bits, near_duplicate)
     findings = _copies(files, names, similar)
     probabilities, label_check = _label_probabilities(near, labels, len(class_names))
     if probabilities is not None:
@@ -186,11 +187,21 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
 
 
 def _grey32(images):
-    """A batch of images as 32 x 32 grey intensities, for the perceptual hash."""
+    """A batch of images as 32 x 32 grey intensities, whole and at `copies.CROPS`.
+
+    Returns:
+        `[images, 1 + len(CROPS), 32, 32]`.
+    """
     import tensorflow as tf
 
     grey = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32)[..., :3])
-    return tf.image.resize(grey, (32, 32), method="area")[..., 0].numpy()
+    views = [tf.image.resize(grey, (32, 32), method="area")]
+    for share in copies.CROPS:
+        margin = (1 - share) / 2
+        views.append(tf.image.resize(tf.image.crop_to_bounding_box(
+            grey, int(grey.shape[1] * margin), int(grey.shape[2] * margin),
+            int(grey.shape[1] * share), int(grey.shape[2] * share)), (32, 32), method="area"))
+    return tf.stack(views, axis=1)[..., 0].numpy()
 
 
 def _near_copies(unit, near, bits, near_duplicate):
