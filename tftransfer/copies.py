@@ -16,8 +16,10 @@ photo. Two signals find it, and each misses what the other catches:
 Neither has one cut that fits every set, so each is cut where this set's
 own distinct photos stop: from the distribution of every photo's nearest
 other (its median and robust spread), a pair is a copy when it is more
-than `Z` robust standard deviations closer than that, on either signal
-(`copy_cuts`). The cuts and their reasons go into `audit.json`.
+than `Z` robust standard deviations closer than that on either signal, or
+`JOINT_Z` on both together (`copy_cuts`, `joint_z`): a cropped, shifted,
+re-encoded copy is a little unusual on each, and two different photos are
+rarely unusual on both. The cuts and their reasons go into `audit.json`.
 """
 
 import dataclasses
@@ -28,6 +30,8 @@ import numpy as np
 #: Robust standard deviations beyond the set's typical nearest other from
 #: which a pair counts as a copy, on either signal (docs/audit.md).
 Z = 6.0
+#: ... or the two signals' robust z-scores together (`joint_z`).
+JOINT_Z = 4.0
 #: Bounds that hold whatever the set: two photos at least this alike in
 #: features are copies, and at most this alike never are ...
 FEATURE_CUT_RANGE = (0.90, 0.985)
@@ -101,7 +105,8 @@ def copy_cuts(nearest_similarity: np.ndarray, nearest_distance: Optional[np.ndar
         z: Robust standard deviations beyond the typical nearest other.
 
     Returns:
-        `{"features": Cut, "hash": Cut or None}`.
+        `{"features": Cut, "hash": Cut or None, "joint": Cut or None}`; the
+        joint cut's `value` is the least `joint_z` of a copy.
 
     Example:
     >>> rng = np.random.default_rng(0)
@@ -123,7 +128,32 @@ def copy_cuts(nearest_similarity: np.ndarray, nearest_distance: Optional[np.ndar
         hashed = Cut(value, round(typical, 2), round(spread, 2),
                      f"median {typical:.1f} - {z:g} x robust sd {spread:.2f} bits of each "
                      f"photo's nearest pHash, within [{low}, {high}]")
-    return {"features": features, "hash": hashed}
+    joint = None if hashed is None else Cut(
+        JOINT_Z, 0.0, 0.0, f"the two robust z-scores summed: (similarity - "
+        f"{features.typical}) / {features.spread} + ({hashed.typical} - bits) / "
+        f"{hashed.spread}")
+    return {"features": features, "hash": hashed, "joint": joint}
+
+
+def joint_z(similarity: float, distance: float, cuts: dict) -> float:
+    """How unusually close a pair is on both signals: the sum of their robust z-scores.
+
+    Args:
+        similarity: The pair's feature cosine similarity.
+        distance: Its pHash distance in bits.
+        cuts: `copy_cuts` of the set.
+
+    Returns:
+        The sum; a copy from `cuts["joint"].value`.
+
+    Example:
+    >>> cuts = copy_cuts(np.array([0.7, 0.8, 0.9]), np.array([14.0, 16, 18]))
+    >>> round(joint_z(0.9, 8, cuts), 2)
+    3.37
+    """
+    features, hashed = cuts["features"], cuts["hash"]
+    return ((similarity - features.typical) / max(features.spread, 1e-6)
+            + (hashed.typical - distance) / max(hashed.spread, 1e-6))
 
 
 def _robust(values):

@@ -214,8 +214,10 @@ def _near_copies(unit, near, bits, near_duplicate):
                                       cuts["features"].spread, "given (--near-duplicate)")
     pairs = {(i, j): s for i, j, s in near.pairs if s >= cuts["features"].value}
     for i, j, distance in hash_pairs:
-        if distance <= cuts["hash"].value:
-            pairs.setdefault((i, j), float(unit[i] @ unit[j]))
+        similarity = float(unit[i] @ unit[j])
+        if distance <= cuts["hash"].value or \
+                copies.joint_z(similarity, distance, cuts) >= cuts["joint"].value:
+            pairs.setdefault((i, j), similarity)
     return [(i, j, s) for (i, j), s in pairs.items()], cuts
 
 
