@@ -68,6 +68,45 @@ def wise_unless(run, margin=1):
     return "wise"
 
 
+def top_unless(run, margin=2):
+    """The top phase's weights, unless the average beats them on paired validation
+    images by `margin` net (then the average, or the head if it beats the average)."""
+    b, c = mcnemar(run["top"]["val_right"], run["wise"]["val_right"])
+    if b - c < margin:
+        return "top"
+    b, c = mcnemar(run["wise"]["val_right"], run["head"]["val_right"])
+    return "head" if b - c >= margin else "wise"
+
+
+def top_unless_either(run, margin=2):
+    """The top phase's weights, unless the average or the head's get `margin` more of
+    the same validation images right, net (the one with more, the average on a tie)."""
+    gains = {}
+    for name in ("wise", "head"):
+        b, c = mcnemar(run["top"]["val_right"], run[name]["val_right"])
+        gains[name] = b - c
+    best = max(gains, key=lambda name: gains[name])
+    return best if gains[best] >= margin else "top"
+
+
+def sign_test(b, c):
+    """One-sided exact p-value of b wins against c losses under no difference."""
+    n = b + c
+    return sum(math.comb(n, k) for k in range(b, n + 1)) / 2 ** n if n else 1.0
+
+
+def top_unless_significant(run, alpha=0.1):
+    """The top phase's weights, unless the average or the head's beat them on the same
+    validation images by a one-sided sign test (McNemar's, exact) at `alpha`."""
+    best, p_best = "top", alpha
+    for name in ("wise", "head"):
+        b, c = mcnemar(run["top"]["val_right"], run[name]["val_right"])
+        p = sign_test(b, c)
+        if p < p_best:
+            best, p_best = name, p
+    return best
+
+
 KEEP_RULES = {
     "always head": lambda r: "head",
     "always top": lambda r: "top",
@@ -79,6 +118,13 @@ KEEP_RULES = {
     "paired vs wise, +2 and loss": lambda r: paired(r, "wise", 2),
     "wise unless paired +1": wise_unless,
     "wise unless paired +2": lambda r: wise_unless(r, 2),
+    "top unless paired -1": lambda r: top_unless(r, 1),
+    "top unless paired -2": top_unless,
+    "top unless paired -3": lambda r: top_unless(r, 3),
+    "top unless average or head +2": top_unless_either,
+    "top unless average or head +3": lambda r: top_unless_either(r, 3),
+    "top unless sign test p < 0.1": top_unless_significant,
+    "top unless sign test p < 0.05": lambda r: top_unless_significant(r, 0.05),
 }
 
 

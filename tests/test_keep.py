@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
-from tftransfer.keep import average_weights, choose_kept, mean_loss, paired_wins
+from tftransfer.keep import average_weights, choose_kept, paired_wins
 
 
 def _probabilities(labels, right, confidence=0.9, classes=3):
@@ -24,41 +24,37 @@ def test_paired_wins_count_only_the_images_the_two_disagree_on():
     assert paired_wins(LABELS, second, first) == (1, 2)
 
 
-def test_the_average_is_kept_when_neither_phase_beats_it_on_the_same_images():
-    # Same accuracy, different images: no paired evidence for either phase.
-    head = _probabilities(LABELS, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
-    top = _probabilities(LABELS, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
-    average = _probabilities(LABELS, [1, 1, 1, 1, 1, 1, 1, 1, 1, 0], confidence=0.8)
-    name, reason = choose_kept(LABELS, {"head": head, "top": top, "average": average})
-    assert name == "average" and "10 validation images" in reason
+def test_the_top_phase_stands_unless_a_sign_test_says_otherwise():
+    labels = np.arange(20) % 3
+    top = _probabilities(labels, [1] * 14 + [0] * 6)
+    head = _probabilities(labels, [0, 0] + [1] * 12 + [0] * 6)
+    # Three more right, none fewer: p = 0.125, within what 20 images can tell.
+    average = _probabilities(labels, [1] * 17 + [0] * 3)
+    name, reason = choose_kept(labels, {"head": head, "top": top, "average": average})
+    assert name == "top" and "(20 validation images)" in reason
+    assert "the average gets 3 images right that the top phase's weights get wrong, 0 the " \
+           "other way (p = 0.125)" in reason
+    # Four: p = 0.0625 < 0.1, the average replaces the top phase's weights.
+    average = _probabilities(labels, [1] * 18 + [0] * 2)
+    name, reason = choose_kept(labels, {"head": head, "top": top, "average": average})
+    assert name == "average" and reason.startswith("kept the average of the head and top")
+    assert choose_kept(labels, {"head": head, "top": top, "average": average},
+                       alpha=0.05)[0] == "top"
 
 
-def test_the_top_phase_is_kept_only_with_paired_wins_and_a_lower_loss():
-    average = _probabilities(LABELS, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], confidence=0.7)
-    head = average
-    sure = _probabilities(LABELS, [1, 1, 1, 1, 1, 1, 1, 1, 1, 0], confidence=0.95)
-    assert choose_kept(LABELS, {"head": head, "top": sure, "average": average})[0] == "top"
-    # One more image right, but so unsure of the rest that its loss is higher.
-    unsure = _probabilities(LABELS, [1, 1, 1, 1, 1, 1, 1, 1, 1, 0], confidence=0.4)
-    assert mean_loss(LABELS, unsure) > mean_loss(LABELS, average)
-    assert choose_kept(LABELS, {"head": head, "top": unsure, "average": average})[0] == \
-        "average"
-
-
-def test_the_head_is_kept_when_the_top_phase_ruined_the_average():
+def test_the_head_is_kept_when_the_top_phase_was_ruined():
     head = _probabilities(LABELS, [1] * 10)
     ruined = _probabilities(LABELS, [0] * 10)
     half = _probabilities(LABELS, [1, 0] * 5)
     name, reason = choose_kept(LABELS, {"head": head, "top": ruined, "average": half})
-    assert name == "head" and "5 images right that the average gets wrong" in reason
+    assert name == "head" and "the head gets 10 images right" in reason
 
 
-def test_a_margin_of_two_needs_two_net_wins():
-    average = _probabilities(LABELS, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], confidence=0.7)
-    top = _probabilities(LABELS, [1, 1, 1, 1, 1, 1, 1, 1, 1, 0], confidence=0.95)
-    candidates = {"head": average, "top": top, "average": average}
-    assert choose_kept(LABELS, candidates, margin=1)[0] == "top"
-    assert choose_kept(LABELS, candidates, margin=2)[0] == "average"
+def test_the_sign_test_by_hand():
+    from tftransfer.keep import sign_test
+
+    assert sign_test(5, 1) == (6 + 1) / 64  # P(X >= 5), X ~ Binomial(6, 1/2)
+    assert sign_test(0, 0) == 1.0 and sign_test(1, 1) == 0.75
 
 
 def test_average_weights_interpolates_floats_and_keeps_the_second_counters():

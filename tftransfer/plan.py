@@ -34,7 +34,7 @@ logger = logging.getLogger("tftransfer")
 #: The reason a phase is not cached when the caller turned the cache off.
 DISABLED = "disabled"
 #: How `fine_tune` chooses between the two phases' weights.
-KEEP_RULE = (keep.KEEP_RULE.format(margin=keep.MARGIN) + "; without validation data, the "
+KEEP_RULE = (keep.KEEP_RULE.format(alpha=keep.ALPHA) + "; without validation data, the "
              "top phase's unless its training loss is higher than the head's")
 #: ... and for a multi-label model, where accuracy is not the measure.
 MULTI_LABEL_KEEP_RULE = ("the top phase is kept unless its validation average precision "
