@@ -119,3 +119,22 @@ def test_a_failure_after_training_keeps_the_model_and_says_how_to_finish(
     assert f"tftransfer export --model {kept} --output {tmp_path / 'exports'}" in err
     assert kept.with_suffix(".labels.txt").read_text().split() == ["blue", "green", "red"]
     assert load_model(kept).output_shape == (None, 3)
+
+
+def test_train_with_skipped_files_ends_with_status_3(tiny_base_file, image_folder_path,
+                                                     tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TFTRANSFER_RUNS_DIR", str(tmp_path / "runs"))
+    data = tmp_path / "data"
+    shutil.copytree(image_folder_path, data)
+    (data / "red" / "broken.png").write_bytes(b"not a png")
+    status = cli.main(["train", "--data", str(data), "--base", str(tiny_base_file),
+                       "--head-epochs", "1", "--top-epochs", "0", "--batch-size", "8",
+                       "--quiet", "--export", str(tmp_path / "exports"),
+                       "--feature-cache", str(tmp_path / "cache")])
+    out = capsys.readouterr().out
+    assert status == 3
+    assert (tmp_path / "exports" / "1" / "saved_model.pb").is_file()  # Done all the same.
+    assert "1 file(s) could not be used and were skipped" in out

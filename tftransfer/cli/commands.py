@@ -95,6 +95,10 @@ def train_command(args):
     except BaseException:
         _keep_trained_model(model, record, data.class_names, args)
         raise
+    if data.skipped:
+        print(f"{len(data.skipped)} file(s) could not be used and were skipped (named "
+              "above, with their reasons)")
+        return 3
     return 0
 
 
@@ -348,7 +352,8 @@ def predict_command(args):
                 print(f"{path}: " + (", ".join(f"{name} {score:.3f}" for name, score in ranked)
                                      or "no label over its threshold"))
     if skipped:
-        print(f"{skipped} image(s) could not be read and were skipped (named above)")
+        where = f"named in {args.output}, with their reasons" if args.output else "named above"
+        print(f"{skipped} image(s) could not be read and were skipped ({where})")
         return 3
     return 0
 
