@@ -26,7 +26,8 @@ import tensorflow as tf
 from tftransfer.phases import finite_or_inf, kept_epoch_logs
 
 #: How `choose_kept` decides, in words.
-KEEP_RULE = ("the top phase's weights, unless on the same validation images the average "
+KEEP_RULE = ("the top phase's weights, unless its training loss ended higher than the "
+             "head's (it diverged), or on the same validation images the average "
              "of the head and top phases' weights (WiSE-FT) or the head phase's get more "
              "right than they do by a one-sided sign test (McNemar's, exact) at "
              "p < {alpha}; then the one with the lower p")

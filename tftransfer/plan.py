@@ -11,7 +11,7 @@ a `Plan`, is immutable: `fine_tune` runs it phase by phase, and
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import keras
 import numpy as np
@@ -28,6 +28,9 @@ from tftransfer.features import find_backbone
 from tftransfer.feature_cache import default_cache_dir
 from tftransfer.multi_label import is_multi_label, positive_weights
 from tftransfer.phases import HEAD, NO_UNFREEZE, TOP, Phase
+
+if TYPE_CHECKING:
+    from tftransfer.evidence import Evidence
 
 logger = logging.getLogger("tftransfer")
 
@@ -154,7 +157,7 @@ class Plan:
     waits: tuple = ()
     refit_without_top: bool = False
 
-    def after_evidence(self, evidence) -> tuple:
+    def after_evidence(self, evidence: Optional["Evidence"]) -> tuple:
         """The plan once the evidence is in, and the decision it made.
 
         Args:

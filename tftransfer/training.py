@@ -440,6 +440,15 @@ def _keep(model, plan, runner, result, head_weights, target, validation):
         result.decisions.append(f"kept the {result.kept_phase} phase's weights "
                                 f"({plan.keep})")
         return
+    if top_lost(result.head, result.top, plan, "loss"):
+        # Fine-tuning fits its training images better than the head alone;
+        # a higher training loss means it diverged, whatever a few images say.
+        model.set_weights(head_weights)
+        result.kept_phase = "head"
+        result.decisions.append("kept the head phase's weights: the top phase ended with a "
+                                "higher training loss (it diverged)")
+        logger.info("%s", result.decisions[-1])
+        return
     top_weights = model.get_weights()
     candidates = {"head": head_weights, "top": top_weights,
                   "average": average_weights(head_weights, top_weights)}
