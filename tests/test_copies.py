@@ -76,3 +76,10 @@ def test_a_central_crop_is_as_close_as_its_crop_of_the_whole(photo):
     nearest, pairs = hash_neighbours(bits, cut=HASH_CUT_RANGE[0])
     assert whole_only[1] > HASH_CUT_RANGE[1]  # The crop's whole hash is far from the photo's.
     assert nearest[1] <= HASH_CUT_RANGE[0] and pairs == [(0, 1, nearest[1])]
+
+
+def test_a_set_of_look_alike_images_does_not_make_the_spread_zero():
+    # Flat tiles: every nearest hash 16 bits away, so the MAD is 0.
+    cuts = copy_cuts(np.full(100, 0.8), np.full(100, 16.0))
+    assert cuts["hash"].spread == 1.0 and cuts["hash"].value == 10.0
+    assert cuts["features"].spread == 0.01

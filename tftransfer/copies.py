@@ -38,6 +38,10 @@ FEATURE_CUT_RANGE = (0.90, 0.985)
 #: ... and pHashes at most this many bits apart are copies, and never more
 #: than this many apart.
 HASH_CUT_RANGE = (4, 12)
+#: The least spread of each signal: on sets of near-uniform images (flat
+#: satellite tiles of water) most nearest hashes sit at one distance, the
+#: MAD is 0, and every z-score would be infinite.
+MIN_SPREAD = {"features": 0.01, "hash": 1.0}
 HASH_BITS = 64
 #: The central crops (shares of each side) hashed besides the whole photo.
 CROPS = (0.9, 0.8, 0.7)
@@ -114,7 +118,7 @@ def copy_cuts(nearest_similarity: np.ndarray, nearest_distance: Optional[np.ndar
     >>> 0.9 <= cuts["features"].value < 0.95, cuts["hash"].value
     (True, 6.0)
     """
-    typical, spread = _robust(nearest_similarity)
+    typical, spread = _robust(nearest_similarity, MIN_SPREAD["features"])
     low, high = FEATURE_CUT_RANGE
     value = float(np.clip(typical + z * spread, low, high))
     features = Cut(round(value, 4), round(typical, 4), round(spread, 4),
@@ -122,7 +126,7 @@ def copy_cuts(nearest_similarity: np.ndarray, nearest_distance: Optional[np.ndar
                    f"most similar other, within [{low}, {high}]")
     hashed = None
     if nearest_distance is not None:
-        typical, spread = _robust(nearest_distance)
+        typical, spread = _robust(nearest_distance, MIN_SPREAD["hash"])
         low, high = HASH_CUT_RANGE
         value = float(np.clip(np.floor(typical - z * spread), low, high))
         hashed = Cut(value, round(typical, 2), round(spread, 2),
@@ -152,17 +156,18 @@ def joint_z(similarity: float, distance: float, cuts: dict) -> float:
     3.37
     """
     features, hashed = cuts["features"], cuts["hash"]
-    return ((similarity - features.typical) / max(features.spread, 1e-6)
-            + (hashed.typical - distance) / max(hashed.spread, 1e-6))
+    return ((similarity - features.typical) / features.spread
+            + (hashed.typical - distance) / hashed.spread)
 
 
-def _robust(values):
+def _robust(values, least):
+    """The median and robust standard deviation (at least `least`)."""
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     if len(values) == 0:
-        return 0.0, 0.0
+        return 0.0, least
     median = float(np.median(values))
-    return median, float(1.4826 * np.median(np.abs(values - median)))
+    return median, max(least, float(1.4826 * np.median(np.abs(values - median))))
 
 
 def hash_neighbours(bits: np.ndarray, cut: Optional[float] = None, block: int = _BLOCK):
