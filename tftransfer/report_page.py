@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tftransfer.data.decode import DECODABLE_FORMATS
+
 THUMBNAIL = 128
 
 
@@ -158,11 +160,14 @@ def _thumbnail_uri(image=None, file=None):
 
     try:
         if image is None:
-            picture = Image.open(file)
+            picture = Image.open(file, formats=DECODABLE_FORMATS)
+            # A JPEG decodes straight at a fraction of its size; a photo the
+            # pixel check let through still fits (PIL's own limit is lower).
+            picture.draft("RGB", (THUMBNAIL, THUMBNAIL))
             picture.load()
         else:
             picture = Image.fromarray(np.asarray(image, np.uint8))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, Image.DecompressionBombError):
         return None
     picture = picture.convert("RGB")
     picture.thumbnail((THUMBNAIL, THUMBNAIL))

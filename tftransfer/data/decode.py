@@ -17,7 +17,11 @@ from tftransfer.errors import TransferError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
 
-_DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "MPO", "WEBP"}
+#: The formats the pipeline decodes, and the only ones PIL is asked to parse
+#: (its JPEG parser also opens MPO, a JPEG with more frames after the first).
+DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "WEBP")
+#: The reason a file of any other format is skipped.
+NOT_DECODABLE = "not a JPEG, PNG, GIF, BMP or WebP image"
 
 
 #: The most pixels (width x height, times the frames of a GIF) that an image
@@ -315,18 +319,17 @@ def read_header_with_pil(path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            # Only the pipeline's formats: PIL's other parsers never see the bytes.
+            with Image.open(path, formats=DECODABLE_FORMATS) as image:
                 image_format, (width, height) = image.format, image.size
                 # TensorFlow decodes every frame of a GIF: they all count.
                 frames = getattr(image, "n_frames", 1) if image_format == "GIF" else 1
     except UnidentifiedImageError:
-        return "not an image"
+        return NOT_DECODABLE
     except Image.DecompressionBombError:
         return "too large to decode"
     except OSError as error:
         return f"unreadable: {error.strerror or error}"
-    if image_format not in _DECODABLE_FORMATS:
-        return f"unsupported format {image_format}"
     if frames > 1 and width * height * frames > MAX_PIXELS:
         return f"too large: {width}x{height} pixels x {frames} frames"
     return image_format, height, width
