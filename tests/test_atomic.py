@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 from tftransfer import _atomic
 
 
@@ -44,3 +46,61 @@ def test_a_taken_entry_moves_on_to_the_next_one(tmp_path):
     assert (tmp_path / "1" / "kept").read_text() == "first"
     assert _atomic.publish_folder(tmp_path / "1", lambda staging: None) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+def _version(path, text):
+    path.mkdir(parents=True)
+    (path / "saved_model.pb").write_text(text)
+
+
+def test_overwrite_swaps_the_folders_in_one_step(tmp_path):
+    entry = tmp_path / "model" / "1"
+    _version(entry, "old")
+    published = _atomic.publish_folder(
+        entry, lambda staging: (staging / "saved_model.pb").write_text("new"), replace=True)
+    assert published == entry and (entry / "saved_model.pb").read_text() == "new"
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["1"]
+
+
+def test_an_overwrite_cut_between_its_renames_is_undone_by_the_next_call(tmp_path,
+                                                                         monkeypatch):
+    import os
+
+    entry = tmp_path / "model" / "1"
+    _version(entry, "old")
+    monkeypatch.setattr(_atomic, "exchange", lambda first, second: False)  # No swap here.
+    real_rename, calls = os.rename, []
+
+    def crash_on_second(source, target):
+        calls.append(target)
+        if len(calls) == 2:  # The old folder is aside, the new one not yet in.
+            raise KeyboardInterrupt
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        _atomic.publish_folder(
+            entry, lambda staging: (staging / "saved_model.pb").write_text("new"),
+            replace=True)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not entry.exists()  # What a crash leaves: the version moved aside ...
+    monkeypatch.setattr(_atomic, "_alive", lambda pid: False)  # ... by a dead process.
+    _atomic.restore_replaced(entry)  # The next call (any publish) puts it back.
+    assert (entry / "saved_model.pb").read_text() == "old"
+    assert sorted(p.name for p in entry.parent.iterdir() if ".partial-" not in p.name) == ["1"]
+
+
+def test_a_failed_swap_leaves_the_old_version(tmp_path, monkeypatch):
+    entry = tmp_path / "model" / "1"
+    _version(entry, "old")
+
+    def refuse(first, second):
+        raise OSError(13, "Permission denied", str(second))
+
+    monkeypatch.setattr(_atomic, "exchange", refuse)
+    with pytest.raises(OSError):
+        _atomic.publish_folder(
+            entry, lambda staging: (staging / "saved_model.pb").write_text("new"),
+            replace=True)
+    assert (entry / "saved_model.pb").read_text() == "old"
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["1"]

@@ -6,12 +6,17 @@ names carry the writer's process id, so that `remove_abandoned` can tell
 what a dead writer left from what a live one is still writing.
 """
 
+import ctypes
+import errno
 import os
 import shutil
 import uuid
 from pathlib import Path
 
 _PARTIAL = ".partial-"
+#: An old folder moved aside while its replacement is renamed in, where the
+#: two cannot be swapped in one step; `restore_replaced` puts it back.
+_REPLACED = ".replaced-"
 
 
 def partial_path(path):
@@ -42,9 +47,12 @@ def publish_folder(entry, write, *, replace=False, next_entry=None):
     Args:
         entry: The folder's final path.
         write: Fills the empty folder it is given.
-        replace: Whether an existing `entry` is replaced. It is moved aside
-            first, then removed, so `entry` is at every moment the old
-            folder or the new one. Without `replace`, an `entry` that
+        replace: Whether an existing `entry` is replaced: swapped with the
+            new folder in one step where the system can (`exchange`), so
+            `entry` is at every moment the old folder or the new one;
+            elsewhere moved aside first, and a crash between the two
+            renames is undone by the next call (`restore_replaced`).
+            Without `replace`, an `entry` that
             another process published first is kept and this call's copy
             discarded.
         next_entry: With `replace=False`: when another process published
@@ -56,6 +64,7 @@ def publish_folder(entry, write, *, replace=False, next_entry=None):
         process's was there first (and `next_entry` gave no other).
     """
     entry = Path(entry)
+    restore_replaced(entry)
     staging = partial_path(entry)
     staging.mkdir(parents=True)
     try:
@@ -65,7 +74,19 @@ def publish_folder(entry, write, *, replace=False, next_entry=None):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if replace and entry.exists():
-        aside = partial_path(entry)
+        try:
+            swapped = exchange(staging, entry)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if swapped:  # `staging` now holds the old folder.
+            _sync_folder(entry.parent)
+            shutil.rmtree(staging, ignore_errors=True)
+            return entry
+        # No atomic swap here: move the old one aside under a name that
+        # `restore_replaced` knows, so a crash between the renames is undone.
+        aside = entry.with_name(f"{entry.name}{_REPLACED}{os.getpid()}-"
+                                f"{uuid.uuid4().hex[:8]}")
         os.rename(entry, aside)
         os.rename(staging, entry)
         _sync_folder(entry.parent)
@@ -84,6 +105,50 @@ def publish_folder(entry, write, *, replace=False, next_entry=None):
         return entry
     shutil.rmtree(staging, ignore_errors=True)
     return None
+
+
+def exchange(first, second) -> bool:
+    """Swaps two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`).
+
+    Args:
+        first, second: Two existing paths on one file system.
+
+    Returns:
+        `True` if they were swapped; `False` where the system or the file
+        system cannot (then nothing changed).
+    """
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False  # Not glibc 2.28+ (or not Linux).
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second),
+                 rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def restore_replaced(entry):
+    """Puts back an old folder that a crashed replacement left moved aside.
+
+    Only where `entry` itself is missing: if the new folder made it into
+    place, the old one is removed instead.
+
+    Args:
+        entry: A path published with `publish_folder(..., replace=True)`.
+    """
+    entry = Path(entry)
+    for aside in sorted(entry.parent.glob(f"{entry.name}{_REPLACED}*")):
+        pid = aside.name.split(_REPLACED)[1].split("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if entry.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(aside, entry)
 
 
 def sync_tree(folder):
