@@ -139,3 +139,24 @@ def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def test_the_command_line_parser_loads_neither_tensorflow_nor_keras():
+    import subprocess
+    import sys
+
+    code = ("import sys; from tftransfer import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_public_names_load_on_first_use():
+    import tftransfer
+
+    assert set(tftransfer.__all__) <= set(dir(tftransfer))
+    assert callable(tftransfer.compare) and tftransfer.distribute.__name__ == \
+        "tftransfer.distribute"
+    with pytest.raises(AttributeError):
+        tftransfer.no_such_name

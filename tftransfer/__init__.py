@@ -10,21 +10,37 @@
     tftransfer.evaluate(model, "photos/").save("report/")
 """
 
-from tftransfer import distribute
-from tftransfer.data_audit import AuditReport, audit
-from tftransfer.bases import list_bases, load_base, register_base
-from tftransfer.builder import build_augmentation, build_classifier, set_trainable
-from tftransfer.data import image_folder, load_data
-from tftransfer.compare import compare
-from tftransfer.errors import TransferError
-from tftransfer.evaluation import evaluate
-from tftransfer.export import export_saved_model
-from tftransfer.predict import Predictions, predict_files
-from tftransfer.feature_cache import clear_feature_cache
-from tftransfer.features import Base
-from tftransfer.phases import Phase
-from tftransfer.plan import Plan, RunOptions, plan_fine_tune
-from tftransfer.training import FineTuneHistory, fine_tune
+import importlib
+
+#: Where each public name lives. They load on first use (PEP 562), so that
+#: `tftransfer --help` and the light modules never wait for TensorFlow.
+_PUBLIC = {
+    "AuditReport": "tftransfer.data_audit",
+    "Base": "tftransfer.features",
+    "FineTuneHistory": "tftransfer.training",
+    "Phase": "tftransfer.phases",
+    "Plan": "tftransfer.plan",
+    "Predictions": "tftransfer.predict",
+    "RunOptions": "tftransfer.plan",
+    "TransferError": "tftransfer.errors",
+    "audit": "tftransfer.data_audit",
+    "build_augmentation": "tftransfer.builder",
+    "build_classifier": "tftransfer.builder",
+    "clear_feature_cache": "tftransfer.feature_cache",
+    "compare": "tftransfer.comparison",
+    "distribute": "tftransfer.distribute",
+    "evaluate": "tftransfer.evaluation",
+    "export_saved_model": "tftransfer.export",
+    "fine_tune": "tftransfer.training",
+    "image_folder": "tftransfer.data",
+    "list_bases": "tftransfer.bases",
+    "load_base": "tftransfer.bases",
+    "load_data": "tftransfer.data",
+    "plan_fine_tune": "tftransfer.plan",
+    "predict_files": "tftransfer.predict",
+    "register_base": "tftransfer.bases",
+    "set_trainable": "tftransfer.builder",
+}
 
 __version__ = "0.1.0"
 
@@ -55,3 +71,18 @@ __all__ = [
     "register_base",
     "set_trainable",
 ]
+
+
+def __getattr__(name):
+    where = _PUBLIC.get(name)
+    if where is None:
+        raise AttributeError(f"module 'tftransfer' has no attribute {name!r}")
+    module = importlib.import_module(where)
+    value = module if where == f"tftransfer.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence, Union
 import keras
 
 from tftransfer import hub
+from tftransfer.defaults import BUNDLED_BASE
 from tftransfer.errors import TransferError
 from tftransfer.features import Base, add_taps, assemble_features
 from tftransfer.saving import load_model
@@ -35,8 +36,6 @@ def _bundled_models_dir():
 #: Where the bundled base lives (`$TFTRANSFER_SAVED_MODELS` overrides it).
 SAVED_MODELS_DIR = Path(os.environ.get("TFTRANSFER_SAVED_MODELS") or _bundled_models_dir())
 
-#: The name of the base that ships with the project.
-BUNDLED_BASE = "fashion_mobilenet_v2"
 #: The MobileNetV2 layer where the bundled base ends.
 BUNDLED_OUTPUT_LAYER = "block_6_expand_relu"
 

@@ -26,12 +26,11 @@ import keras
 import tensorflow as tf
 
 from tftransfer import multi_worker
+from tftransfer.defaults import PRECISIONS, STRATEGIES
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 def select_strategy(name="auto"):

@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from tftransfer.data import decode_image
-from tftransfer.data.decode import MAX_PIXELS
+from tftransfer.defaults import MAX_PIXELS, TFLITE_QUANTIZATIONS
 from tftransfer.model_versions import check_export_target
 from tftransfer import _atomic
 from tftransfer.errors import TransferError
@@ -43,7 +43,6 @@ LABELS_FILE = "labels.txt"
 THRESHOLDS_FILE = "thresholds.txt"
 METADATA_FILE = "metadata.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
-TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
 
 logger = logging.getLogger("tftransfer")
 

@@ -9,12 +9,14 @@ a phase's learning-rate schedule, and which of its epochs it kept.
 
 import dataclasses
 import math
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-import keras
 import numpy as np
 
 from tftransfer.errors import TransferError
+
+if TYPE_CHECKING:
+    import keras
 
 #: The `unfreeze` of a phase that trains no backbone layer: the head's.
 NO_UNFREEZE = "none"
@@ -87,7 +89,7 @@ class Phase:
         return dataclasses.replace(TOP, **changes)
 
     def schedule(self, peak: float, steps_per_epoch: Optional[int]
-                 ) -> Union[float, keras.optimizers.schedules.LearningRateSchedule]:
+                 ) -> Union[float, "keras.optimizers.schedules.LearningRateSchedule"]:
         """The learning rate of this phase, for the optimizer.
 
         Args:
@@ -99,6 +101,8 @@ class Phase:
             `peak / 10` over `warmup_epochs` and decays to 0 at the last
             step (`peak` again if the number of steps is unknown).
         """
+        import keras  # Here, so that the CLI reads the defaults without loading Keras.
+
         if self.decay is None:
             return peak
         if self.decay != "cosine":

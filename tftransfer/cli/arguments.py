@@ -4,7 +4,8 @@ import argparse
 from pathlib import Path
 
 from tftransfer.cli import types
-from tftransfer.data.decode import MAX_PIXELS
+from tftransfer.defaults import (BUNDLED_BASE, DEFAULT_BATCH_SIZE, MAX_PIXELS, PRECISIONS,
+                                 STRATEGIES, TFLITE_QUANTIZATIONS)
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 #: Where `tftransfer train` exports by default, under the current folder.
@@ -124,8 +125,6 @@ def export_arguments():
 
 def base_arguments():
     """The arguments that choose the pretrained base, shared by `train`, `lr-find`, `compare`."""
-    from tftransfer.bases import BUNDLED_BASE
-    from tftransfer.data.loader import DEFAULT_BATCH_SIZE
 
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("base")
@@ -251,7 +250,6 @@ def _output_arguments(output):
 
 
 def add_device_arguments(train):
-    from tftransfer.distribute import PRECISIONS, STRATEGIES
 
     devices = train.add_argument_group(
         "devices", "where training runs; see tftransfer.distribute. With several workers "
@@ -279,7 +277,6 @@ def add_device_arguments(train):
 
 
 def add_export(commands, parents):
-    from tftransfer.export import TFLITE_QUANTIZATIONS
 
     export = commands.add_parser(
         "export", parents=parents,

@@ -232,7 +232,8 @@ def _leak_note(leaks):
 def export_command(args):
     """Runs `tftransfer export`; returns the exit status."""
     import tftransfer
-    from tftransfer.export import TFLITE_QUANTIZATIONS, export_tflite_variants
+    from tftransfer.defaults import TFLITE_QUANTIZATIONS
+    from tftransfer.export import export_tflite_variants
     from tftransfer.model_versions import check_export_target
     from tftransfer.saving import load_model
 
@@ -446,7 +447,7 @@ def compare_command(args):
     """Runs `tftransfer compare`; returns the exit status."""
     import tensorflow as tf
 
-    from tftransfer.compare import compare
+    from tftransfer.comparison import compare
 
     base, data = _base_and_data(args, tf.distribute.get_strategy())
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -19,13 +19,28 @@ The path of the data, one module each:
   cache's key, the class counts).
 """
 
-from tftransfer.data.cache import default_image_cache_dir
-from tftransfer.data.check import DataReport, check_data, check_images, list_class_folder
-from tftransfer.data.decode import IMAGE_EXTENSIONS, decode_image, jpeg_ratio
-from tftransfer.data.identity import DataIdentity, identify
-from tftransfer.data.loader import DataSplits
-from tftransfer.data.sources import csv_file, image_folder, load_data, numpy_arrays
-from tftransfer.data.tf_data import dataset_source, tfds_dataset
+import importlib
+
+#: Where each name lives; loaded on first use (PEP 562), like `tftransfer`'s.
+_PUBLIC = {
+    "DataIdentity": "tftransfer.data.identity",
+    "DataReport": "tftransfer.data.check",
+    "DataSplits": "tftransfer.data.loader",
+    "IMAGE_EXTENSIONS": "tftransfer.data.decode",
+    "check_data": "tftransfer.data.check",
+    "check_images": "tftransfer.data.check",
+    "csv_file": "tftransfer.data.sources",
+    "dataset_source": "tftransfer.data.tf_data",
+    "decode_image": "tftransfer.data.decode",
+    "default_image_cache_dir": "tftransfer.data.cache",
+    "identify": "tftransfer.data.identity",
+    "image_folder": "tftransfer.data.sources",
+    "jpeg_ratio": "tftransfer.data.decode",
+    "list_class_folder": "tftransfer.data.check",
+    "load_data": "tftransfer.data.sources",
+    "numpy_arrays": "tftransfer.data.sources",
+    "tfds_dataset": "tftransfer.data.tf_data",
+}
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -46,3 +61,17 @@ __all__ = [
     "numpy_arrays",
     "tfds_dataset",
 ]
+
+
+def __getattr__(name):
+    where = _PUBLIC.get(name)
+    if where is None:
+        raise AttributeError(f"module 'tftransfer.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+

@@ -10,6 +10,8 @@ import functools
 
 import tensorflow as tf
 
+
+from tftransfer.defaults import MAX_PIXELS
 from tftransfer.errors import TransferError
 
 
@@ -24,12 +26,6 @@ DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "WEBP")
 NOT_DECODABLE = "not a JPEG, PNG, GIF, BMP or WebP image"
 
 
-#: The most pixels (width x height, times the frames of a GIF) that an image
-#: may have to be decoded, in training, `predict`, `evaluate` and the exported
-#: `serving_default` signature: 200 million need 600 MB as RGB, and a larger
-#: image would need gigabytes. `export_saved_model(max_pixels=...)` sets the
-#: export's own limit.
-MAX_PIXELS = 200_000_000
 
 
 #: Part of the image cache's key: bumped whenever decoding changes, so that

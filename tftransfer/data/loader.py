@@ -17,9 +17,6 @@ import tensorflow as tf
 
 from tftransfer.errors import TransferError
 
-#: Images per batch (per replica, under a strategy), in the loaders and the CLI.
-#: Small, because a few hundred images give few steps per epoch.
-DEFAULT_BATCH_SIZE = 16
 
 
 # Dataset -> the file of each example, for the reports (see `source_files`).

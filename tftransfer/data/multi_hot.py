@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.check import DataReport, decode_once, log_skipped
-from tftransfer.data.loader import DEFAULT_BATCH_SIZE, DataSplits, check_class_count, decoded_split
+from tftransfer.defaults import DEFAULT_BATCH_SIZE
+from tftransfer.data.loader import DataSplits, check_class_count, decoded_split
 from tftransfer.data.csv_rows import csv_rows
 from tftransfer.errors import TransferError
 from tftransfer.multi_label import multi_hot

@@ -3,7 +3,7 @@ import json
 import pytest
 
 import tftransfer
-from tftransfer.compare import METHODS, compare
+from tftransfer.comparison import METHODS, compare
 from tftransfer.errors import TransferError
 
 
