@@ -106,3 +106,26 @@ def test_a_folder_of_other_files_is_refused_as_a_backup_folder(tiny_base, image_
     backups.PhaseBackups(empty)  # An empty folder is fine.
 
 
+
+
+def test_backups_of_another_run_are_refused_not_resumed(tiny_base, image_folder_path,
+                                                        tmp_path):
+    data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
+    backup_dir = tmp_path / "backup"
+    run = lambda top_epochs, **kwargs: tftransfer.fine_tune(  # noqa: E731
+        tftransfer.build_classifier(tiny_base, 3, augmentation=None), data.train,
+        data.validation, head=tftransfer.Phase.head(epochs=3, patience=100),
+        top=tftransfer.Phase.top(epochs=top_epochs, unfreeze=3),
+        options=tftransfer.RunOptions(backup_dir=backup_dir), verbose=0, **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        run(3, callbacks=[Crash(1)])
+    with pytest.raises(TransferError, match=r"of another run \(it differs in: top\)"):
+        run(5)
+    other = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8, seed=7)
+    with pytest.raises(TransferError, match="it differs in: train, validation"):
+        tftransfer.fine_tune(
+            tftransfer.build_classifier(tiny_base, 3, augmentation=None), other.train,
+            other.validation, head=tftransfer.Phase.head(epochs=3, patience=100),
+            top=tftransfer.Phase.top(epochs=3, unfreeze=3),
+            options=tftransfer.RunOptions(backup_dir=backup_dir), verbose=0)
+    assert (backup_dir / "head" / "latest.json").is_file()  # Left for the run it belongs to.

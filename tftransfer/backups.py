@@ -102,21 +102,40 @@ class PhaseBackups:
     Args:
         directory: The backup folder: new, empty, or one that these
             backups marked.
+        run: What makes a run this run (the data's keys, each phase's
+            settings, ...), JSON-serialisable; the mark records it, and a
+            folder marked by another run is refused rather than resumed.
 
     Raises:
-        TransferError: `directory` holds other files and no mark.
+        TransferError: `directory` holds other files and no mark, or the
+            backups of another run.
     """
 
     #: What the backups write in their folder; `remove` deletes only these.
     WRITES = ("head", "refit", "top", "head.npz", "head.json", MARKER)
 
-    def __init__(self, directory):
+    def __init__(self, directory, run=None):
         self.directory = Path(directory)
-        if self.directory.is_dir() and not (self.directory / MARKER).is_file():
+        self.run = run
+        marker = self.directory / MARKER
+        if self.directory.is_dir() and not marker.is_file():
             if any(self.directory.iterdir()):
                 raise TransferError(
                     f"the backup folder {self.directory} holds other files and is not a "
                     "tftransfer backup folder; choose a new or empty folder")
+        if marker.is_file() and run is not None:
+            try:
+                marked = json.loads(marker.read_text()).get("run")
+            except ValueError:
+                marked = None
+            if marked is not None and marked != json.loads(json.dumps(run, default=str)):
+                changed = sorted(k for k in set(marked) | set(run)
+                                 if marked.get(k) != json.loads(json.dumps(run.get(k),
+                                                                           default=str)))
+                raise TransferError(
+                    f"the backups in {self.directory} are of another run (it differs in: "
+                    f"{', '.join(changed)}); resuming would continue that run, so pass "
+                    "another --backup-dir, or delete the folder to start again")
 
     def for_phase(self, phase: str) -> EpochBackup:
         """The `EpochBackup` callback of a phase (`"head"`, `"refit"` or `"top"`)."""
@@ -206,4 +225,5 @@ class PhaseBackups:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         _atomic.replace_file(self.directory / MARKER, lambda path: path.write_text(
-            json.dumps({"written_by": "tftransfer.fine_tune"})))
+            json.dumps({"written_by": "tftransfer.fine_tune", "run": self.run},
+                       default=str)))

@@ -196,6 +196,14 @@ class Plan:
             "waits": list(self.waits), "refit_without_top": self.refit_without_top,
         }
 
+    def identity(self) -> dict:
+        """What a run resumed from backups must share with the one that wrote them."""
+        whole = self.to_dict()
+        return {"train": self.train.key,
+                "validation": self.validation.key if self.validation else None,
+                **{k: whole[k] for k in ("head", "top", "views", "refit", "class_weight",
+                                         "label_smoothing", "multi_label")}}
+
     def describe(self) -> str:
         """The plan in a few lines of text, as `tftransfer train --dry-run` prints it."""
         per = "per label" if self.multi_label else "per class"

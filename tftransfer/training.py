@@ -241,7 +241,8 @@ class _PhaseRunner:
         if self.scale != 1.0:
             logger.info("learning rates x%.3g for %d replicas (%s rule)", self.scale,
                         self.strategy.num_replicas_in_sync, options.learning_rate_scaling)
-        self.backup = PhaseBackups(options.backup_dir) if options.backup_dir else None
+        self.backup = PhaseBackups(options.backup_dir, run=plan.identity()) \
+            if options.backup_dir else None
 
     def compile(self, target, phase, steps_per_epoch=None, steps_per_execution=1):
         rate = phase.schedule(phase.learning_rate * self.scale, steps_per_epoch)
