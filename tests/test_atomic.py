@@ -104,3 +104,22 @@ def test_a_failed_swap_leaves_the_old_version(tmp_path, monkeypatch):
             replace=True)
     assert (entry / "saved_model.pb").read_text() == "old"
     assert sorted(p.name for p in entry.parent.iterdir()) == ["1"]
+
+
+def test_another_hosts_staging_folder_survives_cleanup_until_it_is_old(tmp_path):
+    import time
+
+    entry = tmp_path / "cache" / "entry"
+    entry.parent.mkdir()
+    # PID 1 is alive here, 999999 is not: on another host neither says anything.
+    for pid in (1, 999999):
+        (entry.parent / f"entry.partial-{pid}-0ther0st-abcd1234").mkdir()
+    mine_dead = entry.parent / f"entry.partial-999999-{_atomic.HOST}-abcd1234"
+    mine_dead.mkdir()
+    _atomic.remove_abandoned(entry)
+    left = sorted(p.name for p in entry.parent.iterdir())
+    assert left == ["entry.partial-1-0ther0st-abcd1234", "entry.partial-999999-0ther0st-abcd1234"]
+    old = time.time() - _atomic.ABANDONED_AFTER - 60
+    os.utime(entry.parent / left[0], (old, old))
+    _atomic.remove_abandoned(entry)
+    assert sorted(p.name for p in entry.parent.iterdir()) == [left[1]]

@@ -2,25 +2,36 @@
 
 A reader, or a run that starts after a crash, sees the old content or the
 new, never half of one: renames within a file system are atomic. Partial
-names carry the writer's process id, so that `remove_abandoned` can tell
-what a dead writer left from what a live one is still writing.
+names carry the writer's process id and host, so that `remove_abandoned` can
+tell what a dead writer left from what a live one is still writing: a
+partial copy is removed when it is this host's and its process is gone, or,
+from another host (a cache shared over the network, a container), only once
+it is `ABANDONED_AFTER` seconds old.
 """
 
 import ctypes
 import errno
 import os
+import hashlib
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 
 _PARTIAL = ".partial-"
+#: Seconds after which another host's partial copy counts as abandoned: no
+#: extraction or export takes a day.
+ABANDONED_AFTER = 24 * 3600
+#: This host, in partial names (a short digest: hostnames may hold dashes).
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 #: An old folder moved aside while its replacement is renamed in, where the
 #: two cannot be swapped in one step; `restore_replaced` puts it back.
 _REPLACED = ".replaced-"
 
 
 def partial_path(path):
-    """Returns a fresh staging path beside `path`: `<name>.partial-<pid>-<tag><suffix>`.
+    """Returns a fresh staging path beside `path`: `<name>.partial-<pid>-<host>-<tag><suffix>`.
 
     The suffix is kept because some writers add their own to any other
     name (`np.savez` appends `.npz`).
@@ -32,8 +43,8 @@ def partial_path(path):
         A `Path` in the same folder, so the rename stays on one file system.
     """
     path = Path(path)
-    return path.with_name(f"{path.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                          f"{path.suffix}")
+    return path.with_name(f"{path.name}{_PARTIAL}{os.getpid()}-{HOST}-"
+                          f"{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 def publish_folder(entry, write, *, replace=False, next_entry=None):
@@ -85,7 +96,7 @@ def publish_folder(entry, write, *, replace=False, next_entry=None):
             return entry
         # No atomic swap here: move the old one aside under a name that
         # `restore_replaced` knows, so a crash between the renames is undone.
-        aside = entry.with_name(f"{entry.name}{_REPLACED}{os.getpid()}-"
+        aside = entry.with_name(f"{entry.name}{_REPLACED}{os.getpid()}-{HOST}-"
                                 f"{uuid.uuid4().hex[:8]}")
         os.rename(entry, aside)
         os.rename(staging, entry)
@@ -142,8 +153,7 @@ def restore_replaced(entry):
     """
     entry = Path(entry)
     for aside in sorted(entry.parent.glob(f"{entry.name}{_REPLACED}*")):
-        pid = aside.name.split(_REPLACED)[1].split("-")[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if not _abandoned(aside, _REPLACED):
             continue
         if entry.exists():
             shutil.rmtree(aside, ignore_errors=True)
@@ -212,13 +222,24 @@ def remove_abandoned(entry):
     """
     entry = Path(entry)
     for partial in entry.parent.glob(f"{entry.name}{_PARTIAL}*"):
-        pid = partial.name.split(_PARTIAL)[1].split("-")[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if not _abandoned(partial, _PARTIAL):
             continue
         if partial.is_dir():
             shutil.rmtree(partial, ignore_errors=True)
         else:
             partial.unlink(missing_ok=True)
+
+
+def _abandoned(path, marker):
+    """Whether the writer named in a partial path is gone (see the module's docstring)."""
+    parts = path.name.split(marker)[1].split("-")
+    pid, host = parts[0], parts[1] if len(parts) > 2 else HOST
+    if host != HOST or not pid.isdigit():
+        try:
+            return time.time() - path.lstat().st_mtime > ABANDONED_AFTER
+        except OSError:
+            return False
+    return not _alive(int(pid))
 
 
 def _alive(pid):
