@@ -437,9 +437,12 @@ def test_a_tflite_file_without_the_mediapipe_extra_has_no_metadata(trained, tmp_
 
     model, class_names = trained
     monkeypatch.setattr(tflite_metadata, "metadata_available", lambda: False)
+    # A multi-label export's leftover, which would make this file read as multi-label.
+    (tmp_path / "thresholds.txt").write_text("0.5\n0.5\n0.5\n")
     with caplog.at_level("INFO", logger="tftransfer"):
         bare = export_tflite(model, tmp_path / "bare.tflite", class_names=class_names)
     assert "carries no metadata" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.tflite", "labels.txt"]
     monkeypatch.undo()
     if not tflite_metadata.metadata_available():
         pytest.skip("mediapipe is not installed: no file with metadata to compare")

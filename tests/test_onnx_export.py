@@ -70,3 +70,23 @@ def test_the_onnx_runtime_example_of_the_docs_runs(demo, tmp_path, monkeypatch, 
                                model.predict(pixels, verbose=0), atol=1e-4)
     expected = data.class_names[int(namespace["probabilities"][0].argmax())]
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_a_file_onnx_runtime_cannot_load_never_replaces_the_working_one(demo, tmp_path,
+                                                                         monkeypatch):
+    from tftransfer import onnx_export
+    from tftransfer.errors import TransferError
+
+    model, data = demo
+    path = tmp_path / "onnx" / "model.onnx"
+    path.parent.mkdir()
+    path.write_bytes(b"the working file")
+
+    def refuse(staging):
+        raise TransferError("ONNX Runtime cannot run the converted model: ...")
+
+    monkeypatch.setattr(onnx_export, "_check_runs", refuse)
+    with pytest.raises(TransferError):
+        export_onnx(model, path, data.class_names)
+    assert path.read_bytes() == b"the working file"
+    assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]  # No staging left.

@@ -273,12 +273,18 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
         flatbuffer = _with_metadata(flatbuffer, class_names)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flatbuffer)
+    # Each file staged, flushed and renamed into place: a reader sees the old
+    # file or the new one, never half of one.
+    _atomic.replace_file(path, lambda staging: staging.write_bytes(flatbuffer))
     if class_names is not None:
-        (path.parent / LABELS_FILE).write_text("\n".join(map(str, class_names)) + "\n")
+        text = "\n".join(map(str, class_names)) + "\n"
+        _atomic.replace_file(path.parent / LABELS_FILE, lambda staging: staging.write_text(text))
     if is_multi_label(model):
-        (path.parent / THRESHOLDS_FILE).write_text(
-            "".join(f"{t:.6g}\n" for t in thresholds_of(model)))
+        text = "".join(f"{t:.6g}\n" for t in thresholds_of(model))
+        _atomic.replace_file(path.parent / THRESHOLDS_FILE,
+                             lambda staging: staging.write_text(text))
+    else:  # A leftover would make this single-label file read as multi-label.
+        (path.parent / THRESHOLDS_FILE).unlink(missing_ok=True)
     return path
 
 

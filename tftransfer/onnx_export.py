@@ -16,6 +16,7 @@ from typing import Sequence, Union
 import keras
 import tensorflow as tf
 
+from tftransfer import _atomic
 from tftransfer.errors import TransferError
 
 #: The ONNX opset written: run by ONNX Runtime 1.14 and newer.
@@ -58,8 +59,12 @@ def export_onnx(model: keras.Model, path: Union[str, Path],
     entry.key, entry.value = "labels", "\n".join(map(str, class_names))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    _check_runs(path)
+
+    def write(staging):
+        onnx.save(proto, str(staging))
+        _check_runs(staging)  # Before the rename: a file that fails never replaces one.
+
+    _atomic.replace_file(path, write)
     return path
 
 
@@ -71,7 +76,6 @@ def _check_runs(path):
     try:
         onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001  (ONNX Runtime's errors have no common base)
-        path.unlink(missing_ok=True)
         raise TransferError(f"ONNX Runtime cannot run the converted model: "
                             f"{_with_layer(str(error))}") from None
 
