@@ -107,6 +107,18 @@ def top_unless_significant(run, alpha=0.1):
     return best
 
 
+def wise_unless_significant(run, alpha=0.1):
+    """The average, unless the top phase's or the head's weights beat it on the same
+    validation images by a one-sided sign test at `alpha`."""
+    best, p_best = "wise", alpha
+    for name in ("top", "head"):
+        b, c = mcnemar(run["wise"]["val_right"], run[name]["val_right"])
+        p = sign_test(b, c)
+        if p < p_best:
+            best, p_best = name, p
+    return best
+
+
 KEEP_RULES = {
     "always head": lambda r: "head",
     "always top": lambda r: "top",
@@ -125,6 +137,8 @@ KEEP_RULES = {
     "top unless average or head +3": lambda r: top_unless_either(r, 3),
     "top unless sign test p < 0.1": top_unless_significant,
     "top unless sign test p < 0.05": lambda r: top_unless_significant(r, 0.05),
+    "average unless sign test p < 0.1": wise_unless_significant,
+    "average unless sign test p < 0.05": lambda r: wise_unless_significant(r, 0.05),
 }
 
 

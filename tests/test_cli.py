@@ -372,7 +372,7 @@ def test_dry_run_prints_the_demo_plan_and_trains_nothing(tmp_path, capsys, caplo
     assert "top: the top 14 backbone layer(s) and the head, up to 20 epoch(s)" in out
     assert "cached (2 tensor(s) cross the cut)" in out  # mobilenet_v2's block 14 tap too.
     assert "augmented views: 3; refit: no" in out
-    assert "keep: the top phase's weights, unless its training loss ended higher" in out
+    assert "keep: the average of the head and top phases' weights (WiSE-FT), unless" in out
     assert "one-sided sign test (McNemar's, exact) at p < 0.1" in out
     # Whether the top phase runs waits for the evidence of the extracted features.
     assert "waits for the extraction: whether the top phase runs" in out

@@ -24,30 +24,30 @@ def test_paired_wins_count_only_the_images_the_two_disagree_on():
     assert paired_wins(LABELS, second, first) == (1, 2)
 
 
-def test_the_top_phase_stands_unless_a_sign_test_says_otherwise():
+def test_the_average_stands_unless_a_sign_test_says_otherwise():
     labels = np.arange(20) % 3
-    top = _probabilities(labels, [1] * 14 + [0] * 6)
+    average = _probabilities(labels, [1] * 14 + [0] * 6)
     head = _probabilities(labels, [0, 0] + [1] * 12 + [0] * 6)
     # Three more right, none fewer: p = 0.125, within what 20 images can tell.
-    average = _probabilities(labels, [1] * 17 + [0] * 3)
+    top = _probabilities(labels, [1] * 17 + [0] * 3)
     name, reason = choose_kept(labels, {"head": head, "top": top, "average": average})
-    assert name == "top" and "(20 validation images)" in reason
-    assert "the average gets 3 images right that the top phase's weights get wrong, 0 the " \
-           "other way (p = 0.125)" in reason
-    # Four: p = 0.0625 < 0.1, the average replaces the top phase's weights.
-    average = _probabilities(labels, [1] * 18 + [0] * 2)
+    assert name == "average" and "(20 validation images)" in reason
+    assert "the top phase's get 3 images right that the average gets wrong, 0 the other " \
+           "way (p = 0.125)" in reason
+    # Four: p = 0.0625 < 0.1, the top phase's weights replace the average.
+    top = _probabilities(labels, [1] * 18 + [0] * 2)
     name, reason = choose_kept(labels, {"head": head, "top": top, "average": average})
-    assert name == "average" and reason.startswith("kept the average of the head and top")
+    assert name == "top" and reason.startswith("kept the top phase's weights")
     assert choose_kept(labels, {"head": head, "top": top, "average": average},
-                       alpha=0.05)[0] == "top"
+                       alpha=0.05)[0] == "average"
 
 
-def test_the_head_is_kept_when_the_top_phase_was_ruined():
+def test_the_head_is_kept_when_the_top_phase_ruined_the_average():
     head = _probabilities(LABELS, [1] * 10)
     ruined = _probabilities(LABELS, [0] * 10)
     half = _probabilities(LABELS, [1, 0] * 5)
     name, reason = choose_kept(LABELS, {"head": head, "top": ruined, "average": half})
-    assert name == "head" and "the head gets 10 images right" in reason
+    assert name == "head" and "the head phase's get 5 images right" in reason
 
 
 def test_the_sign_test_by_hand():
