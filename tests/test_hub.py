@@ -146,8 +146,17 @@ def test_unreachable_handle_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
     start = time.time()
     with pytest.raises(tftransfer.TransferError, match="cannot reach .*put the unpacked module in"):
-        tftransfer.load_base("http://127.0.0.1:9/models/feature_vector/1")
+        tftransfer.load_base("https://127.0.0.1:9/models/feature_vector/1")
     assert time.time() - start < 10
+
+
+def test_a_plain_http_handle_is_refused_before_any_connection(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(hub.socket, "create_connection", no_network)
+    with pytest.raises(tftransfer.TransferError, match="fetched over https:// only"):
+        tftransfer.load_base("http://example.com/models/feature_vector/1")
 
 
 def test_registry_names_of_hub_modules_resolve_offline_from_the_cache(tmp_path,

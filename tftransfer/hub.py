@@ -295,6 +295,12 @@ def resolve_handle(handle, timeout=5.0):
     """
     if Path(handle).is_dir():
         return handle
+    if handle.startswith("http://"):
+        # A module is a graph that runs: one fetched in the clear could be
+        # swapped on the way.
+        raise TransferError(f"{handle}: a module is fetched over https:// only (a graph "
+                            "that runs could be changed in transit over plain http); use "
+                            "the https:// address, or download it and pass its folder")
     if not re.match(r"^(https?|gs)://", handle):
         raise TransferError(f"module not found: {handle} is neither a directory nor "
                             "a URL")
