@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 
 from tftransfer.errors import TransferError
+from tftransfer.labels_file import LABELS_FILE, read_labels
 
 if TYPE_CHECKING:  # For the annotations only: the functions import them where they use them.
     import keras
@@ -355,8 +356,8 @@ def _predictor(model, safe_mode=True):
         from tftransfer.export import TFLiteClassifier
 
         classifier = TFLiteClassifier(path)
-        labels = path.with_name("labels.txt")
-        names = labels.read_text().split("\n")[:-1] if labels.is_file() else None
+        labels = path.with_name(LABELS_FILE)
+        names = read_labels(labels) if labels.is_file() else None
         return _Predictor(classifier.predict, classifier.input_size, names,
                           classifier.thresholds)
     if path.is_dir():
@@ -372,7 +373,7 @@ def _predictor(model, safe_mode=True):
 def _saved_model_predictor(path):
     import tensorflow as tf
 
-    from tftransfer.export import LABELS_FILE, export_thresholds
+    from tftransfer.export import export_thresholds
     from tftransfer.model_versions import latest_version
 
     version = path if (path / "saved_model.pb").is_file() else latest_version(path)
@@ -387,7 +388,7 @@ def _saved_model_predictor(path):
     serve = loaded.signatures["serving_images"]
     height, width = serve.structured_input_signature[1]["images"].shape[1:3]
     labels = Path(version) / "assets" / LABELS_FILE
-    names = labels.read_text().split("\n")[:-1] if labels.is_file() else None
+    names = read_labels(labels) if labels.is_file() else None
     return _Predictor(lambda images: serve(images=tf.cast(images, tf.float32))
                       ["probabilities"].numpy(), (int(height), int(width)), names,
                       export_thresholds(version))

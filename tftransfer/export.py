@@ -33,12 +33,12 @@ import tensorflow as tf
 
 from tftransfer.data import decode_image
 from tftransfer.defaults import MAX_PIXELS, TFLITE_QUANTIZATIONS
+from tftransfer.labels_file import LABELS_FILE, write_labels
 from tftransfer.model_versions import check_export_target
 from tftransfer import _atomic
 from tftransfer.errors import TransferError
 from tftransfer.multi_label import is_multi_label, thresholds_of
 
-LABELS_FILE = "labels.txt"
 #: Beside a multi-label `.tflite` file: each label's threshold, a line each.
 THRESHOLDS_FILE = "thresholds.txt"
 METADATA_FILE = "metadata.json"
@@ -186,7 +186,7 @@ def _write_saved_model(model, path, class_names, top_k, max_pixels=MAX_PIXELS):
     archive.write_out(str(path), verbose=False)
     # TF Serving and Vertex AI read labels from the assets folder.
     (path / "assets").mkdir(exist_ok=True)
-    (path / "assets" / LABELS_FILE).write_text("\n".join(class_names) + "\n")
+    write_labels(path / "assets" / LABELS_FILE, class_names)
 
 
 def write_warmup_requests(path, image_size, count=2):
@@ -277,8 +277,7 @@ def export_tflite(model, path, *, quantization="float32", representative_data=No
     # file or the new one, never half of one.
     _atomic.replace_file(path, lambda staging: staging.write_bytes(flatbuffer))
     if class_names is not None:
-        text = "\n".join(map(str, class_names)) + "\n"
-        _atomic.replace_file(path.parent / LABELS_FILE, lambda staging: staging.write_text(text))
+        write_labels(path.parent / LABELS_FILE, class_names)
     if is_multi_label(model):
         text = "".join(f"{t:.6g}\n" for t in thresholds_of(model))
         _atomic.replace_file(path.parent / THRESHOLDS_FILE,

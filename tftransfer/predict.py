@@ -17,7 +17,8 @@ import tensorflow as tf
 from tftransfer.data.check import printable
 from tftransfer.data.decode import IMAGE_EXTENSIONS, decode_image, read_header
 from tftransfer.errors import TransferError
-from tftransfer.export import LABELS_FILE, TFLiteClassifier, export_thresholds
+from tftransfer.export import TFLiteClassifier, export_thresholds
+from tftransfer.labels_file import LABELS_FILE, read_labels
 from tftransfer.model_versions import latest_version
 
 #: Images per call of the model.
@@ -160,18 +161,17 @@ class _Model:
             if not labels.is_file():
                 raise TransferError(f"{labels} not found; export_tflite writes it when "
                                     "given class_names")
-            self.names = labels.read_text().split("\n")[:-1]
+            self.names = read_labels(labels)
             self.thresholds = self.tflite.thresholds
             return
         version = latest_version(model_dir)
         try:
             self.serve = tf.saved_model.load(str(version)).signatures["serving_default"]
-            labels = (version / "assets" / LABELS_FILE).read_text()
+            self.names = read_labels(version / "assets" / LABELS_FILE)
             self.thresholds = export_thresholds(version)
         except (OSError, KeyError, ValueError) as error:
             raise TransferError(f"cannot load a serving SavedModel from {version}: "
                                 f"{error}") from None
-        self.names = labels.split("\n")[:-1]
 
     def classify(self, paths, contents):
         """`(path, probabilities, None)` or `(path, None, reason)` for each image."""

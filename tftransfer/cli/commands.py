@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tftransfer.cli.arguments import class_names_option, data_options
 from tftransfer.errors import TransferError
+from tftransfer.labels_file import read_labels, write_labels
 from tftransfer.runs import RunRecord, claim_run_dir, data_digest, default_run_dir
 
 
@@ -163,7 +164,7 @@ def _save_keras(model, save_as, strategy, class_names):
         task = strategy.cluster_resolver.task_id
         save_as = save_as.with_name(f"{save_as.stem}.worker-{task}{save_as.suffix}")
     model.save(save_as)
-    labels_beside(save_as).write_text("".join(f"{name}\n" for name in class_names))
+    write_labels(labels_beside(save_as), class_names)
     print(f"saved the Keras model to {save_as}")
 
 
@@ -317,7 +318,7 @@ def _export_class_names(args, path, data):
         return class_names_option(args.class_names)
     saved = labels_beside(path)
     if saved.is_file():
-        names = saved.read_text().splitlines()
+        names = read_labels(saved)
         if data is not None:
             labels_by_name([], data.class_names, names)  # Fails on a class it does not know.
         return names
