@@ -1,6 +1,7 @@
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,23 @@ def test_two_photos_of_one_object_are_not_paired(base, tmp_path):
         pixels.save(root / "train" / "green" / name)
     report = tftransfer.audit(root, base, cache_dir=tmp_path / "cache")
     assert report.of_kind("duplicate") == []
+
+
+def test_the_cli_audit_uses_its_batch_size_and_a_throwaway_cache_with_none(
+        pixel_base_file, tmp_path, capsys, monkeypatch):
+    from tftransfer import cli, data_audit
+
+    seen = {}
+    real = data_audit.audit
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs, existed=Path(kwargs["cache_dir"]).is_dir())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data_audit, "audit", spy)
+    root = write_audit_folder(tmp_path / "data", train=4, test=2)
+    assert cli.main(["audit", str(root), "--base", str(pixel_base_file), "--output",
+                     str(tmp_path / "out"), "--feature-cache", "none",
+                     "--batch-size", "5"]) == 0
+    assert seen["batch_size"] == 5 and seen["existed"]
+    assert not Path(seen["cache_dir"]).exists()  # Thrown away after the audit.

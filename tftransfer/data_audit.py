@@ -33,6 +33,7 @@ import numpy as np
 
 from tftransfer import copies
 from tftransfer.copies import hash_neighbours, perceptual_hash
+from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.errors import TransferError
 from tftransfer.evidence import softmax_probabilities, softmax_regression
 from tftransfer.features import Base
@@ -137,7 +138,8 @@ class AuditReport:
 
 
 def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, None] = None,
-          near_duplicate: Optional[float] = None) -> AuditReport:
+          near_duplicate: Optional[float] = None, batch_size: int = DEFAULT_BATCH_SIZE
+          ) -> AuditReport:
     """Finds duplicates, train/test leaks, likely label errors and outliers in a folder.
 
     Args:
@@ -147,6 +149,7 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
         near_duplicate: The cosine similarity of features from which two
             photos count as copies; `None` reads it from the data
             (`copies.copy_cuts`). Close perceptual hashes find copies too.
+        batch_size: Images per batch through the base.
 
     Returns:
         An `AuditReport`.
@@ -156,7 +159,7 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
     from tftransfer.feature_cache import cached_features
 
     start = time.perf_counter()
-    splits, class_names, _ = split_images(data, base.input_size)
+    splits, class_names, _ = split_images(data, base.input_size, batch_size=batch_size)
     files, names, features, labels, grey = [], [], [], [], []
     for split, dataset in splits.items():
         rows, _ = cached_features(base.features, dataset, cache_dir=cache_dir)

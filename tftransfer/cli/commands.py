@@ -1,8 +1,10 @@
 """The `tftransfer` commands: each takes the parsed arguments and returns an exit status."""
 
+import contextlib
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -467,9 +469,12 @@ def audit_command(args):
 
     weights = None if args.weights.lower() == "none" else args.weights
     base = load_base(args.base, weights=weights, input_size=args.image_size, taps=args.taps)
-    cache = _feature_cache(args)  # The audit always caches: `none` means the default.
-    report = audit(args.folder, base, cache_dir=cache if isinstance(cache, str) else None,
-                   near_duplicate=args.near_duplicate)
+    cache = _feature_cache(args)
+    with contextlib.ExitStack() as stack:
+        if cache is False:  # The audit reads the features from a cache: a throwaway one.
+            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="tftransfer-audit-"))
+        report = audit(args.folder, base, cache_dir=None if cache is True else cache,
+                       near_duplicate=args.near_duplicate, batch_size=args.batch_size)
     print(report.table())
     print(report.summary())
     if report.label_check != "cleanlab":
