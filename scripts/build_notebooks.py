@@ -95,8 +95,10 @@ CELLS = {
         ("code", SETUP),
         ("md", "How much of the base trains in the top phase follows the data: "
                "`unfreeze='auto'` (the default) picks a share of the backbone by the "
-               "training images in the smallest class (none below 15, a quarter up to "
-               "99, half up to 499, then all)."),
+               "training images in the smallest class (none below 30, where the head is "
+               "refit on the validation images instead, a quarter up to 99, half up to "
+               "499, then all); from 30, whether it runs at all waits for the evidence of "
+               "the extracted features (out-of-fold accuracy of a linear head)."),
         ("code", "from tftransfer.auto import AUTO_UNFREEZE, auto_unfreeze\n"
                  "from tftransfer.builder import backbone_layers\n"
                  "model = tftransfer.build_classifier(base, len(data.class_names))\n"
@@ -112,8 +114,9 @@ CELLS = {
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"
                  "    top=tftransfer.Phase.top(epochs=TOP_EPOCHS))\n"
                  "print(plan.describe())"),
-        ("md", "Train both phases with the defaults; early stopping keeps the head "
-               "phase's best weights, and the top phase runs down its cosine."),
+        ("md", "Train with the defaults; early stopping keeps the head phase's best "
+               "weights, and a top phase runs down its cosine (on the demo's 20 images "
+               "per class there is none: the head is refit instead)."),
         ("code", "history = tftransfer.fine_tune(\n"
                  "    model, data.train, data.validation,\n"
                  "    head=tftransfer.Phase.head(epochs=HEAD_EPOCHS),\n"

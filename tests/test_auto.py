@@ -12,10 +12,11 @@ def test_auto_views_give_about_view_rows_rows_to_the_smallest_class(per_class, v
 
 
 @pytest.mark.parametrize("smallest, fine_tune, refit", [
-    (8, tftransfer.Phase.top(), True),  # "auto" skips phase 2 below 15.
+    (8, tftransfer.Phase.top(), True),  # "auto" skips phase 2 below 30 ...
+    (20, tftransfer.Phase.top(), True),  # ... and refits the head instead.
     (8, tftransfer.Phase.top(epochs=0), True),
     (8, tftransfer.Phase.top(unfreeze=2), False),  # Phase 2 is the last phase.
-    (20, tftransfer.Phase.top(), False),
+    (40, tftransfer.Phase.top(), False),
     (20, tftransfer.Phase.top(epochs=0), True),
     (40, tftransfer.Phase.top(epochs=0), False),
 ])

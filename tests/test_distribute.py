@@ -225,7 +225,7 @@ def test_multi_label_trains_under_mirrored_over_two_cpus(tiny_base_file, tmp_pat
 def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
     save = tmp_path / "model.keras"
     command = ["-m", "tftransfer.cli", "train", "--strategy", "multi_worker",
-               "--head-epochs", "3", "--top-epochs", "2", "--quiet",
+               "--head-epochs", "3", "--top-epochs", "2", "--unfreeze", "14", "--quiet",
                "--export", str(tmp_path / "export"), "--save-keras", str(save),
                "--feature-cache", str(tmp_path / "cache")]
     codes = _wait(_start_workers([command, command], tmp_path), timeout=360)

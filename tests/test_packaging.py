@@ -73,7 +73,8 @@ def test_wheel_installs_and_trains_offline_from_an_empty_folder(tmp_path):
 
 
 def _train_demo(capsys, tmp_path, *extra):
-    status = cli.main(["train", "--head-epochs", "3", "--top-epochs", "2",
+    # The demo's 20 images per class take no top phase by default: ask for one.
+    status = cli.main(["train", "--head-epochs", "3", "--top-epochs", "2", "--unfreeze", "14",
                        "--export", str(tmp_path / "export"), *extra])
     out = capsys.readouterr().out
     assert status == 0

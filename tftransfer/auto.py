@@ -31,9 +31,10 @@ logger = logging.getLogger("tftransfer")
 #: `unfreeze="auto"`: `(fewer than N training images in the smallest class,
 #: fraction of the backbone's layers that the top phase trains)`. More data
 #: supports more trainable layers without overfitting (Yosinski et al.,
-#: 2014); with very few images fine-tuning does not pay and is skipped
-#: (docs/benchmarks.md#the-defaults-evidence).
-AUTO_UNFREEZE = ((15, 0.0), (100, 0.25), (500, 0.5), (math.inf, 1.0))
+#: 2014). Below 30 images in the smallest class the top phase is skipped:
+#: there the head refit on the validation images too (`REFIT_BELOW`) beat
+#: it (docs/training.md#defaults-that-follow-the-data).
+AUTO_UNFREEZE = ((30, 0.0), (100, 0.25), (500, 0.5), (math.inf, 1.0))
 #: ... but a TF Hub module's top phase is skipped below this many images in
 #: the smallest class. A module cannot be cut and cached, so each top-phase
 #: epoch runs all of it: on 20 photos per class that phase took 10x the
