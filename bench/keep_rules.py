@@ -95,24 +95,12 @@ def sign_test(b, c):
     return sum(math.comb(n, k) for k in range(b, n + 1)) / 2 ** n if n else 1.0
 
 
-def top_unless_significant(run, alpha=0.1):
-    """The top phase's weights, unless the average or the head's beat them on the same
-    validation images by a one-sided sign test (McNemar's, exact) at `alpha`."""
-    best, p_best = "top", alpha
-    for name in ("wise", "head"):
-        b, c = mcnemar(run["top"]["val_right"], run[name]["val_right"])
-        p = sign_test(b, c)
-        if p < p_best:
-            best, p_best = name, p
-    return best
-
-
-def wise_unless_significant(run, alpha=0.1):
-    """The average, unless the top phase's or the head's weights beat it on the same
-    validation images by a one-sided sign test at `alpha`."""
-    best, p_best = "wise", alpha
-    for name in ("top", "head"):
-        b, c = mcnemar(run["wise"]["val_right"], run[name]["val_right"])
+def unless_significant(run, keep, others, alpha=0.1):
+    """`keep`'s weights, unless one of `others` beats them on the same validation images
+    by a one-sided sign test (McNemar's, exact) at `alpha`: then the one with the lower p."""
+    best, p_best = keep, alpha
+    for name in others:
+        b, c = mcnemar(run[keep]["val_right"], run[name]["val_right"])
         p = sign_test(b, c)
         if p < p_best:
             best, p_best = name, p
@@ -135,10 +123,13 @@ KEEP_RULES = {
     "top unless paired -3": lambda r: top_unless(r, 3),
     "top unless average or head +2": top_unless_either,
     "top unless average or head +3": lambda r: top_unless_either(r, 3),
-    "top unless sign test p < 0.1": top_unless_significant,
-    "top unless sign test p < 0.05": lambda r: top_unless_significant(r, 0.05),
-    "average unless sign test p < 0.1": wise_unless_significant,
-    "average unless sign test p < 0.05": lambda r: wise_unless_significant(r, 0.05),
+    "top unless sign test p < 0.1": lambda r: unless_significant(r, "top", ("wise", "head")),
+    "top unless sign test p < 0.05": lambda r: unless_significant(r, "top", ("wise", "head"),
+                                                                  0.05),
+    "average unless sign test p < 0.1": lambda r: unless_significant(r, "wise",
+                                                                     ("top", "head")),
+    "average unless sign test p < 0.05": lambda r: unless_significant(r, "wise",
+                                                                      ("top", "head"), 0.05),
 }
 
 

@@ -129,47 +129,10 @@ def run_scratch(folder, seed):
 
 
 def run_recipe(method, folder, seed):
-    """A published recipe, written as its page writes it (17 softmax classes)."""
-    keras.utils.set_random_seed(seed)
-    load = dict(image_size=(SIZE, SIZE), batch_size=32, seed=seed)
-    train = keras.utils.image_dataset_from_directory(folder / "train", shuffle=True,
-                                                     verbose=False, **load)
-    test = keras.utils.image_dataset_from_directory(folder / "test", shuffle=False,
-                                                    verbose=False, **load)
-    num_classes = len(train.class_names)
-    train = train.prefetch(2)
-    rotation = 0.2
-    augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"),
-                                     keras.layers.RandomRotation(rotation)])
-    base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False,
-                                          weights=None)
-    base.load_weights(WEIGHTS)
-    base.trainable = False
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = augmentation(inputs)
-    x = keras.applications.mobilenet_v2.preprocess_input(x)
-    x = base(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dropout(0.2)(x)
-    model = keras.Model(inputs, keras.layers.Dense(num_classes)(x))
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    tutorial = method == "tf_tutorial"
-    model.compile(keras.optimizers.Adam(1e-4 if tutorial else 1e-3), loss,
-                  metrics=["accuracy"])
-    model.fit(train, epochs=10 if tutorial else 20, verbose=0)
-    frozen = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-    base.trainable = True
-    if tutorial:
-        for layer in base.layers[:100]:
-            layer.trainable = False
-        optimizer = keras.optimizers.RMSprop(1e-5)
-    else:
-        optimizer = keras.optimizers.Adam(1e-5)
-    model.compile(optimizer, loss, metrics=["accuracy"])
-    model.fit(train, epochs=10, verbose=0)
-    tuned = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-    return {"accuracy": max(frozen, tuned), "frozen_accuracy": frozen,
-            "fine_tuned_accuracy": tuned}
+    """A published recipe, written as its page writes it (`bench/quality.py`'s)."""
+    from quality import run_recipe as recipe
+
+    return recipe(method, "mobilenet_v2", folder, seed)
 
 
 def run(method, folder, seed):
