@@ -176,7 +176,7 @@ def run_rules(keep):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(ROOT / "results" / "quality.jsonl"))
-    parser.add_argument("--keep", default="wise unless paired +1",
+    parser.add_argument("--keep", default="average unless sign test p < 0.1",
                         help="the keep rule under which the run rules are scored")
     args = parser.parse_args()
     runs = [json.loads(line) for line in Path(args.results).read_text().splitlines()
