@@ -216,11 +216,15 @@ def _near_copies(unit, near, bits, near_duplicate):
         cuts["features"] = copies.Cut(near_duplicate, cuts["features"].typical,
                                       cuts["features"].spread, "given (--near-duplicate)")
     pairs = {(i, j): s for i, j, s in near.pairs if s >= cuts["features"].value}
-    for i, j, distance in hash_pairs:
-        similarity = float(unit[i] @ unit[j])
-        if distance <= cuts["hash"].value or \
-                copies.joint_z(similarity, distance, cuts) >= cuts["joint"].value:
-            pairs.setdefault((i, j), similarity)
+    if hash_pairs:
+        # Vectorised: sets of look-alike images (satellite tiles) have many
+        # hash pairs within the widest cut.
+        first, second, distance = (np.array(column) for column in zip(*hash_pairs))
+        similarity = np.einsum("ij,ij->i", unit[first], unit[second])
+        copy = (distance <= cuts["hash"].value) | (
+            copies.joint_z(similarity, distance, cuts) >= cuts["joint"].value)
+        for i, j, s in zip(first[copy], second[copy], similarity[copy]):
+            pairs.setdefault((int(i), int(j)), float(s))
     return [(i, j, s) for (i, j), s in pairs.items()], cuts
 
 
