@@ -128,10 +128,11 @@ class PhaseBackups:
                 marked = json.loads(marker.read_text()).get("run")
             except ValueError:
                 marked = None
-            if marked is not None and marked != json.loads(json.dumps(run, default=str)):
-                changed = sorted(k for k in set(marked) | set(run)
-                                 if marked.get(k) != json.loads(json.dumps(run.get(k),
-                                                                           default=str)))
+            # As the mark holds it: through JSON, tuples as lists.
+            written = json.loads(json.dumps(run, default=str))
+            if marked is not None and marked != written:
+                changed = sorted(k for k in set(marked) | set(written)
+                                 if marked.get(k) != written.get(k))
                 raise TransferError(
                     f"the backups in {self.directory} are of another run (it differs in: "
                     f"{', '.join(changed)}); resuming would continue that run, so pass "
