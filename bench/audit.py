@@ -186,8 +186,7 @@ def signals(folder, base, cache):
         features = np.concatenate([np.asarray(x).reshape(len(x), -1)
                                    for x, _ in rows.as_numpy_iterator()])
         features /= np.linalg.norm(features, axis=1, keepdims=True)
-        grey = np.concatenate([_grey32(images) for images, _ in dataset])
-        bits = perceptual_hash(grey.reshape(-1, 32, 32)).reshape(*grey.shape[:2], -1)
+        bits = perceptual_hash(np.concatenate([_grey32(images) for images, _ in dataset]))
         out.update(zip(source_files(dataset), zip(features, bits)))
     return out
 

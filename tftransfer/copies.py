@@ -62,10 +62,10 @@ def perceptual_hash(grey: np.ndarray) -> np.ndarray:
     """pHash bits of grey images already reduced to 32 x 32.
 
     Args:
-        grey: `[images, 32, 32]` intensities.
+        grey: `[..., 32, 32]` intensities (for example `[images, views, 32, 32]`).
 
     Returns:
-        `[images, 64]` booleans: whether each of the 8 x 8 lowest DCT
+        `[..., 64]` booleans: whether each of the 8 x 8 lowest DCT
         frequencies is above the image's median of them.
 
     Example:
@@ -75,8 +75,8 @@ def perceptual_hash(grey: np.ndarray) -> np.ndarray:
     (0, True)
     """
     grey = np.asarray(grey, np.float32)
-    low = (_DCT32 @ grey @ _DCT32.T)[:, :8, :8].reshape(len(grey), HASH_BITS)
-    return low > np.median(low, axis=1, keepdims=True)
+    low = (_DCT32 @ grey @ _DCT32.T)[..., :8, :8].reshape(*grey.shape[:-2], HASH_BITS)
+    return low > np.median(low, axis=-1, keepdims=True)
 
 
 @dataclasses.dataclass(frozen=True)

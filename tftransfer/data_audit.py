@@ -173,9 +173,8 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     near = neighbourhood(unit, copies.FEATURE_CUT_RANGE[0] if near_duplicate is None
                          else near_duplicate)
-    grey = np.concatenate(grey)
-    bits = perceptual_hash(grey.reshape(-1, 32, 32)).reshape(*grey.shape[:2], -1)
-    similar, cuts = _near_copies(unit, near, bits, near_duplicate)
+    similar, cuts = _near_copies(unit, near, perceptual_hash(np.concatenate(grey)),
+                                 near_duplicate)
     findings = _copies(files, names, similar)
     probabilities, label_check = _label_probabilities(near, labels, len(class_names))
     if probabilities is not None:
