@@ -80,6 +80,22 @@ def test_second_train_reuses_the_feature_cache_and_clear_cache_empties_it(
     assert list(cache.iterdir()) == []
 
 
+def test_clear_cache_names_the_entries_it_keeps_and_exits_1(tmp_path, capsys, caplog):
+    from tftransfer import feature_cache
+
+    entry = tmp_path / ("a" * 64)
+    entry.mkdir()
+    (entry / feature_cache.MANIFEST).write_text("{}")
+    reading = feature_cache._reading_lock(entry)  # As a streaming training holds it.
+    status = cli.main(["clear-cache", "--feature-cache", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 1 and "deleted 0 cache entries" in out
+    assert f"kept {entry}: a training is reading it" in err and entry.is_dir()
+    reading.close()
+    status, out, _ = run_here(capsys, caplog, "clear-cache", "--feature-cache", tmp_path)
+    assert status == 0 and "deleted 1 cache entry" in out and not entry.exists()
+
+
 def test_check_data_reports_each_skipped_file_and_the_totals(tmp_path, capsys):
     from conftest import write_bad_corpus
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -215,9 +216,29 @@ def test_clear_feature_cache(tiny_base, folder, tmp_path):
     cache = tmp_path / "cache"
     cached_features(tiny_base.features, load(folder).train, cache_dir=cache)
     (cache / "notes").mkdir()  # Not an entry: a wrong --feature-cache loses nothing.
-    assert clear_feature_cache(cache) == 1
+    cleared = clear_feature_cache(cache)
+    assert len(cleared.deleted) == 1 and not cleared.in_use and not cleared.failed
     assert [p.name for p in cache.iterdir()] == ["notes"]
-    assert clear_feature_cache(tmp_path / "missing") == 0
+    assert clear_feature_cache(tmp_path / "missing").deleted == []
+
+
+def test_clear_feature_cache_keeps_the_entries_a_training_streams_from(
+        tiny_base, folder, tmp_path, monkeypatch):
+    import gc
+
+    import tftransfer.feature_cache as feature_cache
+
+    cache = tmp_path / "cache"
+    _, manifest = cached_features(tiny_base.features, load(folder).train, cache_dir=cache)
+    # Too big for memory: the dataset streams from the shards, epoch after epoch.
+    monkeypatch.setattr(feature_cache, "memory_short_of", lambda size: size)
+    streaming = joined_features([manifest], 4)
+    cleared = clear_feature_cache(cache)
+    assert cleared.deleted == [] and cleared.in_use == [Path(manifest["path"])]
+    assert sum(int(len(y)) for _, y in streaming) == manifest["rows"]
+    del streaming
+    gc.collect()
+    assert clear_feature_cache(cache).deleted == [Path(manifest["path"])]
 
 
 def test_joined_features_shuffle_the_rows_of_several_entries_together(tmp_path):

@@ -24,7 +24,7 @@ import shutil
 import time
 import weakref
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import keras
 import numpy as np
@@ -36,6 +36,11 @@ from tftransfer.data.cache import memory_short_of
 from tftransfer.distribute import is_multi_worker
 from tftransfer.errors import TransferError
 from tftransfer.progress import Progress
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so clear-cache cannot see readers.
+    fcntl = None
 
 logger = logging.getLogger("tftransfer")
 
@@ -282,6 +287,7 @@ def joined_features(manifests, batch_size, *, shuffle=False, seed=None):
               for m in manifests for names in m["shards"]]
     rows = sum(m["rows"] for m in manifests)
     row_bytes = 4 * sum(int(np.prod(shape)) for shape in shapes)
+    locks = []
     if memory_short_of(rows * row_bytes) is None:
         arrays = [np.concatenate([np.load(shard[part]) for shard in shards])
                   for part in range(len(shapes) + 1)]
@@ -297,6 +303,7 @@ def joined_features(manifests, batch_size, *, shuffle=False, seed=None):
                 yield (_packed([np.load(part, mmap_mode="r")[:] for part in parts]),
                        np.load(labels))
 
+        locks = [_reading_lock(m["path"]) for m in manifests]
         spec = entry_spec(shapes, manifests[0]["label_dtype"],
                           manifests[0].get("label_shape", ()))
         ds = tf.data.Dataset.from_generator(generate, output_signature=spec).unbatch()
@@ -305,7 +312,10 @@ def joined_features(manifests, batch_size, *, shuffle=False, seed=None):
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     batches = -(-rows // batch_size)
-    return ds.apply(tf.data.experimental.assert_cardinality(batches))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
+    if locks:  # Held while the dataset lives, so that clear-cache skips these entries.
+        weakref.finalize(ds, _release, locks)
+    return ds
 
 
 def read_rows(manifest: dict, rows: Optional[int] = None) -> tuple:
@@ -352,24 +362,92 @@ def _packed(parts):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def clear_feature_cache(cache_dir: Union[str, Path, None] = None) -> int:
-    """Deletes every entry of a feature cache.
+class ClearedCache(NamedTuple):
+    """What `clear_feature_cache` did.
+
+    Attributes:
+        deleted: The entries deleted.
+        in_use: Entries left alone because a training streams from them.
+        failed: Entries that could not be deleted, with the reason.
+    """
+
+    deleted: list
+    in_use: list
+    failed: dict
+
+
+def clear_feature_cache(cache_dir: Union[str, Path, None] = None) -> ClearedCache:
+    """Deletes every entry of a feature cache that no training is reading.
 
     Args:
         cache_dir: The cache's root folder (default: `default_cache_dir()`).
 
     Returns:
-        The number of entries deleted. Other files in `cache_dir` are left
-        alone.
+        A `ClearedCache`. Other files in `cache_dir` are left alone.
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
+    cleared = ClearedCache([], [], {})
     if not root.is_dir():
-        return 0
-    entries = [p for p in root.iterdir()
-               if p.is_dir() and _ENTRY_NAME.fullmatch(p.name)]
-    for path in entries:
-        shutil.rmtree(path, ignore_errors=True)
-    return len(entries)
+        return cleared
+    for path in sorted(p for p in root.iterdir()
+                       if p.is_dir() and _ENTRY_NAME.fullmatch(p.name)):
+        lock = _deleting_lock(path)
+        if lock is False:
+            cleared.in_use.append(path)
+            continue
+        try:
+            shutil.rmtree(path)
+            cleared.deleted.append(path)
+        except OSError as error:
+            cleared.failed[path] = error.strerror or str(error)
+        finally:
+            if lock is not None:
+                lock.close()
+    return cleared
+
+
+def _reading_lock(entry):
+    """A shared lock on an entry's manifest, held until the file is closed."""
+    if fcntl is None:
+        return None
+    try:
+        handle = open(Path(entry) / MANIFEST, "rb")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # Being deleted, or a filesystem without locks: read anyway.
+        handle.close()
+        return None
+    return handle
+
+
+def _release(locks):
+    for lock in locks:
+        if lock is not None:
+            lock.close()
+
+
+def _deleting_lock(entry):
+    """An exclusive lock on an entry's manifest, `False` if a reader holds it.
+
+    `None` where there is nothing to lock (no manifest: a partial entry, or
+    no `fcntl`), so the entry is deleted.
+    """
+    if fcntl is None:
+        return None
+    try:
+        handle = open(Path(entry) / MANIFEST, "rb")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return False
+    except OSError:  # A filesystem without locks.
+        return handle
+    return handle
 
 
 class _ShardWriter:

@@ -393,10 +393,15 @@ def clear_cache_command(args):
     """Runs `tftransfer clear-cache`; returns the exit status."""
     from tftransfer.feature_cache import clear_feature_cache, default_cache_dir
 
-    count = clear_feature_cache(args.feature_cache)
+    cleared = clear_feature_cache(args.feature_cache)
+    count = len(cleared.deleted)
     print(f"deleted {count} cache entr{'y' if count == 1 else 'ies'} from "
           f"{args.feature_cache or default_cache_dir()}")
-    return 0
+    for path in cleared.in_use:
+        print(f"kept {path}: a training is reading it", file=sys.stderr)
+    for path, reason in cleared.failed.items():
+        print(f"could not delete {path}: {reason}", file=sys.stderr)
+    return 1 if cleared.in_use or cleared.failed else 0
 
 
 def lr_find_command(args):
