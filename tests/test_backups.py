@@ -129,3 +129,21 @@ def test_backups_of_another_run_are_refused_not_resumed(tiny_base, image_folder_
             top=tftransfer.Phase.top(epochs=3, unfreeze=3),
             options=tftransfer.RunOptions(backup_dir=backup_dir), verbose=0)
     assert (backup_dir / "head" / "latest.json").is_file()  # Left for the run it belongs to.
+
+
+def test_a_backup_folder_in_use_by_another_training_is_refused(tiny_base, image_folder_path,
+                                                               tmp_path):
+    data = tftransfer.image_folder(image_folder_path, (32, 32), batch_size=8)
+    backup_dir = tmp_path / "backup"
+    run = lambda: tftransfer.fine_tune(  # noqa: E731
+        tftransfer.build_classifier(tiny_base, 3, augmentation=None), data.train,
+        data.validation, head=tftransfer.Phase.head(epochs=1),
+        top=tftransfer.Phase.top(epochs=0),
+        options=tftransfer.RunOptions(backup_dir=backup_dir), verbose=0)
+    other = backups.PhaseBackups(backup_dir)
+    other.hold()  # As another training's process holds it.
+    with pytest.raises(TransferError, match="in use by another training"):
+        run()
+    other.release()
+    run()
+    assert not backup_dir.exists()  # Done: the backups, the lock file and the folder go.

@@ -13,6 +13,11 @@ import logging
 import shutil
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so two runs are not kept apart.
+    fcntl = None
+
 import keras
 import numpy as np
 
@@ -24,6 +29,8 @@ logger = logging.getLogger("tftransfer")
 
 #: The file that marks a folder as holding a `fine_tune` run's backups.
 MARKER = "tftransfer-backup.json"
+#: The file that the training writing the backups holds locked.
+LOCK = "in-use.lock"
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -112,11 +119,12 @@ class PhaseBackups:
     """
 
     #: What the backups write in their folder; `remove` deletes only these.
-    WRITES = ("head", "refit", "top", "head.npz", "head.json", MARKER)
+    WRITES = ("head", "refit", "top", "head.npz", "head.json", MARKER, LOCK)
 
     def __init__(self, directory, run=None):
         self.directory = Path(directory)
         self.run = run
+        self._lock = None
         marker = self.directory / MARKER
         if self.directory.is_dir() and not marker.is_file():
             if any(self.directory.iterdir()):
@@ -137,6 +145,37 @@ class PhaseBackups:
                     f"the backups in {self.directory} are of another run (it differs in: "
                     f"{', '.join(changed)}); resuming would continue that run, so pass "
                     "another --backup-dir, or delete the folder to start again")
+
+    def hold(self, strategy=None):
+        """Keeps other trainings out of the folder until `remove` (or this process ends).
+
+        Args:
+            strategy: The training's strategy; only the process that writes
+                the backups (the chief) holds the folder.
+
+        Raises:
+            TransferError: Another training holds the folder.
+        """
+        if fcntl is None or self._lock is not None or not is_chief(strategy):
+            return
+        self._mark()  # First, so that the lock file is not taken for the user's.
+        handle = open(self.directory / LOCK, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise TransferError(
+                f"the backup folder {self.directory} is in use by another training; "
+                "wait for it to end, or pass another --backup-dir") from None
+        except OSError:  # A filesystem without locks: go on unguarded.
+            pass
+        self._lock = handle
+
+    def release(self):
+        """Lets other trainings use the folder (`hold` undone)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def for_phase(self, phase: str) -> EpochBackup:
         """The `EpochBackup` callback of a phase (`"head"`, `"refit"` or `"top"`)."""
@@ -216,6 +255,7 @@ class PhaseBackups:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        self.release()
         try:
             self.directory.rmdir()
         except OSError:

@@ -36,13 +36,10 @@ from tftransfer.progress import EpochLine, no_bars
 logger = logging.getLogger("tftransfer")
 
 
-#: Steps per call of the training function in the cached phases, by phase.
-#: A step of the head on cached features is so cheap that Keras' per-call
-#: work (a Python round trip, callbacks) was most of an epoch
-#: (docs/benchmarks.md#feature-cache). Keras loops over the steps in the
-#: graph, so a longer call costs no longer a trace. The top phase's steps
-#: run layers of the base and take long enough on their own; 8 keeps its
-#: progress bar moving.
+#: Steps per call of the training function in the cached phases: a step of the
+#: head on cached features is so cheap that Keras's per-call work would be most
+#: of an epoch (docs/benchmarks.md#feature-cache); the top phase's steps cost
+#: more, and 8 keeps its progress bar moving.
 CACHED_STEPS_PER_EXECUTION = {"head": 64, "refit": 64, "top": 8}
 #: The head's rate when `"auto"` cannot run its range test (no cached features).
 FALLBACK_HEAD_RATE = 1e-3
@@ -206,19 +203,20 @@ def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
     options = options or RunOptions()
     runner = _PhaseRunner(model, plan, options, callbacks, verbose,
                           validation_data is not None)
-    result = _resumed_head(model, plan, runner) or _train_head(model, plan, train,
-                                                               validation_data, runner)
-    plan = result.plan
-    if plan.top.runs:
-        head_weights = model.get_weights()
-        scored = _train_top(model, plan, train, validation_data, runner, result)
-        # A top phase resumed after its last epoch has no history; its weights stay.
-        if result.top.epoch:
-            _keep(model, plan, runner, result, head_weights, *scored)
-    if plan.multi_label and validation_data is not None:
-        result.thresholds = tune_thresholds(model, validation_data)
-    if runner.backup:
-        runner.backup.remove(model)
+    with contextlib.closing(runner):  # Frees the backup folder however the run ends.
+        result = _resumed_head(model, plan, runner) or _train_head(
+            model, plan, train, validation_data, runner)
+        plan = result.plan
+        if plan.top.runs:
+            head_weights = model.get_weights()
+            scored = _train_top(model, plan, train, validation_data, runner, result)
+            # A top phase resumed after its last epoch has no history; its weights stay.
+            if result.top.epoch:
+                _keep(model, plan, runner, result, head_weights, *scored)
+        if plan.multi_label and validation_data is not None:
+            result.thresholds = tune_thresholds(model, validation_data)
+        if runner.backup:
+            runner.backup.remove(model)
     return result
 
 
@@ -243,6 +241,12 @@ class _PhaseRunner:
                         self.strategy.num_replicas_in_sync, options.learning_rate_scaling)
         self.backup = PhaseBackups(options.backup_dir, run=plan.identity()) \
             if options.backup_dir else None
+        if self.backup is not None:
+            self.backup.hold(self.strategy)
+
+    def close(self):
+        if self.backup is not None:
+            self.backup.release()
 
     def compile(self, target, phase, steps_per_epoch=None, steps_per_execution=1):
         rate = phase.schedule(phase.learning_rate * self.scale, steps_per_epoch)
