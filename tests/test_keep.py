@@ -80,18 +80,13 @@ def test_without_validation_data_a_top_phase_with_a_higher_loss_gives_way():
     assert not top_lost(no_validation, better, plan, "loss")
 
 
-def test_a_multi_label_top_phase_with_lower_average_precision_is_not_kept():
-    from tftransfer import training
-    from tftransfer.keep import top_lost
+def test_a_multi_label_top_phase_with_a_lower_exact_validation_map_is_not_kept():
+    from tftransfer.keep import multi_label_kept
 
-    head = keras.callbacks.History()
-    head.history = {"val_loss": [0.5, 0.3], "val_average_precision": [0.7, 0.8]}
-    top = keras.callbacks.History()
-    # Memorising: its training loss falls, its validation AP with it.
-    top.history = {"val_loss": [0.25, 0.4], "val_average_precision": [0.82, 0.78],
-                   "loss": [0.01, 0.001]}
-    plan = SimpleNamespace(head=SimpleNamespace(phase=training.HEAD),
-                           top=SimpleNamespace(phase=training.TOP), multi_label=True)
-    assert top_lost(head, top, plan, "val_loss")
-    top.history["val_average_precision"][-1] = 0.81
-    assert not top_lost(head, top, plan, "val_loss")
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    head = np.array([[0.9, 0.2], [0.3, 0.8], [0.6, 0.7], [0.2, 0.1]])  # mAP 1.0
+    top = np.array([[0.9, 0.2], [0.95, 0.8], [0.6, 0.7], [0.2, 0.9]])  # Ranks wrongly.
+    kept, reason = multi_label_kept(labels, head, top)
+    assert kept == "head" and "(top) against 1.0000 (head)" in reason
+    assert multi_label_kept(labels, top, head)[0] == "top"
+    assert multi_label_kept(np.zeros((2, 2)), head[:2], top[:2])[0] == "top"

@@ -6,27 +6,11 @@ import numpy as np
 import pytest
 
 from tftransfer.errors import TransferError
-from tftransfer.label_report import (LABEL_REPORT_KEYS, average_precision,
-                                     multi_label_report, precision_recall_curve)
+from tftransfer.label_report import LABEL_REPORT_KEYS, multi_label_report
 
 LABELS = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]])
 SCORES = np.array([[0.9, 0.2, 0.1], [0.4, 0.8, 0.3], [0.55, 0.7, 0.2],
                    [0.1, 0.6, 0.4], [0.7, 0.1, 0.1]])
-
-
-def test_average_precision_by_hand():
-    # Ranked 0.9 (pos), 0.8 (neg), 0.6 (pos), 0.1 (pos): precision at each
-    # positive 1, 2/3, 3/4, each adding a third of the recall.
-    positive = [True, False, True, True]
-    scores = [0.9, 0.8, 0.6, 0.1]
-    assert average_precision(positive, scores) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
-    assert average_precision([False, False], [0.3, 0.2]) == 0.0
-
-
-def test_ties_count_as_one_threshold():
-    precision, recall = precision_recall_curve([True, False, True], [0.5, 0.5, 0.1])
-    assert precision.tolist() == [0.5, pytest.approx(2 / 3)]
-    assert recall.tolist() == [0.5, 1.0]
 
 
 def test_report_metrics_by_hand():

@@ -25,6 +25,7 @@ import numpy as np
 
 from tftransfer.errors import TransferError
 from tftransfer.labels_file import LABELS_FILE, read_labels
+from tftransfer.metrics import scores_of_counts
 
 if TYPE_CHECKING:  # For the annotations only: the functions import them where they use them.
     import keras
@@ -163,11 +164,7 @@ def _per_class(confusion, class_names):
     correct = np.diag(confusion)
     rows = {}
     for i, name in enumerate(class_names):
-        precision = correct[i] / predicted[i] if predicted[i] else 0.0
-        recall = correct[i] / support[i] if support[i] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        row = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
-               "support": int(support[i])}
+        row = scores_of_counts(int(correct[i]), int(predicted[i]), int(support[i]))
         notes = []
         if not support[i]:
             notes.append("absent from the data: recall set to 0, left out of the "

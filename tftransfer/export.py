@@ -37,6 +37,7 @@ from tftransfer.labels_file import LABELS_FILE, write_labels
 from tftransfer.model_versions import check_export_target
 from tftransfer import _atomic
 from tftransfer.errors import TransferError
+from tftransfer.metrics import mean_average_precision
 from tftransfer.multi_label import is_multi_label, thresholds_of
 
 #: Beside a multi-label `.tflite` file: each label's threshold, a line each.
@@ -442,16 +443,13 @@ def evaluate_tflite(path, dataset):
 
 def _score(predict, dataset):
     """Top-1 accuracy of `predict` on `dataset`, or mAP for multi-hot labels."""
-    from tftransfer.label_report import multi_label_report
-
     truth, scores = [], []
     for images, labels in dataset:
         scores.append(np.asarray(predict(images.numpy())))
         truth.append(labels.numpy())
     truth, scores = np.concatenate(truth), np.concatenate(scores)
     if truth.ndim == 2 and truth.shape[1] > 1:
-        return multi_label_report(truth, scores, [str(i) for i in range(truth.shape[1])]
-                                  ).mean_average_precision
+        return mean_average_precision(truth, scores) or 0.0
     return float(np.mean(scores.argmax(-1) == truth.reshape(-1)))
 
 

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.metrics import mean_average_precision
 from tftransfer.phases import finite_or_inf, kept_epoch_logs
 
 #: How `choose_kept` decides, in words.
@@ -34,6 +35,10 @@ KEEP_RULE = ("the average of the head and top phases' weights (WiSE-FT), unless 
              "at p < {alpha}; then the one with the lower p")
 #: The sign test's level: how sure the evidence against the top phase must be.
 ALPHA = 0.1
+#: How `multi_label_kept` decides, in words.
+MULTI_LABEL_KEEP_RULE = ("the top phase is kept unless its exact validation average "
+                         "precision (mean over the labels) is lower than the head's; without "
+                         "validation data, unless its training loss is higher")
 
 
 def average_weights(first: Sequence[np.ndarray], second: Sequence[np.ndarray],
@@ -123,10 +128,10 @@ def choose_kept(labels: np.ndarray, probabilities: dict, alpha: float = ALPHA) -
 
 
 def top_lost(head, top, plan, monitor: str) -> bool:
-    """Whether the top phase ended worse than the head, where paired scores cannot tell.
+    """Whether the top phase ended with a higher `monitor` than the head, at their kept epochs.
 
-    A multi-label model compares the phases' validation average precision
-    (mean over the labels); without validation data, their training loss.
+    Used where paired scores cannot tell: without validation data (the
+    training loss), and to see a top phase that diverged.
 
     Args:
         head, top: The phases' Keras `History`.
@@ -138,10 +143,25 @@ def top_lost(head, top, plan, monitor: str) -> bool:
     """
     first = kept_epoch_logs(head, plan.head.phase, monitor)
     second = kept_epoch_logs(top, plan.top.phase, monitor)
-    ap = "val_average_precision"
-    if plan.multi_label and ap in first and ap in second:
-        return second[ap] < first[ap]
     return finite_or_inf(second.get(monitor)) > finite_or_inf(first.get(monitor))
+
+
+def multi_label_kept(labels: np.ndarray, head: np.ndarray, top: np.ndarray) -> tuple:
+    """A multi-label model's kept weights, by the exact validation mAP (`MULTI_LABEL_KEEP_RULE`).
+
+    Args:
+        labels: The validation images' multi-hot labels.
+        head, top: Each phase's weights' probabilities on those images.
+
+    Returns:
+        `(kept, reason)`: `"head"` or `"top"`, and one line that says why.
+    """
+    first, second = mean_average_precision(labels, head), mean_average_precision(labels, top)
+    if first is None:
+        return "top", "kept the top phase's weights: no validation label has a positive"
+    kept = "head" if second < first else "top"
+    return kept, (f"kept the {kept} phase's weights: validation mAP {second:.4f} (top) "
+                  f"against {first:.4f} (head)")
 
 
 def inference(model) -> tf.types.experimental.PolymorphicFunction:

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tftransfer.errors import TransferError
+from tftransfer.metrics import average_precision, precision_recall_curve, scores_of_counts
 
 #: The keys of a multi-label `report.json`, in order.
 LABEL_REPORT_KEYS = ("mean_average_precision", "micro_f1", "macro_f1", "subset_accuracy",
@@ -97,48 +98,6 @@ class LabelReport:
                                        title=title, notes=notes)
 
 
-def precision_recall_curve(positive: np.ndarray, scores: np.ndarray) -> tuple:
-    """Precision and recall at each distinct score, highest score first.
-
-    Args:
-        positive: A bool per example.
-        scores: A score per example.
-
-    Returns:
-        `(precision, recall)` arrays, one entry per distinct score, calling
-        positive every example at or above it.
-    """
-    positive = np.asarray(positive, bool)
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    ranked = np.asarray(scores, np.float64)[order]
-    hits = np.cumsum(positive[order])
-    # The last example of each run of equal scores: ties are called together.
-    ends = np.append(np.flatnonzero(ranked[:-1] != ranked[1:]), len(ranked) - 1)
-    called = ends + 1
-    return hits[ends] / called, hits[ends] / max(int(positive.sum()), 1)
-
-
-def average_precision(positive: np.ndarray, scores: np.ndarray) -> float:
-    """A label's average precision: sum_n (R_n - R_(n-1)) P_n.
-
-    Args:
-        positive: A bool per example.
-        scores: A score per example.
-
-    Returns:
-        A float in `[0, 1]`; 0 when there is no positive example.
-
-    Example:
-    >>> average_precision([True, False, True], [0.9, 0.8, 0.1])
-    0.8333333333333333
-    """
-    positive = np.asarray(positive, bool)
-    if not positive.any():
-        return 0.0
-    precision, recall = precision_recall_curve(positive, scores)
-    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
-
-
 def multi_label_report(labels: np.ndarray, probabilities: np.ndarray,
                        class_names: Sequence[str], thresholds: Optional[Sequence[float]] = None,
                        *, files: Optional[Sequence[str]] = None,
@@ -192,14 +151,11 @@ def multi_label_report(labels: np.ndarray, probabilities: np.ndarray,
 def _per_label(truth, scores, called, names, limits):
     rows, curves = {}, {}
     for j, name in enumerate(names):
-        tp = int((called[:, j] & truth[:, j]).sum())
         predicted, support = int(called[:, j].sum()), int(truth[:, j].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        row = {"precision": precision, "recall": recall, "f1": f1,
+        row = {**scores_of_counts(int((called[:, j] & truth[:, j]).sum()), predicted,
+                                  support),
                "average_precision": average_precision(truth[:, j], scores[:, j]),
-               "support": support, "threshold": float(limits[j])}
+               "threshold": float(limits[j])}
         notes = []
         if not support:
             notes.append("no positive example: left out of mAP and macro F1")

@@ -40,9 +40,7 @@ DISABLED = "disabled"
 KEEP_RULE = (keep.KEEP_RULE.format(alpha=keep.ALPHA) + "; without validation data, the "
              "top phase's unless its training loss is higher than the head's")
 #: ... and for a multi-label model, where accuracy is not the measure.
-MULTI_LABEL_KEEP_RULE = ("the top phase is kept unless its validation average precision "
-                         "(mean over the labels) is lower than the head's; without "
-                         "validation data, unless its training loss is higher")
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +292,7 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
         seed=_seed(options.seed, model.distribute_strategy),
         unit="backbone layer(s)" if isinstance(find_backbone(model), keras.Model) else
         "variable(s) of the TF Hub module", split=split, multi_label=multi,
-        keep=MULTI_LABEL_KEEP_RULE if multi else KEEP_RULE, waits=waits,
+        keep=keep.MULTI_LABEL_KEEP_RULE if multi else KEEP_RULE, waits=waits,
         refit_without_top=refit_without_top)
 
 

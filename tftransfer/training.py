@@ -24,8 +24,8 @@ from tftransfer.cached_inputs import cached_inputs
 from tftransfer.distribute import fit, learning_rate_scale
 from tftransfer.evidence import Evidence, measure_evidence
 from tftransfer.feature_cache import read_rows
-from tftransfer.keep import (average_weights, choose_kept, inference, predictions,
-                             top_lost)
+from tftransfer.keep import (average_weights, choose_kept, inference, multi_label_kept,
+                             predictions, top_lost)
 from tftransfer.losses import loss_and_metrics
 from tftransfer.lr_finder import RateSearch, find_learning_rate
 from tftransfer.multi_label import choose_thresholds, set_thresholds
@@ -434,11 +434,12 @@ def _train_top(model, plan, train, validation_data, runner, result):
 def _keep(model, plan, runner, result, head_weights, target, validation):
     """Keeps the head phase's weights, the top phase's, or their average (`plan.keep`).
 
-    A single-label model with validation data compares the three on the same
-    validation images (`keep.choose_kept`); otherwise the top phase's
-    weights give way to the head's only when worse (`keep.top_lost`).
+    With validation data the candidates are scored on the same validation
+    images (`keep.choose_kept`; a multi-label model's by their exact mAP,
+    `keep.multi_label_kept`); without, the top phase's weights give way to
+    the head's only when its training loss is higher (`keep.top_lost`).
     """
-    if plan.multi_label or validation is None:
+    if validation is None:
         if top_lost(result.head, result.top, plan, runner.monitor):
             model.set_weights(head_weights)
             result.kept_phase = "head"
@@ -455,14 +456,16 @@ def _keep(model, plan, runner, result, head_weights, target, validation):
         logger.info("%s", result.decisions[-1])
         return
     top_weights = model.get_weights()
-    candidates = {"head": head_weights, "top": top_weights,
-                  "average": average_weights(head_weights, top_weights)}
+    candidates = {"head": head_weights, "top": top_weights}
+    if not plan.multi_label:
+        candidates["average"] = average_weights(head_weights, top_weights)
     probabilities = {}
     call = inference(target)  # One trace: the candidates differ only in variable values.
     for name, weights in candidates.items():
         model.set_weights(weights)
         labels, probabilities[name] = predictions(call, validation)
-    result.kept_phase, reason = choose_kept(labels, probabilities)
+    result.kept_phase, reason = (multi_label_kept(labels, **probabilities) if plan.multi_label
+                                 else choose_kept(labels, probabilities))
     model.set_weights(candidates[result.kept_phase])
     logger.info("%s", reason)
     result.decisions.append(reason)
