@@ -50,13 +50,15 @@ def test_files_folders_and_lists_of_paths(exported, tmp_path):
 def test_images_are_read_in_batches(exported, tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "photos", 10)  # 30 images.
     sizes = []
-    real = predict._Model._probabilities
+    from tftransfer.exported import ExportedModel
+
+    real = ExportedModel.predict_files
 
     def counted(self, contents):
         sizes.append(len(contents))
         return real(self, contents)
 
-    monkeypatch.setattr(predict._Model, "_probabilities", counted)
+    monkeypatch.setattr(ExportedModel, "predict_files", counted)
     result = tftransfer.predict_files(exported, [root], batch_size=8)
     assert len(result) == 30 and sizes == [8, 8, 8, 6]
 

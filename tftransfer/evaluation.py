@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 
 from tftransfer.errors import TransferError
-from tftransfer.labels_file import LABELS_FILE, read_labels
 from tftransfer.metrics import scores_of_counts
 
 if TYPE_CHECKING:  # For the annotations only: the functions import them where they use them.
@@ -349,46 +348,18 @@ def _predictor(model, safe_mode=True):
                           tuple(model.input_shape[1:3]),
                           thresholds=thresholds_of(model) if is_multi_label(model) else None)
     path = Path(model)
-    if path.suffix == ".tflite":
-        from tftransfer.export import TFLiteClassifier
-
-        classifier = TFLiteClassifier(path)
-        labels = path.with_name(LABELS_FILE)
-        names = read_labels(labels) if labels.is_file() else None
-        return _Predictor(classifier.predict, classifier.input_size, names,
-                          classifier.thresholds)
-    if path.is_dir():
-        return _saved_model_predictor(path)
     if path.suffix == ".keras" and path.is_file():
         from tftransfer.saving import load_model
 
         return _predictor(load_model(path, safe_mode=safe_mode))
+    if path.suffix == ".tflite" or path.is_dir():
+        from tftransfer.exported import load_exported
+
+        exported = load_exported(path)
+        return _Predictor(exported.predict_images, exported.input_size,
+                          exported.class_names, exported.thresholds)
     raise TransferError(f"cannot evaluate {path}: not a Keras model, a SavedModel "
                         "folder, a .keras file or a .tflite file")
-
-
-def _saved_model_predictor(path):
-    import tensorflow as tf
-
-    from tftransfer.export import export_thresholds
-    from tftransfer.model_versions import latest_version
-
-    version = path if (path / "saved_model.pb").is_file() else latest_version(path)
-    if version is None or not (Path(version) / "saved_model.pb").is_file():
-        raise TransferError(f"{path} holds no SavedModel (no saved_model.pb in it or in "
-                            "a version folder)")
-    loaded = tf.saved_model.load(str(version))
-    if "serving_images" not in loaded.signatures:
-        raise TransferError(f"{version} is a SavedModel that tftransfer did not export (no "
-                            "'serving_images' signature); export the model with "
-                            "tftransfer export, or evaluate its .keras file")
-    serve = loaded.signatures["serving_images"]
-    height, width = serve.structured_input_signature[1]["images"].shape[1:3]
-    labels = Path(version) / "assets" / LABELS_FILE
-    names = read_labels(labels) if labels.is_file() else None
-    return _Predictor(lambda images: serve(images=tf.cast(images, tf.float32))
-                      ["probabilities"].numpy(), (int(height), int(width)), names,
-                      export_thresholds(version))
 
 
 def _dataset(data, input_size):

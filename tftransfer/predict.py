@@ -11,14 +11,13 @@ import json
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
-import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.check import printable
-from tftransfer.data.decode import IMAGE_EXTENSIONS, decode_image, read_header
+from tftransfer.data.decode import IMAGE_EXTENSIONS, read_header
 from tftransfer.errors import TransferError
-from tftransfer.export import TFLiteClassifier, export_thresholds
-from tftransfer.labels_file import LABELS_FILE, read_labels
+from tftransfer.export import export_thresholds
+from tftransfer.exported import load_exported
 from tftransfer.model_versions import latest_version
 
 #: Images per call of the model.
@@ -150,48 +149,28 @@ def predict_files(model_dir: Union[str, Path], inputs: Sequence[Union[str, Path]
 
 
 class _Model:
-    """An exported classifier: a SavedModel's `serving_default`, or a TFLite file."""
+    """An export (`exported.load_exported`) that answers image files one bad file at a time."""
 
     def __init__(self, model_dir):
-        model_dir = Path(model_dir)
-        self.tflite = None
-        if model_dir.suffix == ".tflite":
-            self.tflite = TFLiteClassifier(model_dir)
-            labels = model_dir.parent / LABELS_FILE
-            if not labels.is_file():
-                raise TransferError(f"{labels} not found; export_tflite writes it when "
-                                    "given class_names")
-            self.names = read_labels(labels)
-            self.thresholds = self.tflite.thresholds
-            return
-        version = latest_version(model_dir)
-        try:
-            self.serve = tf.saved_model.load(str(version)).signatures["serving_default"]
-            self.names = read_labels(version / "assets" / LABELS_FILE)
-            self.thresholds = export_thresholds(version)
-        except (OSError, KeyError, ValueError) as error:
-            raise TransferError(f"cannot load a serving SavedModel from {version}: "
-                                f"{error}") from None
+        self.exported = load_exported(model_dir)
+        if self.exported.class_names is None:
+            raise TransferError(f"{self.exported.labels_path} not found; the export "
+                                "writes it when given class names")
+        self.names, self.thresholds = self.exported.class_names, self.exported.thresholds
 
     def classify(self, paths, contents):
         """`(path, probabilities, None)` or `(path, None, reason)` for each image."""
         if not paths:
             return []
         try:
-            return [(p, row, None) for p, row in zip(paths, self._probabilities(contents))]
+            return [(p, row, None)
+                    for p, row in zip(paths, self.exported.predict_files(contents))]
         except tf.errors.InvalidArgumentError:
             if len(paths) == 1:
                 return [(paths[0], None, "cannot decode it")]
         # One image the header check passed cannot be decoded: find it alone.
         return [answer for path, data in zip(paths, contents)
                 for answer in self.classify([path], [data])]
-
-    def _probabilities(self, contents):
-        if self.tflite is not None:
-            size = self.tflite.input_size
-            images = np.stack([decode_image(tf.constant(c), size).numpy() for c in contents])
-            return self.tflite.predict(images)
-        return self.serve(image_bytes=tf.constant(contents))["probabilities"].numpy()
 
 
 def write_predictions(rows, path: Union[str, Path], top_k: int) -> Optional[int]:
