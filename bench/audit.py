@@ -40,7 +40,7 @@ from PIL import Image  # noqa: E402
 
 import tftransfer  # noqa: E402
 from tftransfer.data.sources import split_images  # noqa: E402
-from tftransfer.feature_cache import cached_features  # noqa: E402
+from tftransfer.training.feature_cache import cached_features  # noqa: E402
 
 from quality import CLOTHING, EUROSAT, FLOWERS, LITE0, MOBILENET, ROOT  # noqa: E402
 
@@ -175,9 +175,9 @@ def score(report, before, flipped, leaks, copies):
 
 def signals(folder, base, cache):
     """`{file: (unit features, pHash bits)}` as the audit computes them (its cache reused)."""
-    from tftransfer.copies import perceptual_hash
+    from tftransfer.reports.copies import perceptual_hash
     from tftransfer.data.loader import source_files
-    from tftransfer.data_audit import _grey32
+    from tftransfer.reports.data_audit import _grey32
 
     out = {}
     splits, _, _ = split_images(folder, base.input_size)

@@ -24,7 +24,7 @@ import numpy as np
 import tftransfer
 from audit import RESULTS, plant, signals, split
 from quality import LITE0, MOBILENET
-from tftransfer import copies
+from tftransfer.reports import copies
 
 
 def scores(folder, base, cache):

@@ -24,7 +24,7 @@ def measure(precision, jit, image_size, batch_size, steps):
     import tensorflow as tf
 
     import tftransfer
-    from tftransfer import distribute
+    from tftransfer.training import distribute
 
     strategy = distribute.select_strategy("auto")
     policy = distribute.select_precision(
@@ -34,7 +34,7 @@ def measure(precision, jit, image_size, batch_size, steps):
         base = tftransfer.load_base("efficientnet_b0", weights=None,
                                     input_size=image_size)
         model = tftransfer.build_classifier(base, 10, unfreeze="all")
-        from tftransfer.losses import SparseCategoricalCrossentropy
+        from tftransfer.models.losses import SparseCategoricalCrossentropy
 
         model.compile(optimizer="adam", loss=SparseCategoricalCrossentropy(),
                       jit_compile=jit)

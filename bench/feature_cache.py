@@ -45,10 +45,10 @@ import tensorflow as tf  # noqa: E402
 
 import tftransfer  # noqa: E402
 from tftransfer.cli import DEMO_DATA  # noqa: E402
-from tftransfer.boundary import split_at  # noqa: E402
+from tftransfer.models.boundary import split_at  # noqa: E402
 from tftransfer.data import identify  # noqa: E402
-from tftransfer.feature_cache import cached_features  # noqa: E402
-from tftransfer.losses import SparseCategoricalCrossentropy  # noqa: E402
+from tftransfer.training.feature_cache import cached_features  # noqa: E402
+from tftransfer.models.losses import SparseCategoricalCrossentropy  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 FLOWERS = SHARED / "datasets" / "oxford17_flowers"
@@ -167,8 +167,8 @@ def main():
                              "training.CACHED_STEPS_PER_EXECUTION)")
     args = parser.parse_args()
     if args.steps_per_execution:
-        tftransfer.training.CACHED_STEPS_PER_EXECUTION = dict.fromkeys(
-            tftransfer.training.CACHED_STEPS_PER_EXECUTION, args.steps_per_execution)
+        tftransfer.training.fine_tuning.CACHED_STEPS_PER_EXECUTION = dict.fromkeys(
+            tftransfer.training.fine_tuning.CACHED_STEPS_PER_EXECUTION, args.steps_per_execution)
     if not args.skip_phase_2:
         measure_phase_two(args.batch_size)
     if args.skip_phase_1:

@@ -1,6 +1,6 @@
 """What the head phase's choices are worth on few real photos, measured on cached features.
 
-The `"auto"` rules for augmented views and the refit (`tftransfer/auto.py`)
+The `"auto"` rules for augmented views and the refit (`tftransfer/training/auto.py`)
 were chosen with this script. It extracts, once, the features of the
 shared MobileNetV2-160 over an oxford17 split (the training photos plain
 and as `--views` augmented views through tftransfer's default
@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tftransfer  # noqa: E402
-from tftransfer.builder import augmentation_of  # noqa: E402
+from tftransfer.models.builder import augmentation_of  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_oxford17 import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 import tftransfer
-from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
+from tftransfer.models.bases import BUNDLED_BASE, SAVED_MODELS_DIR
 from tftransfer.cli import DEMO_DATA
 
 PATHS = {"keras": BUNDLED_BASE, "hub": str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub")}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from quality import FEATURES
-from tftransfer.evidence import measure_evidence
+from tftransfer.training.evidence import measure_evidence
 
 ROOT = Path(__file__).resolve().parent
 

@@ -9,7 +9,7 @@ and each split gives three kinds of images:
 * 2x1 collages of two photos of one species (one label).
 
 Test photos appear only in the test images. Every method scores the same
-test images, with the same metric (`tftransfer.label_report`: mAP, and
+test images, with the same metric (`tftransfer.reports.label_report`: mAP, and
 micro F1 at each method's thresholds). Base: the shared MobileNetV2 at 160 px.
 
 Methods:
@@ -52,7 +52,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import tftransfer  # noqa: E402
-from tftransfer.label_report import multi_label_report  # noqa: E402
+from tftransfer.reports.label_report import multi_label_report  # noqa: E402
 
 # The same photos, base and size as the single-label benchmark.
 from quality_oxford17 import FLOWERS, ROOT, SIZE, TEST_PER_CLASS as TEST_PER_SPECIES, WEIGHTS  # noqa: E402,E501

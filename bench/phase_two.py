@@ -33,7 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tftransfer  # noqa: E402
-from tftransfer import plan as plan_module  # noqa: E402
+from tftransfer.training import plan as plan_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_oxford17 import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402

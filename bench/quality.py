@@ -57,8 +57,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tftransfer  # noqa: E402
-from tftransfer.auto import auto_unfreeze  # noqa: E402
-from tftransfer.evidence import measure_evidence  # noqa: E402
+from tftransfer.training.auto import auto_unfreeze  # noqa: E402
+from tftransfer.training.evidence import measure_evidence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("TFTRANSFER_SHARED", ROOT.parent.parent / "shared"))

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import tftransfer  # noqa: E402
-from tftransfer.phases import kept_epoch_logs  # noqa: E402
+from tftransfer.training.phases import kept_epoch_logs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("TFTRANSFER_SHARED", ROOT.parent.parent / "shared"))

@@ -99,8 +99,8 @@ CELLS = {
                "refit on the validation images instead, a quarter up to 99, half up to "
                "499, then all); from 30, whether it runs at all waits for the evidence of "
                "the extracted features (out-of-fold accuracy of a linear head)."),
-        ("code", "from tftransfer.auto import AUTO_UNFREEZE, auto_unfreeze\n"
-                 "from tftransfer.builder import backbone_layers\n"
+        ("code", "from tftransfer.training.auto import AUTO_UNFREEZE, auto_unfreeze\n"
+                 "from tftransfer.models.builder import backbone_layers\n"
                  "model = tftransfer.build_classifier(base, len(data.class_names))\n"
                  "for per_class in (10, 50, 200, 1000):\n"
                  "    print(per_class, 'images per class ->', auto_unfreeze(model, per_class),\n"
@@ -144,10 +144,10 @@ CELLS = {
     ],
     "03_tf_hub.ipynb": [
         ("md", "# A TF Hub module as the base, in Keras 3\n\n`hub.KerasLayer` is a "
-               "tf_keras layer that Keras 3 models reject; `tftransfer.hub.HubModule` "
+               "tf_keras layer that Keras 3 models reject; `tftransfer.models.hub.HubModule` "
                "is a Keras 3 layer that wraps a TF2 SavedModel and fine-tunes it."),
         ("code", "import sys\nIN_COLAB = 'google.colab' in sys.modules\n"
-                 "from tftransfer.bases import SAVED_MODELS_DIR\n"
+                 "from tftransfer.models.bases import SAVED_MODELS_DIR\n"
                  "HANDLE = ('https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/'\n"
                  "          '100-224-feature-vector/2') if IN_COLAB else str(\n"
                  "    SAVED_MODELS_DIR / 'fashion_mobilenet_v2_hub')\n"
@@ -186,7 +186,7 @@ CELLS = {
     "04_accelerators.ipynb": [
         ("md", "# GPUs, TPUs and several machines through `tf.distribute`\n\nThe same "
                "code runs on a CPU, a GPU, several GPUs, a TPU or a cluster of workers: "
-               "`tftransfer.distribute.select_strategy('auto')` picks the strategy, "
+               "`tftransfer.training.distribute.select_strategy('auto')` picks the strategy, "
                "`select_precision('auto')` the compute dtype (mixed_float16 on recent "
                "GPUs, mixed_bfloat16 on TPU), and the base and classifier are built in "
                "the strategy's scope. On Colab pick a GPU or TPU runtime; elsewhere this "
@@ -250,7 +250,7 @@ CELLS = {
                  "    print(json.dumps(body)[:120], '...')\n"
                  "    print(tftransfer.predict_files(f'{out}/demo', [image]))"),
         ("md", "TFLite: each variant's size and validation accuracy."),
-        ("code", "from tftransfer.export import export_tflite_variants\n"
+        ("code", "from tftransfer.export.tflite import export_tflite_variants\n"
                  "report = export_tflite_variants(model, f'{out}/tflite', "
                  "validation=data.validation,\n"
                  "    representative_data=data.train, class_names=data.class_names)\n"

@@ -79,9 +79,9 @@ def pretrain(epochs, seed, batch_size=128):
     import tensorflow as tf
 
     import tftransfer
-    from tftransfer.bases import (BUNDLED_BASE, BUNDLED_OUTPUT_LAYER, SAVED_MODELS_DIR,
-                                  assemble_features)
-    from tftransfer.builder import set_trainable_flag
+    from tftransfer.models.bases import (BUNDLED_BASE, BUNDLED_OUTPUT_LAYER, SAVED_MODELS_DIR,
+                                         assemble_features)
+    from tftransfer.models.builder import set_trainable_flag
 
     keras.utils.set_random_seed(seed)
     # Pretrain the whole network; the registered base keeps its bottom part.
@@ -138,8 +138,8 @@ def pretrain(epochs, seed, batch_size=128):
 def write_hub_module():
     """Writes the bundled base again, as a TF Hub-format SavedModel."""
     import tftransfer
-    from tftransfer.bases import BUNDLED_BASE, SAVED_MODELS_DIR
-    from tftransfer.hub import save_hub_module
+    from tftransfer.models.bases import BUNDLED_BASE, SAVED_MODELS_DIR
+    from tftransfer.models.hub import save_hub_module
 
     base = tftransfer.load_base(BUNDLED_BASE)
     path = save_hub_module(base, SAVED_MODELS_DIR / f"{BUNDLED_BASE}_hub")

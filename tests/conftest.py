@@ -281,7 +281,7 @@ def tiny_dense_model():
         keras.layers.Dense(8, activation="relu",
                            kernel_regularizer=keras.regularizers.L2(0.01)),
         keras.layers.Dense(3, activation="softmax")])
-    from tftransfer.losses import SparseCategoricalCrossentropy
+    from tftransfer.models.losses import SparseCategoricalCrossentropy
 
     model.compile(keras.optimizers.Adam(1e-2), SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])
@@ -369,7 +369,7 @@ def multi_label_export(tmp_path_factory, tiny_base_file, multi_label_csv):
         `(model, export base path)`.
     """
     import tftransfer
-    from tftransfer.multi_label import set_thresholds
+    from tftransfer.models.multi_label import set_thresholds
 
     keras.utils.set_random_seed(0)
     base = tftransfer.load_base(str(tiny_base_file), preprocessing="unit")

@@ -68,8 +68,46 @@ def test_find_cycle_finds_one():
 
 def test_the_package_has_no_import_cycle():
     graph = {name: imports_of(name) for name in NAMES}
-    assert graph["tftransfer.bases"] >= {"tftransfer.hub", "tftransfer.features"}
+    assert graph["tftransfer.models.bases"] >= {"tftransfer.models.hub",
+                                                "tftransfer.models.features"}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+#: The layers, lowest first: a module may import its own layer and the ones below.
+#: The modules directly in `tftransfer/` (errors, defaults, metrics, ...) are
+#: the ground floor that every layer stands on; `tftransfer` itself is the face.
+LAYERS = ("data", "models", "training", "export", "reports", "cli")
+
+
+def layer_of(name):
+    """The index of a module's layer: -1 for the ground floor and the face."""
+    parts = name.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 2 or (
+        len(parts) == 2 and parts[1] in LAYERS) else -1
+
+
+def upward_imports(graph):
+    """`(importer, imported)` pairs where a module imports from a higher layer."""
+    return sorted((name, target) for name, targets in graph.items() for target in targets
+                  if name != "tftransfer" and layer_of(target) > layer_of(name))
+
+
+def test_upward_imports_are_found():
+    graph = {"tftransfer.data.sources": {"tftransfer.models.builder", "tftransfer.errors"},
+             "tftransfer.cli.commands": {"tftransfer.reports.evaluation"},
+             "tftransfer.errors": {"tftransfer.data"}}
+    assert upward_imports(graph) == [("tftransfer.data.sources", "tftransfer.models.builder"),
+                                     ("tftransfer.errors", "tftransfer.data")]
+
+
+def test_every_module_is_in_a_layer_or_on_the_ground_floor():
+    packages = {path.parent.name for path in MODULES if path.parent != PACKAGE}
+    assert packages <= set(LAYERS), packages - set(LAYERS)
+
+
+def test_no_module_imports_upwards_across_the_layers():
+    graph = {name: imports_of(name) for name in NAMES}
+    assert upward_imports(graph) == []
 
 
 def test_no_module_is_over_about_500_lines():
@@ -157,6 +195,6 @@ def test_the_public_names_load_on_first_use():
 
     assert set(tftransfer.__all__) <= set(dir(tftransfer))
     assert callable(tftransfer.compare) and tftransfer.distribute.__name__ == \
-        "tftransfer.distribute"
+        "tftransfer.training.distribute"
     with pytest.raises(AttributeError):
         tftransfer.no_such_name

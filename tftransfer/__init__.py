@@ -10,36 +10,36 @@
     tftransfer.evaluate(model, "photos/").save("report/")
 """
 
-import importlib
+from tftransfer._lazy import lazy_names as _lazy_names
 
 #: Where each public name lives. They load on first use (PEP 562), so that
 #: `tftransfer --help` and the light modules never wait for TensorFlow.
 _PUBLIC = {
-    "AuditReport": "tftransfer.data_audit",
-    "Base": "tftransfer.features",
-    "FineTuneHistory": "tftransfer.training",
-    "Phase": "tftransfer.phases",
-    "Plan": "tftransfer.plan",
-    "Predictions": "tftransfer.predict",
-    "RunOptions": "tftransfer.plan",
+    "AuditReport": "tftransfer.reports.data_audit",
+    "Base": "tftransfer.models.features",
+    "FineTuneHistory": "tftransfer.training.history",
+    "Phase": "tftransfer.training.phases",
+    "Plan": "tftransfer.training.plan",
+    "Predictions": "tftransfer.export.predict",
+    "RunOptions": "tftransfer.training.plan",
     "TransferError": "tftransfer.errors",
-    "audit": "tftransfer.data_audit",
-    "build_augmentation": "tftransfer.builder",
-    "build_classifier": "tftransfer.builder",
-    "clear_feature_cache": "tftransfer.feature_cache",
-    "compare": "tftransfer.comparison",
-    "distribute": "tftransfer.distribute",
-    "evaluate": "tftransfer.evaluation",
-    "export_saved_model": "tftransfer.export",
-    "fine_tune": "tftransfer.training",
+    "audit": "tftransfer.reports.data_audit",
+    "build_augmentation": "tftransfer.models.builder",
+    "build_classifier": "tftransfer.models.builder",
+    "clear_feature_cache": "tftransfer.training.feature_cache",
+    "compare": "tftransfer.reports.comparison",
+    "distribute": "tftransfer.training.distribute",
+    "evaluate": "tftransfer.reports.evaluation",
+    "export_saved_model": "tftransfer.export.saved_model",
+    "fine_tune": "tftransfer.training.fine_tuning",
     "image_folder": "tftransfer.data",
-    "list_bases": "tftransfer.bases",
-    "load_base": "tftransfer.bases",
+    "list_bases": "tftransfer.models.bases",
+    "load_base": "tftransfer.models.bases",
     "load_data": "tftransfer.data",
-    "plan_fine_tune": "tftransfer.plan",
-    "predict_files": "tftransfer.predict",
-    "register_base": "tftransfer.bases",
-    "set_trainable": "tftransfer.builder",
+    "plan_fine_tune": "tftransfer.training.plan",
+    "predict_files": "tftransfer.export.predict",
+    "register_base": "tftransfer.models.bases",
+    "set_trainable": "tftransfer.models.builder",
 }
 
 __version__ = "0.1.0"
@@ -73,16 +73,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    where = _PUBLIC.get(name)
-    if where is None:
-        raise AttributeError(f"module 'tftransfer' has no attribute {name!r}")
-    module = importlib.import_module(where)
-    value = module if where == f"tftransfer.{name}" else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
-
+__getattr__, __dir__ = _lazy_names(globals(), _PUBLIC)

@@ -16,8 +16,10 @@ MAX_PIXELS = 200_000_000
 DEFAULT_BATCH_SIZE = 16
 #: The name of the base that ships with the project.
 BUNDLED_BASE = "fashion_mobilenet_v2"
-#: What `--strategy` and `--precision` take (`tftransfer.distribute`).
+#: What `--strategy` and `--precision` take (`tftransfer.training.distribute`).
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 #: The TFLite variants `export_tflite` writes.
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
+#: The `unfreeze` that trains no backbone layer: the head alone.
+NO_UNFREEZE = "none"

@@ -9,8 +9,8 @@ import tensorflow as tf
 import tftransfer
 from tftransfer.data import identify
 from tftransfer.data.loader import source_files
-from tftransfer.data.multi_hot import (is_multi_label_csv, multi_label_evaluation,
-                                         read_labels_csv)
+from tftransfer.data.multi_hot import (multi_hot, is_multi_label_csv, multi_label_evaluation,
+                                       read_labels_csv)
 from tftransfer.errors import TransferError
 
 from conftest import write_multi_label_csv
@@ -127,3 +127,10 @@ def test_evaluation_rows_keep_every_image_in_order(multi_label_csv):
     assert names == ["blue", "green", "red"] and len(files) == len(hot)
     np.testing.assert_array_equal(all_labels(dataset),
                                   np.array([hot[int(f[-7:-4])] for f in files]))
+
+
+def test_multi_hot_encodes_and_names_an_unknown_label():
+    assert multi_hot([["b"], [], ["a", "b"]], ["a", "b"]).tolist() == [
+        [0, 1], [0, 0], [1, 1]]
+    with pytest.raises(TransferError, match="unknown label 'c'"):
+        multi_hot([["c"]], ["a", "b"])

@@ -87,7 +87,7 @@ def _with_config(parser, argv, config):
     choices, its type); outputs and bases come from `argv` or the defaults
     (`runs.NOT_REPLAYED`).
     """
-    from tftransfer.runs import load_config
+    from tftransfer.training.runs import load_config
 
     options, whole = load_config(config)
     actions = {action.dest: action for action in parser.train_parser._actions}

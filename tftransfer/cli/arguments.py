@@ -175,7 +175,7 @@ def add_train(commands, parents):
 
 
 def _phase_arguments(phases):
-    from tftransfer.phases import HEAD, TOP
+    from tftransfer.training.phases import HEAD, TOP
 
     phases.add_argument("--head-epochs", type=types.COUNT, default=HEAD.epochs,
                         help="most epochs of the head phase (the head alone); early "
@@ -252,7 +252,7 @@ def _output_arguments(output):
 def add_device_arguments(train):
 
     devices = train.add_argument_group(
-        "devices", "where training runs; see tftransfer.distribute. With several workers "
+        "devices", "where training runs; see tftransfer.training.distribute. With several workers "
                    "(TF_CONFIG), run the same command on each; the chief writes the "
                    "export")
     devices.add_argument("--strategy", choices=STRATEGIES, default="auto",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tftransfer.cli.arguments import class_names_option, data_options
 from tftransfer.errors import TransferError
-from tftransfer.labels_file import read_labels, write_labels
-from tftransfer.runs import RunRecord, claim_run_dir, data_digest, default_run_dir
+from tftransfer.data.labels_file import read_labels, write_labels
+from tftransfer.training.runs import RunRecord, claim_run_dir, data_digest, default_run_dir
 
 
 def _base_and_data(args, strategy):
@@ -19,7 +19,7 @@ def _base_and_data(args, strategy):
     import keras
 
     import tftransfer
-    from tftransfer import distribute
+    from tftransfer.training import distribute
 
     keras.utils.set_random_seed(args.seed)
     weights = None if args.weights.lower() == "none" else args.weights
@@ -41,7 +41,7 @@ def _feature_cache(args):
 
 def check_train_outputs(args):
     """Refuses, before any training, the outputs that `train` could not write after it."""
-    from tftransfer.model_versions import check_export_target
+    from tftransfer.export.model_versions import check_export_target
 
     if args.save_keras and Path(args.save_keras).suffix != ".keras":
         raise TransferError(f"--save-keras must name a .keras file, not {args.save_keras}")
@@ -54,7 +54,7 @@ def check_train_outputs(args):
 def train_command(args):
     """Runs `tftransfer train`; returns the exit status."""
     import tftransfer
-    from tftransfer import distribute
+    from tftransfer.training import distribute
 
     check_train_outputs(args)
 
@@ -145,7 +145,7 @@ def _fine_tune(model, data, args, record, plan, options):
     """Runs the plan with TensorBoard logs in the run folder (or `--log-dir`)."""
     import keras
 
-    from tftransfer.training import run_plan
+    from tftransfer.training.fine_tuning import run_plan
 
     start = time.time()
     log_dir = args.log_dir or (record.log_dir if record else None)
@@ -159,7 +159,7 @@ def _fine_tune(model, data, args, record, plan, options):
 
 def _save_keras(model, save_as, strategy, class_names):
     """Saves the model, and its class names beside it (`labels_beside`)."""
-    from tftransfer import distribute
+    from tftransfer.training import distribute
 
     if not distribute.is_chief(strategy):
         # So that workers sharing a disk do not overwrite the chief's file.
@@ -195,7 +195,7 @@ def _export_and_report(args, model, base, data, record, history, metrics, leaks)
 
 def _report_after_training(model, data, record, history, leaks=()):
     """Writes the report on the test split (else validation); returns its page or `None`."""
-    from tftransfer.evaluation import evaluate
+    from tftransfer.reports.evaluation import evaluate
 
     split, dataset = data.held_out()
     if dataset is None:
@@ -216,7 +216,7 @@ def _report_after_training(model, data, record, history, leaks=()):
 
 def _leaks(args):
     """Byte copies of training photos in the held-out splits of a `--data` folder."""
-    from tftransfer.data_audit import exact_leaks
+    from tftransfer.reports.data_audit import exact_leaks
 
     if not Path(args.data).is_dir():
         return []
@@ -236,9 +236,9 @@ def export_command(args):
     """Runs `tftransfer export`; returns the exit status."""
     import tftransfer
     from tftransfer.defaults import TFLITE_QUANTIZATIONS
-    from tftransfer.export import export_tflite_variants
-    from tftransfer.model_versions import check_export_target
-    from tftransfer.saving import load_model
+    from tftransfer.export.tflite import export_tflite_variants
+    from tftransfer.export.model_versions import check_export_target
+    from tftransfer.models.saving import load_model
 
     path = Path(args.model)
     if not path.is_file() or path.suffix not in (".keras", ".h5", ".hdf5"):
@@ -272,7 +272,7 @@ def export_command(args):
                                             metadata={"source": str(path)})
     print(f"exported to {version}")
     if args.onnx:
-        from tftransfer.onnx_export import export_onnx
+        from tftransfer.export.onnx_export import export_onnx
 
         onnx_path = export_onnx(model, Path(args.output) / "onnx" / "model.onnx", class_names)
         print(f"ONNX: {onnx_path}")
@@ -299,7 +299,7 @@ def _renumbered(dataset, data_names, model_names):
     import numpy as np
     import tensorflow as tf
 
-    from tftransfer.evaluation import labels_by_name
+    from tftransfer.reports.evaluation import labels_by_name
 
     mapping = labels_by_name(np.arange(len(data_names)), data_names, model_names)
     if dataset.element_spec[1].shape.rank == 2:  # Multi-hot rows: their columns move.
@@ -314,7 +314,7 @@ def _renumbered(dataset, data_names, model_names):
 
 def _export_class_names(args, path, data):
     """`--class-names`, else the names saved beside the model, checked against `--data`."""
-    from tftransfer.evaluation import labels_by_name
+    from tftransfer.reports.evaluation import labels_by_name
 
     if args.class_names:
         return class_names_option(args.class_names)
@@ -329,8 +329,8 @@ def _export_class_names(args, path, data):
 
 def predict_command(args):
     """Runs `tftransfer predict`; returns 0, or 3 when some images were skipped."""
-    from tftransfer.predict import (image_paths, is_multi_label_export, iter_predictions,
-                                    write_predictions)
+    from tftransfer.export.predict import (image_paths, is_multi_label_export, iter_predictions,
+                                           write_predictions)
     from tftransfer.progress import Progress
 
     rows = iter_predictions(args.model, args.images, top_k=args.top_k,
@@ -364,7 +364,7 @@ def predict_command(args):
 
 def bases_command(args):
     """Runs `tftransfer bases`; returns the exit status."""
-    from tftransfer.bases import list_bases
+    from tftransfer.models.bases import list_bases
 
     for spec in list_bases():
         taps = f" (taps {', '.join(spec.taps)})" if spec.taps else ""
@@ -391,7 +391,7 @@ def check_data_command(args):
 
 def clear_cache_command(args):
     """Runs `tftransfer clear-cache`; returns the exit status."""
-    from tftransfer.feature_cache import clear_feature_cache, default_cache_dir
+    from tftransfer.training.feature_cache import clear_feature_cache, default_cache_dir
 
     cleared = clear_feature_cache(args.feature_cache)
     count = len(cleared.deleted)
@@ -409,10 +409,10 @@ def lr_find_command(args):
     import tensorflow as tf
 
     import tftransfer
-    from tftransfer.builder import head_of
-    from tftransfer.feature_cache import cached_features
-    from tftransfer.losses import loss_and_metrics
-    from tftransfer.lr_finder import find_learning_rate
+    from tftransfer.models.builder import head_of
+    from tftransfer.training.feature_cache import cached_features
+    from tftransfer.models.losses import loss_and_metrics
+    from tftransfer.training.lr_finder import find_learning_rate
 
     base, data = _base_and_data(args, tf.distribute.get_strategy())
     model = tftransfer.build_classifier(base, len(data.class_names),
@@ -433,7 +433,7 @@ def lr_find_command(args):
 
 def evaluate_command(args):
     """Runs `tftransfer evaluate`; returns the exit status."""
-    from tftransfer.evaluation import evaluate
+    from tftransfer.reports.evaluation import evaluate
 
     report = evaluate(args.model, args.data, top_k=args.top_k,
                       safe_mode=not args.trust_model)
@@ -455,7 +455,7 @@ def compare_command(args):
     """Runs `tftransfer compare`; returns the exit status."""
     import tensorflow as tf
 
-    from tftransfer.comparison import compare
+    from tftransfer.reports.comparison import compare
 
     base, data = _base_and_data(args, tf.distribute.get_strategy())
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -468,9 +468,9 @@ def compare_command(args):
 
 def audit_command(args):
     """Runs `tftransfer audit`; returns the exit status."""
-    from tftransfer.data_audit import audit, write_clean_list
-    from tftransfer.audit_page import save_audit
-    from tftransfer.bases import load_base
+    from tftransfer.reports.data_audit import audit, write_clean_list
+    from tftransfer.reports.audit_page import save_audit
+    from tftransfer.models.bases import load_base
 
     weights = None if args.weights.lower() == "none" else args.weights
     base = load_base(args.base, weights=weights, input_size=args.image_size, taps=args.taps)

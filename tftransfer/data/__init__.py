@@ -19,7 +19,7 @@ The path of the data, one module each:
   cache's key, the class counts).
 """
 
-import importlib
+from tftransfer._lazy import lazy_names as _lazy_names
 
 #: Where each name lives; loaded on first use (PEP 562), like `tftransfer`'s.
 _PUBLIC = {
@@ -63,15 +63,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    where = _PUBLIC.get(name)
-    if where is None:
-        raise AttributeError(f"module 'tftransfer.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
-
+__getattr__, __dir__ = _lazy_names(globals(), _PUBLIC)

@@ -24,7 +24,6 @@ from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.data.loader import DataSplits, check_class_count, decoded_split
 from tftransfer.data.csv_rows import csv_rows
 from tftransfer.errors import TransferError
-from tftransfer.multi_label import multi_hot
 
 logger = logging.getLogger("tftransfer")
 
@@ -208,3 +207,28 @@ def random_split(rows: int, validation_split: float, seed: int) -> dict:
     if held:
         splits["val"] = {"all": sorted(order[:held].tolist())}
     return splits
+
+
+def multi_hot(label_lists: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
+    """Encodes lists of label names as multi-hot rows.
+
+    Args:
+        label_lists: The labels of each example (an empty list for none).
+        names: Every label name, in output order.
+
+    Returns:
+        A float32 array `[examples, len(names)]` of 0 and 1.
+
+    Example:
+    >>> multi_hot([["cat"], ["cat", "dog"], []], ["cat", "dog"]).tolist()
+    [[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+    """
+    index = {name: i for i, name in enumerate(names)}
+    rows = np.zeros((len(label_lists), len(names)), np.float32)
+    for row, labels in enumerate(label_lists):
+        for label in labels:
+            if label not in index:
+                raise TransferError(f"unknown label {label!r}; the labels are "
+                                    f"{', '.join(names)}")
+            rows[row, index[label]] = 1.0
+    return rows
