@@ -440,6 +440,28 @@ def test_a_config_replays_training_settings_only_and_checks_each_value(tmp_path,
             cli._with_config(parser, ["train", "--config", str(config)], config)
 
 
+def test_a_config_is_replayed_unchecked_where_argparse_hides_its_actions(tmp_path):
+    import json
+
+    class WithoutActions:  # An argparse without the private `_actions`.
+        def __init__(self, parser):
+            self.parser = parser
+
+        def __getattr__(self, name):
+            if name == "_actions":
+                raise AttributeError(name)
+            return getattr(self.parser, name)
+
+    parser = cli.build_parser()
+    parser.train_parser = WithoutActions(parser.train_parser)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"options": {"head_epochs": 3}}))
+    assert cli._with_config(parser, ["train", "--config", str(config)], config).head_epochs == 3
+    config.write_text(json.dumps({"options": {"no_such_option": 1}}))
+    with pytest.raises(cli.TransferError, match="does not know: no_such_option"):
+        cli._with_config(parser, ["train", "--config", str(config)], config)
+
+
 def test_a_replayed_run_on_changed_data_says_so(tmp_path, capsys, caplog, tiny_base_file):
     from conftest import write_image_folder
 

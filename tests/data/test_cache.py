@@ -145,3 +145,18 @@ def test_tf_data_sources_are_cached_in_a_folder_only_when_their_graph_names_them
     assert len(labels_of(data.train)) == 6
     assert "cached in memory, not in" in caplog.text
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == written
+
+
+def test_a_dataset_whose_graph_cannot_be_read_is_cached_in_memory(tmp_path, caplog):
+    from tftransfer.data.cache import dataset_cache_entry, serialized_graph
+
+    arrays = tf.data.Dataset.from_tensor_slices(np.zeros((2, 3)))
+    assert b"TensorSliceDataset" in serialized_graph(arrays)
+
+    class Hidden:  # A dataset of a TensorFlow that no longer shows its graph.
+        pass
+
+    assert serialized_graph(Hidden()) is None
+    with caplog.at_level("WARNING", logger="tftransfer"):
+        assert dataset_cache_entry(Hidden(), tmp_path, "train") == ""
+    assert "does not show a dataset's graph" in caplog.text

@@ -267,3 +267,16 @@ def test_extraction_traces_the_base_once_whatever_the_last_batch_size(tmp_path):
     assert manifest["rows"] == 10
     (extract,) = feature_cache._EXTRACTORS[features].values()
     assert extract.experimental_get_tracing_count() == 1
+
+
+def test_a_model_without_a_config_is_fingerprinted_by_its_layers():
+    from tftransfer.training.feature_cache import _config_text
+
+    class Unconfigurable(keras.Sequential):
+        def get_config(self):
+            raise NotImplementedError
+
+    inner = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="inner_dense")])
+    model = Unconfigurable([keras.Input((2,)), inner, keras.layers.Dense(1, name="last")])
+    text = _config_text(model)
+    assert "Dense:inner_dense" in text and "Dense:last" in text

@@ -23,6 +23,15 @@ def test_shard_policy_fits_the_source(tmp_path):
     assert multi_worker.shard_policy(in_memory) == policy.DATA
 
 
+def test_shard_policy_is_data_where_the_graph_cannot_be_read(tmp_path, monkeypatch):
+    path = str(tmp_path / "data.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(b"x")
+    monkeypatch.setattr(multi_worker, "serialized_graph", lambda dataset: None)
+    policy = tf.data.experimental.AutoShardPolicy
+    assert multi_worker.shard_policy(tf.data.TFRecordDataset([path])) == policy.DATA
+
+
 def test_train_loop_matches_model_fit():
     data = tiny_dense_dataset()
     weights = {0: 1.0, 1: 0.5, 2: 2.0}

@@ -90,13 +90,17 @@ def _with_config(parser, argv, config):
     from tftransfer.training.runs import load_config
 
     options, whole = load_config(config)
-    actions = {action.dest: action for action in parser.train_parser._actions}
-    unknown = sorted(set(options) - set(actions))
+    known = vars(parser.train_parser.parse_known_args([])[0])  # Every dest, public API.
+    unknown = sorted(set(options) - set(known))
     if unknown:
         raise TransferError(f"--config {config} has options this version does not know: "
                             f"{', '.join(unknown)}")
+    # argparse has no public list of a parser's actions; without `_actions`
+    # (another argparse), values are replayed unchecked, as the file holds them.
+    actions = {a.dest: a for a in getattr(parser.train_parser, "_actions", [])}
     for name, value in options.items():
-        options[name] = checked_option(actions[name], value, config)
+        if name in actions:
+            options[name] = checked_option(actions[name], value, config)
     parser.train_parser.set_defaults(**options)
     args = parser.parse_args(argv)
     args.replayed_digest = whole.get("data_digest")

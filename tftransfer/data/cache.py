@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -213,7 +214,11 @@ def dataset_cache_entry(dataset, cache, split):
     """
     if cache is True:
         return ""
-    graph = dataset._as_serialized_graph().numpy()
+    graph = serialized_graph(dataset)
+    if graph is None:
+        logger.warning("image cache: this TensorFlow does not show a dataset's graph, so "
+                       "its images are cached in memory, not in %s", cache)
+        return ""
     if b"PyFunc" in graph:
         # A Python generator's output is not in the graph, so the digest
         # would not change with the images: a later run would read stale ones.
@@ -222,6 +227,27 @@ def dataset_cache_entry(dataset, cache, split):
         return ""
     # Arrays and file names are part of the graph: its digest names the content.
     return Path(cache) / f"dataset-{split}-{_graph_digest(graph)[:40]}"
+
+
+def serialized_graph(dataset) -> Optional[bytes]:
+    """A `tf.data.Dataset`'s graph, serialized, or `None` where TensorFlow hides it.
+
+    Args:
+        dataset: The dataset.
+
+    Returns:
+        The `GraphDef` bytes of the dataset and its sources.
+    """
+    # No public API shows a dataset's source ops; tf.data's own checkpointing
+    # and service use this private method. Callers fall back to what is safe
+    # without the graph (`None`).
+    serialize = getattr(dataset, "_as_serialized_graph", None)
+    if serialize is None:
+        return None
+    try:
+        return serialize().numpy()
+    except (TypeError, ValueError, tf.errors.OpError):
+        return None
 
 
 def _graph_digest(serialized_graph):

@@ -152,11 +152,12 @@ def add_taps(backbone, taps):
     if missing:
         raise TransferError(f"the base {backbone.name!r} has no layer named "
                             f"{', '.join(map(repr, missing))} to tap")
+    last = backbone.layers[-1].name if backbone.layers else "output"
     pooled = []
-    for tensor in [backbone.output] + [backbone.get_layer(tap).output for tap in taps]:
+    for name, tensor in [(last, backbone.output)] + [(tap, backbone.get_layer(tap).output)
+                                                     for tap in taps]:
         if len(tensor.shape) == 4:
-            name = f"{tensor._keras_history.operation.name}_pool"
-            tensor = keras.layers.GlobalAveragePooling2D(name=name)(tensor)
+            tensor = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(tensor)
         pooled.append(tensor)
     outputs = keras.layers.Concatenate(name="features_and_taps")(pooled)
     return keras.Model(backbone.inputs, outputs, name=backbone.name)

@@ -447,7 +447,14 @@ def _config_text(model):
                           default=str)
     except (NotImplementedError, TypeError, ValueError):
         return ";".join(f"{type(layer).__name__}:{layer.name}" for layer in
-                        model._flatten_layers())
+                        _every_layer(model))
+
+
+def _every_layer(model):
+    """The model and every layer inside it, depth first (public `layers` only)."""
+    yield model
+    for layer in getattr(model, "layers", []):
+        yield from _every_layer(layer)
 
 
 def _content_config(config):

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.data.cache import serialized_graph
 from tftransfer.errors import TransferError
 from tftransfer.models.losses import BinaryCrossentropy
 
@@ -45,21 +46,22 @@ _FILE_READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset
 
 
 def shard_policy(dataset):
-    """Returns `AutoShardPolicy.FILE` for file-reading datasets, else `DATA`."""
-    graph = _graph_def(dataset)
+    """Returns `AutoShardPolicy.FILE` for file-reading datasets, else `DATA`.
+
+    `DATA` (each worker reads everything and keeps its share) is right for
+    any dataset, so it is also the answer where the graph cannot be read.
+    """
+    serialized = serialized_graph(dataset)
+    if serialized is None:
+        return tf.data.experimental.AutoShardPolicy.DATA
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(serialized)
     # Readers of several files sit in the functions of a flat_map.
     ops = {node.op for node in graph.node}
     ops.update(node.op for function in graph.library.function for node in function.node_def)
     if any(reader in op for op in ops for reader in _FILE_READERS):
         return tf.data.experimental.AutoShardPolicy.FILE
     return tf.data.experimental.AutoShardPolicy.DATA
-
-
-def _graph_def(dataset):
-    graph_def = tf.compat.v1.GraphDef()
-    # The only way to see a dataset's source ops; tf.data itself uses it.
-    graph_def.ParseFromString(dataset._as_serialized_graph().numpy())
-    return graph_def
 
 
 def train_loop(model, train, *, validation_data=None, epochs=1, initial_epoch=0,
