@@ -2,7 +2,7 @@
 
 Writes folders of small PNG photos stand-ins (64x64 noise), exports the
 bundled base with a fresh head as a SavedModel, and runs
-`tftransfer predict --model EXPORT FOLDER --output predictions.csv` in a
+`tftransfer predict --model EXPORT FOLDER --predictions predictions.csv` in a
 child process for each folder size. Prints each run's peak resident memory
 (the child's `ru_maxrss`) and wall time. `predict` reads the images in
 batches of 64, so memory should not grow with the number of images.
@@ -62,7 +62,7 @@ def main():
             write_images(folder, size)
             peak, seconds, status = peak_of_child(
                 [sys.executable, "-m", "tftransfer.cli", "predict", "--model", str(export),
-                 str(folder), "--output", str(scratch / f"p_{size}.csv")])
+                 str(folder), "--predictions", str(scratch / f"p_{size}.csv")])
             rows = len((scratch / f"p_{size}.csv").read_text().splitlines()) - 1
             print(f"{size:6d} images: peak RSS {peak:6.0f} MB, {seconds:6.1f} s, "
                   f"{rows} rows, exit {status}", flush=True)

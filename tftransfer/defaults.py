@@ -23,3 +23,6 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")
 #: The `unfreeze` that trains no backbone layer: the head alone.
 NO_UNFREEZE = "none"
+#: How many classes `predict` answers with, `evaluate`'s top-k accuracy and
+#: the exported SavedModel's `classes` output: one k everywhere.
+TOP_K = 5

@@ -45,7 +45,7 @@ def test_train_then_predict_end_to_end(tiny_base_file, split_folder_path, tmp_pa
     assert len(line.split(",")) == 2
 
     status, out, _ = run_here(capsys, caplog, "export", "--model", tmp_path / "model.keras",
-                              "--output", export, "--data", split_folder_path, "--tflite",
+                              "--export", export, "--data", split_folder_path, "--tflite",
                               "float16,dynamic_range")
     assert status == 0
     assert f"exported to {export / '2'}" in out
@@ -489,12 +489,12 @@ def test_export_matches_the_data_to_the_names_saved_beside_the_model(tiny_base_f
     # The model's output order, as `train --save-keras` writes it beside the file.
     (tmp_path / "m.labels.txt").write_text("red\ngreen\nblue\n")
     data = write_image_folder(tmp_path / "data", 2)
-    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--output",
+    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--export",
                      str(tmp_path / "out"), "--data", str(data)]) == 0
     exported = (tmp_path / "out" / "1" / "assets" / "labels.txt").read_text()
     assert exported == "red\ngreen\nblue\n"  # Not the folder's sorted blue, green, red.
     shutil.copytree(data / "red", data / "zebra")
-    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--output",
+    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--export",
                      str(tmp_path / "out"), "--data", str(data)]) == 2
     assert "does not know: zebra" in capsys.readouterr().err
 
@@ -542,7 +542,7 @@ def test_multi_label_train_evaluate_predict_from_the_cli(tmp_path, capsys, caplo
     assert status == 0 and "on 12 examples" in out and out.startswith("label")
     assert [line.split()[0] for line in out.splitlines()[1:4]] == ["blue", "green", "red"]
     status, out, _ = run_here(capsys, caplog, "predict", "--model", export,
-                              tmp_path / "test" / "images", "--output", tmp_path / "p.csv")
+                              tmp_path / "test" / "images", "--predictions", tmp_path / "p.csv")
     assert status == 0
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "path,labels,scores,error" and len(rows) == 13

@@ -52,10 +52,10 @@ CASES = [
     ("train --data {root}/latin1.csv --dry-run", "latin1.csv:2: not UTF-8"),
     ("train --data {root}/objects.npz --dry-run", "objects.npz"),
     ("train --data {root}/missing_folder", "missing_folder"),
-    ("export --model {root}/corrupt.keras --output {root}/out", "corrupt.keras"),
-    ("export --model {root}/corrupt.keras --output {root}/out --tflite float8",
+    ("export --model {root}/corrupt.keras --export {root}/out", "corrupt.keras"),
+    ("export --model {root}/corrupt.keras --export {root}/out --tflite float8",
      "--tflite: unknown variant(s) float8"),
-    ("export --model {root}/corrupt.keras --output {root}/out --tflite all",
+    ("export --model {root}/corrupt.keras --export {root}/out --tflite all",
      "--tflite needs --data"),
     ("evaluate --model {root}/foreign --data {folder}", "did not export"),
     ("predict --model {root}/malformed {image}", "metadata.json is malformed"),
@@ -63,6 +63,9 @@ CASES = [
     ("train --save-keras {root}/model", "--save-keras must name a .keras file"),
     ("train --export {root}/a_file", "a_file is a file"),
     ("train --export {root}/taken --model-version 1", "already exists"),
+    # Renamed flags say what they are called now.
+    ("predict --model {root}/foreign {image} --output p.csv", "--output is now --predictions"),
+    ("export --model {root}/corrupt.keras --output {root}/out", "--output is now --export DIR"),
 ]
 
 
@@ -116,7 +119,7 @@ def test_a_failure_after_training_keeps_the_model_and_says_how_to_finish(
     assert status == 2
     kept = next((tmp_path / "runs").glob("*/model.keras"))
     assert f"the trained model is kept in {kept}" in err
-    assert f"tftransfer export --model {kept} --output {tmp_path / 'exports'}" in err
+    assert f"tftransfer export --model {kept} --export {tmp_path / 'exports'}" in err
     assert kept.with_suffix(".labels.txt").read_text().split() == ["blue", "green", "red"]
     assert load_model(kept).output_shape == (None, 3)
 

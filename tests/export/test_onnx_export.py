@@ -37,7 +37,7 @@ def test_the_cli_writes_model_onnx_beside_the_versions(demo, tmp_path):
 
     model, data = demo
     model.save(tmp_path / "m.keras")
-    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--output",
+    assert cli.main(["export", "--model", str(tmp_path / "m.keras"), "--export",
                      str(tmp_path / "out"), "--class-names", ",".join(data.class_names),
                      "--onnx"]) == 0
     assert (tmp_path / "out" / "onnx" / "model.onnx").is_file()

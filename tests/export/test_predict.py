@@ -69,7 +69,7 @@ def test_the_cli_writes_csv_and_jsonl_and_exits_3_when_it_skipped(
 
     out = tmp_path / "predictions.csv"
     assert cli.main(["predict", "--model", str(exported), str(folder_with_three_bad_files),
-                     "--output", str(out), "--top-k", "2"]) == 3
+                     "--predictions", str(out), "--top-k", "2"]) == 3
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["path", "label", "score", "label_2", "score_2", "error"]
     answered = [r for r in rows if not r["error"]]
@@ -80,7 +80,7 @@ def test_the_cli_writes_csv_and_jsonl_and_exits_3_when_it_skipped(
     lines = tmp_path / "predictions.jsonl"
     good = folder_with_three_bad_files / "red"
     assert cli.main(["predict", "--model", str(exported), str(good / "000.png"),
-                     "--output", str(lines)]) == 0
+                     "--predictions", str(lines)]) == 0
     (record,) = [json.loads(line) for line in lines.read_text().splitlines()]
     assert record["error"] is None and len(record["top"]) == 3
     assert np.isclose(sum(score for _, score in record["top"]), 1.0, atol=1e-5)
@@ -132,7 +132,7 @@ def test_memory_stays_flat_over_ten_times_the_images(exported, tmp_path):
     peaks = {}
     for count in (100, 1000):
         child = subprocess.Popen([sys.executable, "-m", "tftransfer.cli", "predict", "--model",
-                                  str(exported), str(tmp_path / str(count)), "--output",
+                                  str(exported), str(tmp_path / str(count)), "--predictions",
                                   str(tmp_path / f"{count}.csv")], stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0

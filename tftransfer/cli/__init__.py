@@ -2,7 +2,7 @@
 
     tftransfer train                 # the bundled demo, no download needed
     tftransfer train --data photos/ --base efficientnet_v2_b0 --export exports/photos
-    tftransfer export --model photos.keras --output exports/photos --data photos/ --tflite all
+    tftransfer export --model photos.keras --export exports/photos --data photos/ --tflite all
     tftransfer predict --model exports/photos cat.jpg dog.png
     tftransfer check-data photos/
     tftransfer bases

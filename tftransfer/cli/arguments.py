@@ -5,11 +5,30 @@ from pathlib import Path
 
 from tftransfer.cli import types
 from tftransfer.defaults import (BUNDLED_BASE, DEFAULT_BATCH_SIZE, MAX_PIXELS, PRECISIONS,
-                                 STRATEGIES, TFLITE_QUANTIZATIONS)
+                                 STRATEGIES, TFLITE_QUANTIZATIONS, TOP_K)
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 #: Where `tftransfer train` exports by default, under the current folder.
 DEFAULT_EXPORT = Path("saved_models") / "demo_classifier"
+
+
+class _Renamed(argparse.Action):
+    """A flag that was renamed: using it is an error that gives the new name."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is now {self.default} (see --help)")
+
+
+def renamed(parser, old, new):
+    """Adds `old` as a hidden flag whose use says to pass `new` instead.
+
+    Args:
+        parser: The command's parser.
+        old: The flag's former name.
+        new: What to pass now, as the error shows it.
+    """
+    parser.add_argument(old, action=_Renamed, default=new, nargs="?", dest=f"renamed_{old[2:]}",
+                        help=argparse.SUPPRESS)
 
 
 def checked_option(action, value, source):
@@ -285,14 +304,16 @@ def add_export(commands, parents):
                     "TF Serving SavedModel version, and optionally as TFLite models, each "
                     "reported with its size and its accuracy on the validation data.")
     export.add_argument("--model", required=True, help="a .keras file")
-    export.add_argument("--output", required=True,
-                        help="SavedModel base path; a new version folder is written in it")
+    export.add_argument("--export", required=True, metavar="DIR",
+                        help="SavedModel base path, as train's --export; a new version "
+                             "folder is written in it")
+    renamed(export, "--output", "--export DIR")
     export.add_argument("--onnx", action="store_true",
-                        help="also write OUTPUT/onnx/model.onnx (pixels in, probabilities "
+                        help="also write DIR/onnx/model.onnx (pixels in, probabilities "
                              "out, the labels in its metadata; pip install "
                              "'tftransfer[onnx]')")
     export.add_argument("--tflite", default="",
-                        help="TFLite variants to write into OUTPUT/tflite/: 'all' or a "
+                        help="TFLite variants to write into DIR/tflite/: 'all' or a "
                              f"comma-separated subset of {','.join(TFLITE_QUANTIZATIONS)} "
                              "(needs --data with validation images)")
     export.add_argument("--trust-model", action="store_true",
@@ -373,8 +394,8 @@ def add_evaluate(commands):
                                "for a multi-label model, a CSV with a path,labels header")
     evaluate.add_argument("--output", default="report",
                           help="the report's folder (default: report)")
-    evaluate.add_argument("--top-k", type=types.POSITIVE, default=5,
-                          help="the k of top-k accuracy (default: 5)")
+    evaluate.add_argument("--top-k", type=types.POSITIVE, default=TOP_K,
+                          help=f"the k of top-k accuracy (default: {TOP_K})")
     evaluate.add_argument("--trust-model", action="store_true",
                         help="load the model file without Keras's safe mode: only for a "
                              "file you trust, as it may then name a TF Hub module to "
@@ -395,11 +416,13 @@ def add_small_commands(commands):
     predict.add_argument("images", nargs="+", metavar="PATH",
                          help="image files, folders (read recursively) and .txt files "
                               "listing image paths, one per line")
-    predict.add_argument("--top-k", type=types.POSITIVE, default=3, help="(default: 3)")
-    predict.add_argument("--output", metavar="FILE",
+    predict.add_argument("--top-k", type=types.POSITIVE, default=TOP_K,
+                         help=f"classes per image (default: {TOP_K})")
+    predict.add_argument("--predictions", metavar="FILE",
                          help="write predictions.csv (path, label, score, then the rest "
                               "of the top k, and error) or .jsonl instead of printing them; "
                               "a progress bar shows in a terminal")
+    renamed(predict, "--output", "--predictions FILE")
     predict.add_argument("--batch-size", type=types.POSITIVE, default=64,
                          help="images per call of the model (default: 64)")
 

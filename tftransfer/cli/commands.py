@@ -117,7 +117,7 @@ def _keep_trained_model(model, record, class_names, args):
               file=sys.stderr)
         return
     print(f"tftransfer: the trained model is kept in {kept}; finish with: tftransfer export "
-          f"--model {kept} --output {args.export}", file=sys.stderr)
+          f"--model {kept} --export {args.export}", file=sys.stderr)
 
 
 def _fine_tune_settings(args):
@@ -255,7 +255,7 @@ def export_command(args):
                             "accuracy report and int8 calibration")
     if args.onnx and importlib.util.find_spec("tf2onnx") is None:
         raise TransferError('--onnx needs tf2onnx: pip install "tftransfer[onnx]"')
-    check_export_target(args.output, args.model_version, args.overwrite)
+    check_export_target(args.export, args.model_version, args.overwrite)
     model = load_model(path, safe_mode=not args.trust_model)
     data = None
     if args.data:
@@ -265,7 +265,7 @@ def export_command(args):
     if class_names is None:
         raise TransferError("pass --data or --class-names so the export knows the "
                             "class names")
-    version = tftransfer.export_saved_model(model, args.output, class_names,
+    version = tftransfer.export_saved_model(model, args.export, class_names,
                                             version=args.model_version,
                                             overwrite=args.overwrite,
                                             max_pixels=args.max_pixels,
@@ -274,14 +274,14 @@ def export_command(args):
     if args.onnx:
         from tftransfer.export.onnx_export import export_onnx
 
-        onnx_path = export_onnx(model, Path(args.output) / "onnx" / "model.onnx", class_names)
+        onnx_path = export_onnx(model, Path(args.export) / "onnx" / "model.onnx", class_names)
         print(f"ONNX: {onnx_path}")
     if not variants:
         return 0
     if data.validation is None:
         raise TransferError("--tflite needs --data with validation images, for the "
                             "accuracy report and int8 calibration")
-    report = export_tflite_variants(model, Path(args.output) / "tflite",
+    report = export_tflite_variants(model, Path(args.export) / "tflite",
                                     validation=_renumbered(data.validation,
                                                            data.class_names, class_names),
                                     representative_data=data.train,
@@ -335,7 +335,7 @@ def predict_command(args):
 
     rows = iter_predictions(args.model, args.images, top_k=args.top_k,
                             batch_size=args.batch_size)
-    if args.output:
+    if args.predictions:
         progress = Progress(len(image_paths(args.images)[0]), "images")
 
         def counted():
@@ -344,8 +344,8 @@ def predict_command(args):
                 yield row
 
         multi = is_multi_label_export(args.model)
-        skipped = write_predictions(counted(), args.output, None if multi else args.top_k)
-        print(f"predictions: {os.path.abspath(args.output)}")
+        skipped = write_predictions(counted(), args.predictions, None if multi else args.top_k)
+        print(f"predictions: {os.path.abspath(args.predictions)}")
     else:
         skipped = 0
         for path, ranked, reason in rows:
@@ -356,7 +356,8 @@ def predict_command(args):
                 print(f"{path}: " + (", ".join(f"{name} {score:.3f}" for name, score in ranked)
                                      or "no label over its threshold"))
     if skipped:
-        where = f"named in {args.output}, with their reasons" if args.output else "named above"
+        where = (f"named in {args.predictions}, with their reasons" if args.predictions
+                 else "named above")
         print(f"{skipped} image(s) could not be read and were skipped ({where})")
         return 3
     return 0

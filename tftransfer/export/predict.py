@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tftransfer.data.check import printable
 from tftransfer.data.decode import IMAGE_EXTENSIONS, read_header
+from tftransfer.defaults import TOP_K
 from tftransfer.errors import TransferError
 from tftransfer.export.saved_model import export_thresholds
 from tftransfer.export.exported import load_exported
@@ -80,7 +81,7 @@ def image_paths(inputs: Sequence[Union[str, Path]]) -> tuple:
 
 
 def iter_predictions(model_dir: Union[str, Path], inputs: Sequence[Union[str, Path]], *,
-                     top_k: int = 3, batch_size: int = PREDICT_BATCH
+                     top_k: int = TOP_K, batch_size: int = PREDICT_BATCH
                      ) -> Iterator[tuple]:
     """Classifies images batch by batch; yields an answer or a reason for each.
 
@@ -120,7 +121,7 @@ def iter_predictions(model_dir: Union[str, Path], inputs: Sequence[Union[str, Pa
 
 
 def predict_files(model_dir: Union[str, Path], inputs: Sequence[Union[str, Path]], *,
-                  top_k: int = 3, batch_size: int = PREDICT_BATCH) -> Predictions:
+                  top_k: int = TOP_K, batch_size: int = PREDICT_BATCH) -> Predictions:
     """Classifies image files with an exported SavedModel or TFLite file.
 
     Args:
@@ -199,7 +200,7 @@ def write_predictions(rows, path: Union[str, Path], top_k: int) -> Optional[int]
 
     path = Path(path)
     if path.suffix not in (".csv", ".jsonl"):
-        raise TransferError(f"--output {path}: write .csv or .jsonl")
+        raise TransferError(f"--predictions {path}: write .csv or .jsonl")
     if top_k is None:
         return _write_label_sets(rows, path)
     skipped = 0

@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from tftransfer.data import decode_image
-from tftransfer.defaults import MAX_PIXELS
+from tftransfer.defaults import MAX_PIXELS, TOP_K
 from tftransfer.data.labels_file import LABELS_FILE, write_labels
 from tftransfer.export.model_versions import check_export_target
 from tftransfer import _atomic
@@ -45,7 +45,7 @@ logger = logging.getLogger("tftransfer")
 
 def export_saved_model(model: keras.Model, directory: Union[str, Path],
                        class_names: Sequence[str], *, version: Optional[int] = None,
-                       top_k: int = 5, overwrite: bool = False,
+                       top_k: int = TOP_K, overwrite: bool = False,
                        metadata: Optional[dict] = None,
                        max_pixels: int = MAX_PIXELS) -> Path:
     """Writes a classifier as a TF Serving SavedModel version.

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
+from tftransfer.defaults import TOP_K
 from tftransfer.errors import TransferError
 from tftransfer.metrics import scores_of_counts
 
@@ -105,7 +106,7 @@ class Report:
                 f"{self.expected_calibration_error:.4f} on {self.num_examples} examples")
 
 
-def classification_report(labels, probabilities, class_names, *, files=None, top_k=5,
+def classification_report(labels, probabilities, class_names, *, files=None, top_k=TOP_K,
                           num_top_losses=16, bins=10):
     """Computes a `Report` from true labels and predicted probabilities.
 
@@ -215,7 +216,7 @@ def _top_losses(labels, probabilities, predicted, class_names, files, count):
 
 
 def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Dataset", str, Path],
-             class_names: Optional[Sequence[str]] = None, *, top_k: int = 5,
+             class_names: Optional[Sequence[str]] = None, *, top_k: int = TOP_K,
              num_top_losses: int = 16,
              safe_mode: bool = True) -> Union["Report", "LabelReport"]:
     """Scores a classifier on labelled images in one pass.
