@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -113,6 +114,28 @@ def test_check_data_reports_each_skipped_file_and_the_totals(tmp_path, capsys):
     assert "no usable images for class(es) birds" in captured.err
     (root / "birds").rmdir()
     assert cli.main(["check-data", str(root)]) == 0
+
+
+def test_check_data_takes_every_source_that_train_takes(image_folder_path, tmp_path, capsys):
+    import numpy as np
+
+    rows = [f"{p},{folder.name}" for folder in sorted(image_folder_path.iterdir())
+            for p in sorted(folder.iterdir())]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows += [f"{tmp_path / 'broken.png'},red", f"{tmp_path / 'gone.png'},red"]
+    (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    assert cli.main(["check-data", str(tmp_path / "labels.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped {tmp_path / 'broken.png'}: " in out and "gone.png" in out
+    used = len(rows) - 2
+    assert f"{len(rows)} example(s) found = {used} used + 2 skipped" in out
+    assert out.count("train: ") == 1 and out.count("validation: ") == 1
+
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, images=np.zeros((6, 8, 8, 3), np.uint8), labels=np.arange(6) % 2)
+    assert cli.main(["check-data", "--data", str(arrays), "--class-names", "a,b"]) == 0
+    assert "6 example(s) found = 6 used + 0 skipped" in capsys.readouterr().out
+    assert cli.main(["check-data"]) == 2
 
 
 @pytest.mark.slow
@@ -348,8 +371,13 @@ def test_lr_find_prints_the_rate_and_saves_the_plot(tiny_base_file, split_folder
     line = next(line for line in out.splitlines() if line.startswith("learning rate:"))
     assert 1e-7 < float(line.split()[2]) < 1.0
     assert plot.stat().st_size > 1000
-    assert cli.main(["lr-find", "--data", str(split_folder_path), "--base",
-                     str(tiny_base_file), "--feature-cache", "none"]) == 2
+    # --feature-cache none: the features go to a folder that goes with the test.
+    status, out, log = run_here(capsys, caplog, "lr-find", "--data", split_folder_path,
+                                "--base", tiny_base_file, "--batch-size", "8",
+                                "--feature-cache", "none", "--plot", tmp_path / "lr2.png")
+    assert status == 0 and "learning rate:" in out
+    extracted = next(line for line in log.splitlines() if "extracting features to" in line)
+    assert not Path(extracted.split("extracting features to ")[1]).exists()
 
 
 @pytest.mark.parametrize("option, value", [("--head-learning-rate", "fast"),

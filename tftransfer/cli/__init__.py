@@ -45,6 +45,7 @@ def build_parser():
     arguments.add_evaluate(subparsers)
     arguments.add_audit(subparsers, [base()])
     arguments.add_compare(subparsers, [data(), base()])
+    arguments.add_check_data(subparsers, [data()])
     arguments.add_small_commands(subparsers)
     return parser
 
@@ -59,14 +60,8 @@ def main(argv=None):
     logging.getLogger("tensorflow").propagate = False
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..."
 
-    command = {"train": commands.train_command, "predict": commands.predict_command,
-               "export": commands.export_command, "bases": commands.bases_command,
-               "check-data": commands.check_data_command,
-               "clear-cache": commands.clear_cache_command,
-               "lr-find": commands.lr_find_command,
-               "evaluate": commands.evaluate_command,
-               "audit": commands.audit_command,
-               "compare": commands.compare_command}[args.command]
+    # Each command's function is named after it: `check-data` runs `check_data_command`.
+    command = getattr(commands, args.command.replace("-", "_") + "_command")
     from tftransfer.progress import no_bars
 
     try:

@@ -429,20 +429,23 @@ def add_small_commands(commands):
     commands.add_parser("bases", help="list the registered bases",
                         description="List the named bases that --base accepts.")
 
-    check = commands.add_parser(
-        "check-data", help="report every image file that training cannot use",
-        description="Check a folder of labelled images: every file that cannot be used "
-                    "(corrupt, truncated, empty, not an image, unsupported format, "
-                    "hidden, a broken or looping link) is listed with its reason, and "
-                    "the totals reconcile: found = used + skipped. Exits with 2 if the "
-                    "folder cannot be trained on.")
-    check.add_argument("folder", help="a folder of class subfolders, or of train/ val/ "
-                                      "test/ folders of class subfolders")
-
     clear = commands.add_parser(
         "clear-cache", help="delete cached features",
         description="Delete the feature cache's entries (folders named by their "
                     "fingerprint); other files in the folder are left alone.")
-    clear.add_argument("--feature-cache", metavar="DIR",
-                       help="the cache folder (default: $TFTRANSFER_CACHE_DIR or "
-                            "~/.cache/tftransfer/features)")
+    clear.add_argument("--feature-cache", default="default", metavar="default|DIR",
+                       help="the cache folder, as train takes it (default: "
+                            "$TFTRANSFER_CACHE_DIR or ~/.cache/tftransfer/features)")
+
+
+def add_check_data(commands, parents):
+    check = commands.add_parser(
+        "check-data", parents=parents, help="report every image file that training cannot use",
+        description="Check labelled images as train --data reads them: every file that "
+                    "cannot be used (corrupt, truncated, empty, not an image, unsupported "
+                    "format, hidden, a broken or looping link) is listed with its reason, "
+                    "and the totals reconcile: found = used + skipped. Exits with 2 if the "
+                    "data cannot be trained on.")
+    check.add_argument("folder", nargs="?", metavar="DATA",
+                       help="the data, as --data takes it: a folder of class subfolders (or "
+                            "of train/ val/ test/), a CSV, tfds:NAME, an .npz, ...")

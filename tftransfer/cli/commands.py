@@ -378,7 +378,12 @@ def check_data_command(args):
     """Runs `tftransfer check-data`; returns the exit status."""
     from tftransfer.data import check_data
 
-    report = check_data(args.folder)
+    source = args.folder or args.data
+    if source is None:
+        raise TransferError("name the data: check-data DATA (or --data DATA)")
+    if not Path(source).is_dir() or Path(source, "dataset_spec.pb").is_file():
+        return _check_source(args, source)
+    report = check_data(source)
     for path, reason in sorted(report.skipped.items()):
         print(f"skipped {path}: {reason}")
     for split, classes in report.used.items():
@@ -390,14 +395,39 @@ def check_data_command(args):
     return 0
 
 
+def _check_source(args, source):
+    """check-data on a source that is not a folder: read it as train would, then count."""
+    import tftransfer
+    from tftransfer.data import identify
+
+    options = {**data_options(args), "image_cache": False, "batch_size": 64}
+    data = tftransfer.load_data(source, (32, 32), **options)  # Small: the check decodes all.
+    for path, reason in sorted(data.skipped.items()):
+        print(f"skipped {path}: {reason}")
+    used = 0
+    for split, batches in (("train", data.train), ("validation", data.validation),
+                           ("test", data.test)):
+        if batches is not None:
+            identity = identify(batches, len(data.class_names))
+            used += identity.rows
+            print(f"{split}: " + ", ".join(f"{name} {int(n)}" for name, n in
+                                           zip(data.class_names, identity.counts)))
+    print(f"{used + len(data.skipped)} example(s) found = {used} used + "
+          f"{len(data.skipped)} skipped")
+    return 0
+
+
 def clear_cache_command(args):
     """Runs `tftransfer clear-cache`; returns the exit status."""
     from tftransfer.training.feature_cache import clear_feature_cache, default_cache_dir
 
-    cleared = clear_feature_cache(args.feature_cache)
+    cache = _feature_cache(args)
+    if cache is False:
+        raise TransferError("--feature-cache none names no cache to clear")
+    cleared = clear_feature_cache(None if cache is True else cache)
     count = len(cleared.deleted)
     print(f"deleted {count} cache entr{'y' if count == 1 else 'ies'} from "
-          f"{args.feature_cache or default_cache_dir()}")
+          f"{default_cache_dir() if cache is True else cache}")
     for path in cleared.in_use:
         print(f"kept {path}: a training is reading it", file=sys.stderr)
     for path, reason in cleared.failed.items():
@@ -419,13 +449,14 @@ def lr_find_command(args):
     model = tftransfer.build_classifier(base, len(data.class_names),
                                         multi_label=data.multi_label)
     cache = _feature_cache(args)
-    if cache is False:
-        raise TransferError("lr-find runs on cached features; drop --feature-cache none")
-    features, _ = cached_features(model.get_layer("features"), data.train,
-                                  cache_dir=None if cache is True else cache,
-                                  shuffle=True, seed=args.seed)
-    loss, _ = loss_and_metrics(data.multi_label)  # Sigmoids for multi-hot labels.
-    search = find_learning_rate(head_of(model), features, loss=loss)
+    # The range test trains on the features many times: with --feature-cache none
+    # they are extracted once into a folder that goes when the test ends.
+    with tempfile.TemporaryDirectory() if cache is False else contextlib.nullcontext(
+            None if cache is True else cache) as cache_dir:
+        features, _ = cached_features(model.get_layer("features"), data.train,
+                                      cache_dir=cache_dir, shuffle=True, seed=args.seed)
+        loss, _ = loss_and_metrics(data.multi_label)  # Sigmoids for multi-hot labels.
+        search = find_learning_rate(head_of(model), features, loss=loss)
     print(f"learning rate: {search.rate:.3g} (a tenth of {search.lowest:.3g}, where the "
           f"loss was lowest); train with --head-learning-rate {search.rate:.3g} or auto")
     print(f"plot: {os.path.abspath(search.plot(args.plot))}")
