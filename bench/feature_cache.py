@@ -45,10 +45,10 @@ import tensorflow as tf  # noqa: E402
 
 import tftransfer  # noqa: E402
 from tftransfer.cli import DEMO_DATA  # noqa: E402
-from tftransfer.models.boundary import split_at  # noqa: E402
 from tftransfer.data import identify  # noqa: E402
-from tftransfer.training.feature_cache import cached_features  # noqa: E402
+from tftransfer.models.boundary import split_at  # noqa: E402
 from tftransfer.models.losses import SparseCategoricalCrossentropy  # noqa: E402
+from tftransfer.training.feature_cache import cached_features  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 FLOWERS = SHARED / "datasets" / "oxford17_flowers"

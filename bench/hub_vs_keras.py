@@ -31,8 +31,8 @@ import keras
 import tensorflow as tf
 
 import tftransfer
-from tftransfer.models.bases import BUNDLED_BASE, SAVED_MODELS_DIR
 from tftransfer.cli import DEMO_DATA
+from tftransfer.models.bases import BUNDLED_BASE, SAVED_MODELS_DIR
 
 PATHS = {"keras": BUNDLED_BASE, "hub": str(SAVED_MODELS_DIR / "fashion_mobilenet_v2_hub")}
 SETTINGS = {"frozen": dict(top=tftransfer.Phase.top(epochs=0)),

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from tftransfer.reports.evaluation import classification_report
-from tftransfer.reports.label_report import multi_label_report
 from tftransfer.metrics import (average_precision, mean_average_precision, precision_recall_curve,
                                 scores_of_counts)
+from tftransfer.reports.evaluation import classification_report
+from tftransfer.reports.label_report import multi_label_report
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

@@ -1,7 +1,7 @@
 import pytest
 
-from tftransfer.errors import TransferError
 from tftransfer.data.labels_file import read_labels, write_labels
+from tftransfer.errors import TransferError
 
 
 def test_names_with_any_character_but_control_ones_round_trip(tmp_path):

@@ -32,6 +32,10 @@ def test_image_folder_reads_train_val_test_folders(split_folder_path):
     assert len(labels_of(data.train)) == 18
     assert len(labels_of(data.validation)) == 9
     assert len(labels_of(data.test)) == 9
+    identities = data.identities()
+    assert {name: i.rows for name, i in identities.items()} == {
+        "train": 18, "validation": 9, "test": 9}
+    assert list(identities["train"].counts) == [6, 6, 6]
 
 
 def test_train_split_is_reshuffled_each_epoch(image_folder_path):

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.training import feature_cache
+from tftransfer.data import identify
 from tftransfer.models.boundary import split_at
 from tftransfer.models.builder import set_trainable
-from tftransfer.data import identify
+from tftransfer.training import feature_cache
 
 from conftest import write_image_folder
 

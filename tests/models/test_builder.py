@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.training.auto import auto_unfreeze
-from tftransfer.models.builder import augmentation_of, backbone_layers, head_of
 from tftransfer.errors import TransferError
+from tftransfer.models.builder import augmentation_of, backbone_layers, head_of
+from tftransfer.training.auto import auto_unfreeze
 
 
 def trainable_names(model):

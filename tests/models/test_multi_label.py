@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.models.builder import build_head
 from tftransfer.errors import TransferError
+from tftransfer.models.builder import build_head
 from tftransfer.models.multi_label import (DEFAULT_THRESHOLD, MAX_POSITIVE_WEIGHT,
                                            choose_thresholds, is_multi_label, positive_weights,
                                            set_thresholds, thresholds_of)

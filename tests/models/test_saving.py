@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.models import hub
 from tftransfer.errors import TransferError
+from tftransfer.models import hub
 from tftransfer.models.saving import load_model
 
 

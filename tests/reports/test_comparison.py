@@ -3,8 +3,8 @@ import json
 import pytest
 
 import tftransfer
-from tftransfer.reports.comparison import METHODS, compare
 from tftransfer.errors import TransferError
+from tftransfer.reports.comparison import METHODS, compare
 
 
 @pytest.fixture

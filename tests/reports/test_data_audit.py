@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import tftransfer
-from tftransfer.reports.data_audit import exact_leaks, neighbourhood, write_clean_list
 from tftransfer.reports.audit_page import save_audit
+from tftransfer.reports.data_audit import exact_leaks, neighbourhood, write_clean_list
 
 from conftest import write_audit_folder
 

@@ -6,8 +6,8 @@ import pytest
 
 import tftransfer
 from tftransfer.errors import TransferError
-from tftransfer.reports.evaluation import REPORT_KEYS, classification_report, evaluate
 from tftransfer.export.tflite import export_tflite
+from tftransfer.reports.evaluation import REPORT_KEYS, classification_report, evaluate
 
 # Five examples of classes a, b, c; class d is absent and, like c, never predicted.
 LABELS = [0, 0, 1, 1, 2]

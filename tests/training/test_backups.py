@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.training import backups
 from tftransfer.errors import TransferError
+from tftransfer.training import backups
 
 from conftest import tiny_dense_dataset, tiny_dense_model
 

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 import tftransfer
-from tftransfer.training import distribute
 from tftransfer.errors import TransferError
 from tftransfer.models.losses import SparseCategoricalCrossentropy
+from tftransfer.training import distribute
 
 from conftest import write_image_folder
 

@@ -15,10 +15,10 @@ import tensorflow as tf
 from PIL import Image
 
 import tftransfer
-from tftransfer.training import auto, feature_cache
-from tftransfer.models.features import assemble_features
-from tftransfer.models.builder import head_of
 from tftransfer.errors import TransferError
+from tftransfer.models.builder import head_of
+from tftransfer.models.features import assemble_features
+from tftransfer.training import auto, feature_cache
 from tftransfer.training.feature_cache import (cached_features, clear_feature_cache,
                                                joined_features, read_manifest)
 
@@ -116,8 +116,8 @@ KILLED_WRITER = """
 import sys, time
 import tensorflow as tf
 import tftransfer
-from tftransfer.training import auto, feature_cache
 from tftransfer.models.features import assemble_features
+from tftransfer.training import auto, feature_cache
 
 feature_cache._SHARD_BYTES = 1  # A shard per batch, so there is a partial state.
 base = tftransfer.load_base(sys.argv[1], preprocessing="unit")

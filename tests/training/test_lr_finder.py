@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer.models.builder import build_head
 from tftransfer.errors import TransferError
+from tftransfer.models.builder import build_head
 from tftransfer.training.lr_finder import find_learning_rate
 from conftest import tiny_dense_dataset
 

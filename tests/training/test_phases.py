@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from tftransfer.training import phases
 from tftransfer.errors import TransferError
+from tftransfer.training import phases
 from tftransfer.training.phases import HEAD, TOP, Phase
 
 

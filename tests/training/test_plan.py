@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 import tftransfer
-from tftransfer.training import plan as plan_module
-from tftransfer.models.builder import set_trainable
 from tftransfer.data import identify
+from tftransfer.models.builder import set_trainable
+from tftransfer.training import plan as plan_module
 from tftransfer.training.plan import boundary_split, plan_fine_tune, why_not_cached
 
 
@@ -80,8 +80,10 @@ def test_plan_of_a_cached_run_says_what_auto_chose(tiny_base, split_folder_path,
 
 
 def test_plan_leaves_the_model_untouched(tiny_base):
-    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None)
+    # Built with part of its base trainable: planning does not reset the flags.
+    model = tftransfer.build_classifier(tiny_base, 3, augmentation=None, unfreeze="all")
     before = [w.trainable for w in model.weights]
+    assert any(before[:-2])
     plan_fine_tune(model, unshuffled(), top=tftransfer.Phase.top(unfreeze=3), refit=False)
     assert [w.trainable for w in model.weights] == before
     assert getattr(model, "optimizer", None) is None  # Not compiled.
@@ -110,6 +112,9 @@ def test_plan_without_the_cache_or_a_top_phase(tiny_base):
                           options=tftransfer.RunOptions(feature_cache=False, seed=5))
     assert not plan.head.cached and plan.head.why_not_cached == "disabled"
     assert not plan.top.runs and plan.refit and plan.seed == 5
+    # "auto" needs cached features for its range test: resolved here, not at run time.
+    assert plan.head.phase.learning_rate == plan_module.FALLBACK_HEAD_RATE
+    assert f"{plan_module.FALLBACK_HEAD_RATE:g}" in plan.describe()
     assert plan.cache_dir is None and plan.split is None
     assert "top: skipped" in plan.describe() and "feature cache: disabled" in plan.describe()
 

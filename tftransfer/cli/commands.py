@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from tftransfer.cli.arguments import class_names_option, data_options
-from tftransfer.errors import TransferError
 from tftransfer.data.labels_file import read_labels, write_labels
+from tftransfer.errors import TransferError
 from tftransfer.training.runs import RunRecord, claim_run_dir, data_digest, default_run_dir
 
 
@@ -398,20 +398,16 @@ def check_data_command(args):
 def _check_source(args, source):
     """check-data on a source that is not a folder: read it as train would, then count."""
     import tftransfer
-    from tftransfer.data import identify
 
     options = {**data_options(args), "image_cache": False, "batch_size": 64}
     data = tftransfer.load_data(source, (32, 32), **options)  # Small: the check decodes all.
     for path, reason in sorted(data.skipped.items()):
         print(f"skipped {path}: {reason}")
-    used = 0
-    for split, batches in (("train", data.train), ("validation", data.validation),
-                           ("test", data.test)):
-        if batches is not None:
-            identity = identify(batches, len(data.class_names))
-            used += identity.rows
-            print(f"{split}: " + ", ".join(f"{name} {int(n)}" for name, n in
-                                           zip(data.class_names, identity.counts)))
+    identities = data.identities()
+    for split, identity in identities.items():
+        print(f"{split}: " + ", ".join(f"{name} {int(n)}" for name, n in
+                                       zip(data.class_names, identity.counts)))
+    used = sum(identity.rows for identity in identities.values())
     print(f"{used + len(data.skipped)} example(s) found = {used} used + "
           f"{len(data.skipped)} skipped")
     return 0

@@ -17,11 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data import cache as data_cache
-from tftransfer.progress import Progress
 from tftransfer.data.decode import (DECODER_VERSION, IMAGE_EXTENSIONS, decoder_of,
                                     file_decoder, read_header)
 from tftransfer.data.loader import check_class_names, files_key
 from tftransfer.errors import TransferError
+from tftransfer.progress import Progress
 
 logger = logging.getLogger("tftransfer")
 

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.data.identity import identify
 from tftransfer.errors import TransferError
 
 
@@ -51,6 +52,15 @@ class DataSplits:
         """Whether the labels are multi-hot rows (labels that are not exclusive)."""
         spec = self.train.element_spec[1]
         return spec.shape.rank == 2 and spec.shape[-1] != 1
+
+    def identities(self) -> dict:
+        """`{split: DataIdentity}` of each split present, read once each (`identify`).
+
+        The data check's counts of a source that is not a folder.
+        """
+        splits = (("train", self.train), ("validation", self.validation), ("test", self.test))
+        return {name: identify(batches, len(self.class_names))
+                for name, batches in splits if batches is not None}
 
     def held_out(self):
         """Returns `(name, batches)` to score on: the test split, else validation.

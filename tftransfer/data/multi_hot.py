@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.check import DataReport, decode_once, log_skipped
-from tftransfer.defaults import DEFAULT_BATCH_SIZE
-from tftransfer.data.loader import DataSplits, check_class_count, decoded_split
 from tftransfer.data.csv_rows import csv_rows
+from tftransfer.data.loader import DataSplits, check_class_count, decoded_split
+from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.errors import TransferError
 
 logger = logging.getLogger("tftransfer")

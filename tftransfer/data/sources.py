@@ -12,15 +12,15 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data import cache as data_cache
-from tftransfer.data.csv_rows import csv_rows
 from tftransfer.data.check import DataReport, check_folder, decode_once, log_skipped
+from tftransfer.data.csv_rows import csv_rows
 from tftransfer.data.decode import check_channels, fit_pixels
-from tftransfer.data.multi_hot import (is_multi_label_csv, multi_hot_labels,
-                                         multi_label_csv, random_split)
-from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.data.loader import (DataSplits, batched,
                                     check_class_count, file_splits, stratified_split)
+from tftransfer.data.multi_hot import (is_multi_label_csv, multi_hot_labels,
+                                         multi_label_csv, random_split)
 from tftransfer.data.tf_data import dataset_source, tfds_dataset
+from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.errors import TransferError
 
 

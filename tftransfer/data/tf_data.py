@@ -12,10 +12,10 @@ import tensorflow as tf
 
 from tftransfer.data import cache as data_cache
 from tftransfer.data.decode import check_channels, decode_image, fit_pixels
-from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.data.loader import (DataSplits, batched, check_class_count,
                                     stratified_split)
 from tftransfer.data.multi_hot import random_split
+from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.errors import TransferError
 
 

@@ -14,11 +14,11 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from tftransfer.data.labels_file import LABELS_FILE, read_labels
 from tftransfer.errors import TransferError
+from tftransfer.export.model_versions import latest_version
 from tftransfer.export.saved_model import export_thresholds
 from tftransfer.export.tflite import TFLiteClassifier
-from tftransfer.data.labels_file import LABELS_FILE, read_labels
-from tftransfer.export.model_versions import latest_version
 
 
 @dataclasses.dataclass

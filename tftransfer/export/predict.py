@@ -17,9 +17,9 @@ from tftransfer.data.check import printable
 from tftransfer.data.decode import IMAGE_EXTENSIONS, read_header
 from tftransfer.defaults import TOP_K
 from tftransfer.errors import TransferError
-from tftransfer.export.saved_model import export_thresholds
 from tftransfer.export.exported import load_exported
 from tftransfer.export.model_versions import latest_version
+from tftransfer.export.saved_model import export_thresholds
 
 #: Images per call of the model.
 PREDICT_BATCH = 64

@@ -27,12 +27,12 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-from tftransfer.data import decode_image
-from tftransfer.defaults import MAX_PIXELS, TOP_K
-from tftransfer.data.labels_file import LABELS_FILE, write_labels
-from tftransfer.export.model_versions import check_export_target
 from tftransfer import _atomic
+from tftransfer.data import decode_image
+from tftransfer.data.labels_file import LABELS_FILE, write_labels
+from tftransfer.defaults import MAX_PIXELS, TOP_K
 from tftransfer.errors import TransferError
+from tftransfer.export.model_versions import check_export_target
 from tftransfer.models.multi_label import is_multi_label, thresholds_of
 
 #: Beside a multi-label `.tflite` file: each label's threshold, a line each.

@@ -16,9 +16,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import keras
 
-from tftransfer.models import hub
 from tftransfer.defaults import BUNDLED_BASE
 from tftransfer.errors import TransferError
+from tftransfer.models import hub
 from tftransfer.models.features import Base, add_taps, assemble_features
 from tftransfer.models.saving import load_model
 

@@ -17,9 +17,9 @@ from typing import Optional, Union
 
 import keras
 
-from tftransfer.models.features import Base, find_backbone
 from tftransfer.defaults import NO_UNFREEZE
 from tftransfer.errors import TransferError
+from tftransfer.models.features import Base, find_backbone
 from tftransfer.models.multi_label import LabelThresholds
 
 
@@ -209,12 +209,33 @@ def set_trainable(model: keras.Model, unfreeze: Union[str, int]) -> int:
     return count
 
 
-def _set_module_trainable(model, module, unfreeze):
-    """`set_trainable` for a TF Hub module: none of it, all of it, or its top N variables."""
+def unfrozen_count(model: keras.Model, unfreeze: Union[str, int]) -> int:
+    """What `set_trainable(model, unfreeze)` would set trainable, without setting anything.
+
+    Args:
+        model, unfreeze: As in `set_trainable`.
+
+    Returns:
+        The number of backbone layers (for a TF Hub module, variables).
+    """
+    backbone = find_backbone(model)
+    if not isinstance(backbone, keras.Model):
+        count = _module_count(backbone, unfreeze)
+        return len(backbone.fine_tunable_variables) if count is None else count
+    return _count_trainable(unfreeze, backbone_layers(model), backbone.name)
+
+
+def _module_count(module, unfreeze):
+    """A TF Hub module's variables to train: 0, `None` for all, or N."""
     if isinstance(unfreeze, str) and unfreeze not in ("none", "all") and not unfreeze.isdigit():
         raise TransferError(f"the TF Hub module {module.name!r} has no layer names; "
                             "unfreeze 'none', 'all' or a number of its variables")
-    count = 0 if unfreeze == NO_UNFREEZE else None if unfreeze == "all" else int(unfreeze)
+    return 0 if unfreeze == NO_UNFREEZE else None if unfreeze == "all" else int(unfreeze)
+
+
+def _set_module_trainable(model, module, unfreeze):
+    """`set_trainable` for a TF Hub module: none of it, all of it, or its top N variables."""
+    count = _module_count(module, unfreeze)
     set_trainable_flag(model.get_layer("features"), count != 0)
     if count != 0:
         module.unfrozen_variables = count

@@ -20,15 +20,15 @@ from typing import Sequence, Union
 
 import keras
 
-from tftransfer.models.builder import build_classifier, set_trainable_flag
 from tftransfer.data.loader import DataSplits
 from tftransfer.errors import TransferError
-from tftransfer.reports.evaluation import evaluate
+from tftransfer.models.builder import build_classifier, set_trainable_flag
 from tftransfer.models.features import Base
 from tftransfer.models.losses import loss_and_metrics
+from tftransfer.reports.evaluation import evaluate
+from tftransfer.training.fine_tuning import fine_tune, tune_thresholds
 from tftransfer.training.phases import Phase
 from tftransfer.training.plan import RunOptions
-from tftransfer.training.fine_tuning import fine_tune, tune_thresholds
 
 METHODS = ("scratch", "features", "fine_tune")
 

@@ -31,12 +31,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-from tftransfer.reports import copies
-from tftransfer.reports.copies import hash_neighbours, perceptual_hash
 from tftransfer.defaults import DEFAULT_BATCH_SIZE
 from tftransfer.errors import TransferError
-from tftransfer.training.evidence import softmax_probabilities, softmax_regression
 from tftransfer.models.features import Base
+from tftransfer.reports import copies
+from tftransfer.reports.copies import hash_neighbours, perceptual_hash
+from tftransfer.training.evidence import softmax_probabilities, softmax_regression
 
 logger = logging.getLogger("tftransfer")
 

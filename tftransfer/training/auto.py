@@ -21,10 +21,10 @@ import math
 import keras
 import numpy as np
 
-from tftransfer.models.builder import augmentation_of, backbone_layers
 from tftransfer.data.identity import identify
-from tftransfer.models.features import find_backbone
 from tftransfer.defaults import NO_UNFREEZE
+from tftransfer.models.builder import augmentation_of, backbone_layers
+from tftransfer.models.features import find_backbone
 
 logger = logging.getLogger("tftransfer")
 

@@ -17,8 +17,8 @@ import keras
 import numpy as np
 
 from tftransfer import _atomic, _locks
-from tftransfer.training.distribute import is_chief
 from tftransfer.errors import TransferError
+from tftransfer.training.distribute import is_chief
 
 logger = logging.getLogger("tftransfer")
 

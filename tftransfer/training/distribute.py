@@ -25,9 +25,9 @@ import os
 import keras
 import tensorflow as tf
 
-from tftransfer.training import multi_worker
 from tftransfer.defaults import PRECISIONS, STRATEGIES
 from tftransfer.errors import TransferError
+from tftransfer.training import multi_worker
 
 logger = logging.getLogger("tftransfer")
 

@@ -31,11 +31,11 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer import _atomic, _locks
-from tftransfer.data.identity import identify
 from tftransfer.data.cache import memory_short_of
-from tftransfer.training.distribute import is_multi_worker
+from tftransfer.data.identity import identify
 from tftransfer.errors import TransferError
 from tftransfer.progress import Progress
+from tftransfer.training.distribute import is_multi_worker
 
 logger = logging.getLogger("tftransfer")
 

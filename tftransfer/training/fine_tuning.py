@@ -18,8 +18,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.training.backups import PhaseBackups
+from tftransfer.defaults import NO_UNFREEZE
 from tftransfer.models.builder import augmentation_of, head_of, set_trainable
+from tftransfer.models.losses import loss_and_metrics
+from tftransfer.models.multi_label import choose_thresholds, set_thresholds
+from tftransfer.progress import EpochLine, no_bars
+from tftransfer.training.backups import PhaseBackups
 from tftransfer.training.cached_inputs import cached_inputs
 from tftransfer.training.distribute import fit, learning_rate_scale
 from tftransfer.training.evidence import Evidence, measure_evidence
@@ -27,12 +31,9 @@ from tftransfer.training.feature_cache import read_rows
 from tftransfer.training.history import FineTuneHistory
 from tftransfer.training.keep import (average_weights, choose_kept, inference, multi_label_kept,
                                       predictions, top_lost)
-from tftransfer.models.losses import loss_and_metrics
 from tftransfer.training.lr_finder import find_learning_rate
-from tftransfer.models.multi_label import choose_thresholds, set_thresholds
 from tftransfer.training.phases import HEAD, TOP, Phase, kept_epochs
 from tftransfer.training.plan import DISABLED, Plan, RunOptions, plan_fine_tune
-from tftransfer.progress import EpochLine, no_bars
 
 logger = logging.getLogger("tftransfer")
 
@@ -42,8 +43,6 @@ logger = logging.getLogger("tftransfer")
 #: of an epoch (docs/benchmarks.md#feature-cache); the top phase's steps cost
 #: more, and 8 keeps its progress bar moving.
 CACHED_STEPS_PER_EXECUTION = {"head": 64, "refit": 64, "top": 8}
-#: The head's rate when `"auto"` cannot run its range test (no cached features).
-FALLBACK_HEAD_RATE = 1e-3
 
 
 def fine_tune(model: keras.Model, train: tf.data.Dataset,
@@ -261,16 +260,13 @@ def _train_head(model, plan, train, validation_data, runner):
     When the top phase is cached too, the features come from its cached
     activations at the cut (`plan.split`), so that the base runs once.
     """
+    set_trainable(model, NO_UNFREEZE)  # The head alone, whatever the model came with.
     initial = head_of(model).get_weights()
     phase = plan.head.phase
     decided = None
     if not plan.head.cached:
         if plan.head.why_not_cached != DISABLED:
             logger.info("feature cache not used: %s", plan.head.why_not_cached)
-        if phase.learning_rate == "auto":
-            logger.info("head learning rate 'auto' needs cached features; using %g",
-                        FALLBACK_HEAD_RATE)
-            phase = dataclasses.replace(phase, learning_rate=FALLBACK_HEAD_RATE)
         result = FineTuneHistory(head=runner.run("head", model, phase, train, validation_data),
                                  head_learning_rate=phase.learning_rate)
         if plan.refit:

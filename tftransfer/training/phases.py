@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
-from tftransfer.errors import TransferError
 from tftransfer.defaults import NO_UNFREEZE
+from tftransfer.errors import TransferError
 
 if TYPE_CHECKING:
     import keras

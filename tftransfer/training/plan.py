@@ -17,23 +17,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.training import auto, keep
-from tftransfer.models.boundary import Split, split_at
-from tftransfer.models.builder import augmentation_of, set_trainable
 from tftransfer.data.cache import free_space
 from tftransfer.data.identity import DataIdentity, identify
-from tftransfer.training.distribute import is_multi_worker
-from tftransfer.errors import TransferError
-from tftransfer.models.features import find_backbone
-from tftransfer.training.feature_cache import default_cache_dir
-from tftransfer.models.multi_label import is_multi_label, positive_weights
 from tftransfer.defaults import NO_UNFREEZE
+from tftransfer.errors import TransferError
+from tftransfer.models.boundary import Split, split_at
+from tftransfer.models.builder import augmentation_of, unfrozen_count
+from tftransfer.models.features import find_backbone
+from tftransfer.models.multi_label import is_multi_label, positive_weights
+from tftransfer.training import auto, keep
+from tftransfer.training.distribute import is_multi_worker
+from tftransfer.training.feature_cache import default_cache_dir
 from tftransfer.training.phases import HEAD, TOP, Phase
 
 if TYPE_CHECKING:
     from tftransfer.training.evidence import Evidence
 
 logger = logging.getLogger("tftransfer")
+
+#: The head's rate when `"auto"` cannot run its range test (no cached features).
+FALLBACK_HEAD_RATE = 1e-3
 
 #: The reason a phase is not cached when the caller turned the cache off.
 DISABLED = "disabled"
@@ -271,11 +274,15 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
         refit = False  # The thresholds are chosen on the validation images: keep them out.
     top, views, refit = auto.resolve(model, train_id.counts, top, augmented_views, refit)
     refit = _checked_refit(refit, top, validation_data)
-    unfrozen = set_trainable(model, top.unfreeze) if top.epochs > 0 else 0
-    set_trainable(model, NO_UNFREEZE)
+    # Counted, not set: planning changes nothing in the model.
+    unfrozen = unfrozen_count(model, top.unfreeze) if top.epochs > 0 else 0
     top = dataclasses.replace(top, unfreeze=unfrozen or NO_UNFREEZE)
     cache_dir = _cache_dir(options.feature_cache)
     why_not = why_not_cached(model, train_id, options.feature_cache, views)
+    if why_not is not None and head.learning_rate == "auto":
+        logger.info("head learning rate 'auto' needs cached features; using %g",
+                    FALLBACK_HEAD_RATE)
+        head = dataclasses.replace(head, learning_rate=FALLBACK_HEAD_RATE)
     split, why_not_top = None, why_not
     if unfrozen > 0 and why_not is None:
         split, why_not_top = boundary_split(model, train_id, unfrozen, cache_dir, views)
