@@ -112,6 +112,7 @@ def test_plan_without_the_cache_or_a_top_phase(tiny_base):
                           options=tftransfer.RunOptions(feature_cache=False, seed=5))
     assert not plan.head.cached and plan.head.why_not_cached == "disabled"
     assert not plan.top.runs and plan.refit and plan.seed == 5
+    assert plan.options.feature_cache is False  # Whole: run_plan reads only the plan.
     # "auto" needs cached features for its range test: resolved here, not at run time.
     assert plan.head.phase.learning_rate == plan_module.FALLBACK_HEAD_RATE
     assert f"{plan_module.FALLBACK_HEAD_RATE:g}" in plan.describe()

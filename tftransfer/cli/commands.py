@@ -83,7 +83,7 @@ def train_command(args):
         if replayed is not None and replayed != digest:
             print(f"note: the data differ from those of --config {args.config} (data "
                   f"digest {digest[:12] if digest else None}, was {replayed[:12]})")
-    history = _fine_tune(model, data, args, record, plan, settings["options"])
+    history = _fine_tune(model, data, args, record, plan)
     metrics = {}
     if data.test is not None:  # Every worker: under several, evaluation is collective.
         metrics = distribute.evaluate(model, data.test)
@@ -141,7 +141,7 @@ def _fine_tune_settings(args):
             backup_dir=args.backup_dir, feature_cache=_feature_cache(args), seed=args.seed))
 
 
-def _fine_tune(model, data, args, record, plan, options):
+def _fine_tune(model, data, args, record, plan):
     """Runs the plan with TensorBoard logs in the run folder (or `--log-dir`)."""
     import keras
 
@@ -151,7 +151,7 @@ def _fine_tune(model, data, args, record, plan, options):
     log_dir = args.log_dir or (record.log_dir if record else None)
     callbacks = [keras.callbacks.TensorBoard(str(log_dir))] if log_dir else []
     history = run_plan(model, plan, data.train, data.validation, callbacks=callbacks,
-                       verbose=2 if args.quiet else "auto", options=options)
+                       verbose=2 if args.quiet else "auto")
     print(f"trained in {time.time() - start:.0f} s; kept the weights of the "
           f"'{history.kept_phase}' phase")
     return history

@@ -116,13 +116,13 @@ def fine_tune(model: keras.Model, train: tf.data.Dataset,
                           class_weight=class_weight, label_smoothing=label_smoothing,
                           augmented_views=augmented_views, refit=refit, options=options)
     return run_plan(model, plan, train, validation_data, callbacks=callbacks,
-                    verbose=verbose, options=options)
+                    verbose=verbose)
 
 
 def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
              validation_data: Optional[tf.data.Dataset] = None, *,
-             callbacks: Optional[list] = None, verbose: Union[str, int] = "auto",
-             options: Optional[RunOptions] = None) -> FineTuneHistory:
+             callbacks: Optional[list] = None,
+             verbose: Union[str, int] = "auto") -> FineTuneHistory:
     """Runs a `Plan` that `plan_fine_tune` made: the head, the top, the better kept.
 
     `fine_tune` is `plan_fine_tune` then `run_plan`; call them apart to use
@@ -132,16 +132,14 @@ def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
     Args:
         model, train, validation_data: As given to `plan_fine_tune`.
         plan: The `Plan`.
-        callbacks, verbose: As in `fine_tune`.
-        options: As given to `plan_fine_tune`; the devices, backups and
-            scaling come from it, the cache and the seed from the plan.
+        callbacks, verbose: As in `fine_tune`. Everything else (the cache,
+            the seed, devices, backups) comes from the plan, which holds
+            the `RunOptions` it was made with.
 
     Returns:
         A `FineTuneHistory`.
     """
-    options = options or RunOptions()
-    runner = _PhaseRunner(model, plan, options, callbacks, verbose,
-                          validation_data is not None)
+    runner = _PhaseRunner(model, plan, callbacks, verbose, validation_data is not None)
     with contextlib.closing(runner):  # Frees the backup folder however the run ends.
         result = _resumed_head(model, plan, runner) or _train_head(
             model, plan, train, validation_data, runner)
@@ -162,7 +160,8 @@ def run_plan(model: keras.Model, plan: Plan, train: tf.data.Dataset,
 class _PhaseRunner:
     """What both phases share: the loss, the callbacks, the backups, the device options."""
 
-    def __init__(self, model, plan, options, callbacks, verbose, validated):
+    def __init__(self, model, plan, callbacks, verbose, validated):
+        options = plan.options
         self.strategy = model.distribute_strategy
         self.options = options
         self.callbacks = list(callbacks or [])

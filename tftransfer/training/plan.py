@@ -140,6 +140,8 @@ class Plan:
             whether the top phase runs does (`auto.top_phase_from_evidence`).
         refit_without_top: With `waits`, whether the head is refit if the
             evidence skips the top phase (`refit="auto"` and few images).
+        options: The `RunOptions` it was made with, whole: `run_plan` reads
+            the devices, backups and scaling from here.
     """
 
     head: PhasePlan
@@ -158,6 +160,8 @@ class Plan:
     multi_label: bool = False
     waits: tuple = ()
     refit_without_top: bool = False
+    options: RunOptions = dataclasses.field(default_factory=lambda: RunOptions(),
+                                            compare=False)
 
     def after_evidence(self, evidence: Optional["Evidence"]) -> tuple:
         """The plan once the evidence is in, and the decision it made.
@@ -301,7 +305,7 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
         unit="backbone layer(s)" if isinstance(find_backbone(model), keras.Model) else
         "variable(s) of the TF Hub module", split=split, multi_label=multi,
         keep=keep.MULTI_LABEL_KEEP_RULE if multi else KEEP_RULE, waits=waits,
-        refit_without_top=refit_without_top)
+        refit_without_top=refit_without_top, options=options)
 
 
 def _checked_labels(model, train_id):
