@@ -102,3 +102,27 @@ def test_the_same_bytes_in_another_shape_or_dtype_of_the_same_values(arrays):
     unknown = pairs(images, labels).map(lambda x, y: tf.py_function(
         lambda a, b: (a, b), [x, y], [tf.float32, tf.int64]))
     assert identify(unknown).key == key  # A py_function hides the shapes, not the content.
+
+
+def test_a_loaders_files_are_identified_without_a_read(tmp_path, monkeypatch):
+    import os
+
+    from tftransfer.data import identity
+
+    root = write_image_folder(tmp_path / "data", 4)
+    load = lambda: tftransfer.image_folder(root, (16, 16), validation_split=0.25,  # noqa: E731
+                                           image_cache=False)
+    data = load()
+    # No pass over the pixels: the key comes from the files.
+    monkeypatch.setattr(identity, "_fingerprint_batch", None)
+    first = identify(data.train, 3)
+    assert first.key.startswith("files-") and first.rows == 9 and first.counts == (3, 3, 3)
+    assert identify(data.train).counts is None
+    assert identify(load().train, 3).key == first.key  # The same files: the same key.
+    assert identify(tftransfer.image_folder(root, (24, 24), validation_split=0.25,
+                                            image_cache=False).train, 3).key != first.key
+    changed = sorted(root.rglob("*.png"))
+    for path in changed:  # Rewritten (a new modification time) or relabelled: a new key.
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert identify(load().train, 3).key != first.key

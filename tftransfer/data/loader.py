@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.data.identity import identify
+from tftransfer.data.decode import DECODER_VERSION
+from tftransfer.data.identity import DataIdentity, identify, register_identity
 from tftransfer.errors import TransferError
 
 
@@ -97,6 +98,28 @@ def source_files(dataset):
         return None
 
 
+def files_identity(decoded, paths, labels, num_classes):
+    """The `DataIdentity` of decoded files, from their names, sizes and times, not a read.
+
+    Args:
+        decoded: The `Decoded` pass the files come from (its pixels' shape
+            is part of the key).
+        paths: The files, in any order.
+        labels: Each file's class index.
+        num_classes: The number of classes, for the counts.
+
+    Returns:
+        A `DataIdentity` whose key changes with any file's path, size,
+        modification time or label, with the decoded size and the decoder.
+    """
+    order = np.argsort([str(p) for p in paths], kind="stable")
+    shape = tuple(decoded.source.element_spec[0].shape) if decoded.source is not None else ()
+    key = files_key([paths[i] for i in order], [labels[i] for i in order], shape,
+                    DECODER_VERSION)
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
+    return DataIdentity(key, len(paths), tuple(int(c) for c in counts))
+
+
 def files_key(paths, labels, *extra):
     """Returns a key naming files by path, size and mtime, with their labels."""
     digest = hashlib.sha256(repr(extra).encode())
@@ -165,10 +188,14 @@ def file_splits(decoded, paths, split_files, class_names, batch_size, seed, skip
     """
 
     def make(split, training):
-        indices = [i for name in class_names for i in split_files.get(split, {}).get(name, [])]
+        chosen = split_files.get(split, {})
+        indices = [i for name in class_names for i in chosen.get(name, [])]
         if not indices:
             return None
-        return decoded_split(decoded, paths, indices, batch_size, seed, training)
+        labels = [label for label, name in enumerate(class_names) for _ in chosen.get(name, [])]
+        return register_identity(
+            decoded_split(decoded, paths, indices, batch_size, seed, training),
+            files_identity(decoded, [paths[i] for i in indices], labels, len(class_names)))
 
     return DataSplits(make("train", True), make("val", False), class_names,
                       test=make("test", False), skipped=skipped)
