@@ -375,7 +375,29 @@ def summarise(runs):
     if ratios:
         lines.append(f"- Time, defaults / faster recipe in extraction passes: worst "
                      f"{max(ratios):.2f} (goal ≤ 0.5; {len(ratios)} cells)")
+    lines += cost_lines(runs)
     return "\n".join(lines) + "\n"
+
+
+def cost_lines(runs):
+    """The issue's cost goals: the sweep's minutes, the evidence step's share of a run."""
+    ours = [r for r in runs if r["method"] in ("defaults", "features")]
+    lines = [f"- tftransfer's sweep (defaults and features, every cell and seed): "
+             f"{sum(r['seconds'] for r in ours) / 60:.1f} min (goal ≤ 75)"] if ours else []
+    weighed = [(r["evidence"]["seconds"] / r["seconds"], r) for r in ours
+               if r["method"] == "defaults" and (r.get("evidence") or {}).get("seconds")]
+    if weighed:
+        share, worst = max(weighed, key=lambda x: x[0])
+        lines.append(f"- The evidence step: at most {100 * share:.1f}% of a run "
+                     f"({worst['cell']}, {worst['base']}; goal ≤ 10%)")
+    skipped = [r["seconds"] / r["pass_seconds"] for r in ours if r["method"] == "defaults"
+               and any(d.startswith("top phase: skipped") for d in r.get("decisions") or [])]
+    if skipped:
+        lines.append(f"- Where the evidence skipped the top phase: at most "
+                     f"{max(skipped):.1f} passes (goal ≤ 3, start-up aside)")
+    else:
+        lines.append("- The evidence skipped the top phase in no cell (every headroom ≥ 0.04)")
+    return lines
 
 
 def math_nan():
