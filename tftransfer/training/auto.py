@@ -37,7 +37,7 @@ logger = logging.getLogger("tftransfer")
 AUTO_UNFREEZE = ((30, 0.0), (100, 0.25), (500, 0.5), (math.inf, 1.0))
 #: ... but a TF Hub module's top phase is skipped below this many images in
 #: the smallest class. A module cannot be cut and cached, so each top-phase
-#: epoch runs all of it: on 20 photos per class that phase took 10x the
+#: epoch runs all of it: on small sets that phase cost several times the
 #: head's time and gave no accuracy on average
 #: (docs/benchmarks.md#tf-hub-modules-in-the-top-phase).
 MODULE_TOP_PHASE_FROM = 100

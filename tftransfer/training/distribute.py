@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+from typing import Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
@@ -33,7 +34,7 @@ logger = logging.getLogger("tftransfer")
 
 
 
-def select_strategy(name="auto"):
+def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """Returns the `tf.distribute.Strategy` to build and train under.
 
     `"auto"` picks, in order: a TPU when one is attached (Colab, a TPU VM,
@@ -77,7 +78,7 @@ def select_strategy(name="auto"):
     return strategy
 
 
-def describe(strategy):
+def describe(strategy: tf.distribute.Strategy) -> str:
     """A strategy's public name, or "one device" for the default strategy."""
     if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
         return "one device"
@@ -156,7 +157,7 @@ def _tf_config():
         raise TransferError(f"TF_CONFIG is not valid JSON: {error}") from None
 
 
-def is_multi_worker(strategy):
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """Whether `strategy` spans more than one worker process."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
@@ -165,7 +166,7 @@ def is_multi_worker(strategy):
     return len(spec.get("chief", [])) + len(spec.get("worker", [])) > 1
 
 
-def is_chief(strategy=None):
+def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
     """Whether this process writes files (the chief, or worker 0 with no chief).
 
     Args:
@@ -184,7 +185,8 @@ def is_chief(strategy=None):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def select_precision(policy="auto", strategy=None, *, gpu_capabilities=None):
+def select_precision(policy: str = "auto", strategy: Optional[tf.distribute.Strategy] = None,
+                     *, gpu_capabilities: Optional[Sequence[tuple]] = None) -> str:
     """Chooses and sets Keras' global dtype policy.
 
     `"auto"` picks `mixed_bfloat16` on TPU, `mixed_float16` when every GPU
@@ -215,7 +217,8 @@ def select_precision(policy="auto", strategy=None, *, gpu_capabilities=None):
     return policy
 
 
-def auto_precision(strategy=None, *, gpu_capabilities=None):
+def auto_precision(strategy: Optional[tf.distribute.Strategy] = None, *,
+                   gpu_capabilities: Optional[Sequence[tuple]] = None) -> str:
     """Returns the dtype policy that `select_precision("auto")` would set."""
     strategy = strategy or tf.distribute.get_strategy()
     if isinstance(strategy, tf.distribute.TPUStrategy):
@@ -229,7 +232,8 @@ def auto_precision(strategy=None, *, gpu_capabilities=None):
     return "float32"
 
 
-def global_batch_size(per_replica_batch_size, strategy=None):
+def global_batch_size(per_replica_batch_size: int,
+                      strategy: Optional[tf.distribute.Strategy] = None) -> int:
     """Returns the global batch size for a per-replica batch size, and logs it.
 
     Datasets are batched at the global size; each step splits a batch
@@ -250,7 +254,7 @@ def global_batch_size(per_replica_batch_size, strategy=None):
     return size
 
 
-def learning_rate_scale(replicas, rule="sqrt"):
+def learning_rate_scale(replicas: int, rule: Optional[str] = "sqrt") -> float:
     """Returns the factor by which a learning rate grows with the replicas.
 
     Rates are given for one replica's batch. With N replicas the global
@@ -274,8 +278,11 @@ def learning_rate_scale(replicas, rule="sqrt"):
                         f"got {rule!r}")
 
 
-def fit(model, train, *, validation_data=None, epochs=1, initial_epoch=0, callbacks=None,
-        class_weight=None, verbose="auto"):
+def fit(model: keras.Model, train: tf.data.Dataset, *,
+        validation_data: Optional[tf.data.Dataset] = None, epochs: int = 1,
+        initial_epoch: int = 0, callbacks: Optional[list] = None,
+        class_weight: Optional[dict] = None,
+        verbose: Union[str, int] = "auto") -> keras.callbacks.History:
     """Trains a compiled model under its strategy, as `model.fit` does.
 
     Under `MultiWorkerMirroredStrategy` this runs `multi_worker.train_loop` (Keras 3's
@@ -304,7 +311,7 @@ def fit(model, train, *, validation_data=None, epochs=1, initial_epoch=0, callba
                      class_weight=class_weight, shuffle=False, verbose=verbose)
 
 
-def evaluate(model, dataset):
+def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict:
     """Returns a compiled model's `{"loss": ..., "accuracy": ...}` on a dataset.
 
     Like `model.evaluate(dataset, return_dict=True)`, which also fails
