@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Union
 
-from tftransfer.reports.report_page import _STYLE, _thumbnail_uri
+from tftransfer.reports.page import thumbnail_uri, write_html
 
 _TITLES = {"leak": "Leaks: the same photo in two splits",
            "duplicate": "Duplicates within a split",
@@ -48,18 +48,12 @@ def save_audit(report, folder: Union[str, Path], title: str = "Data audit") -> P
         sections.append("</div>")
         if len(found) > _MAX_SHOWN:
             sections.append(f"<p>... and {len(found) - _MAX_SHOWN} more in audit.csv.</p>")
-    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{html.escape(title)}</title><style>{_STYLE}"
-            "figure.pair { width: 270px; } .pair > div { display: flex; gap: 4px; }"
-            "</style></head><body>"
-            + "\n".join(sections) + "</body></html>")
-    path = folder / "audit.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_html(folder / "audit.html", title, sections, extra_style=(
+        "figure.pair { width: 270px; } .pair > div { display: flex; gap: 4px; }"))
 
 
 def _image(file):
-    uri = _thumbnail_uri(file=file)
+    uri = thumbnail_uri(file=file)
     name = html.escape(Path(file).name)
     return f'<img src="{uri}" alt="{name}">' if uri else "<div class=missing></div>"
 

@@ -10,8 +10,8 @@ and predicted, and the training curves after training.
 import html
 from pathlib import Path
 
-from tftransfer.reports.report_page import (_data_uri, _figure, _save, loss_figure, plot_history,
-                                            write_page)
+from tftransfer.reports.page import data_uri, figure, save_figure
+from tftransfer.reports.report_page import loss_figure, plot_history, write_page
 
 #: How many of the worst labels the precision-recall figure shows.
 CURVES_SHOWN = 6
@@ -29,7 +29,7 @@ def plot_pr_curves(report, path, count=CURVES_SHOWN):
         `path`.
     """
     worst = sorted(report.curves, key=lambda n: report.per_label[n]["average_precision"])
-    fig, ax = _figure(5, 4)
+    fig, ax = figure(5, 4)
     for name in worst[:count]:
         precision, recall = report.curves[name]
         ax.step([0.0, *recall], [precision[0], *precision], where="post",
@@ -41,7 +41,7 @@ def plot_pr_curves(report, path, count=CURVES_SHOWN):
     ax.set_title(f"Precision-recall, the {min(count, len(worst))} worst labels")
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _per_label_table(report):
@@ -92,13 +92,13 @@ def write_label_report_page(report, folder, *, history=None, images=None,
     if history is not None:
         curves = plot_history(history, folder / "history.png")
         sections += ["<h2>Training curves</h2>",
-                     f'<img src="{_data_uri(curves)}" alt="Training curves">']
+                     f'<img src="{data_uri(curves)}" alt="Training curves">']
     if report.curves:
         pr = plot_pr_curves(report, folder / "precision_recall.png")
         sections += ["<h2>Precision and recall</h2><p>The labels with the lowest average "
                      "precision: each curve is that label's precision against its recall "
                      "as its threshold falls.</p>",
-                     f'<img src="{_data_uri(pr)}" alt="Precision-recall curves">']
+                     f'<img src="{data_uri(pr)}" alt="Precision-recall curves">']
     sections += ["<h2>Per label</h2><p>Worst first. Precision, recall and F1 count the "
                  "decisions at each label's threshold, chosen for the best F1 on the "
                  "validation images.</p>", _per_label_table(report),

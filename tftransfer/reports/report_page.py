@@ -7,31 +7,13 @@ losses as thumbnails with captions, a reliability diagram and, after
 training, both phases' loss and accuracy curves with the boundary marked.
 """
 
-import base64
 import html
-import io
 from pathlib import Path
 
 import numpy as np
 
-from tftransfer.data.decode import DECODABLE_FORMATS
-
-THUMBNAIL = 128
-
-
-def _figure(width, height, columns=1):
-    """A figure off pyplot: no backend is chosen, so notebooks keep theirs."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    return fig, fig.subplots(1, columns)
-
-
-def _save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
-
+from tftransfer.reports.page import (data_uri, figure, save_figure, thumbnail_uri,
+                                     write_html)
 
 #: The most classes a confusion matrix figure shows; with more, it shows
 #: those with the most errors (a figure of 1,000 classes would need
@@ -75,7 +57,7 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
         matrix, rows = matrix[np.ix_(shown, shown)], rows[shown]
         class_names = [class_names[i] for i in shown]
     size = max(4.0, 0.35 * len(class_names) + 2.5)
-    fig, ax = _figure(size + 1, size)
+    fig, ax = figure(size + 1, size)
     image = ax.imshow(matrix / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
@@ -89,7 +71,7 @@ def plot_confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(reliability, path):
@@ -102,7 +84,7 @@ def plot_reliability(reliability, path):
     Returns:
         `path`.
     """
-    fig, ax = _figure(4.5, 4)
+    fig, ax = figure(4.5, 4)
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfectly calibrated")
     for b in reliability:
         ax.bar(b["low"], b["accuracy"], width=b["high"] - b["low"], align="edge",
@@ -115,7 +97,7 @@ def plot_reliability(reliability, path):
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability diagram")
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_history(history, path):
@@ -132,7 +114,7 @@ def plot_history(history, path):
     """
     logs = history.history
     epochs = np.arange(1, len(logs.get("loss", [])) + 1)
-    fig, axes = _figure(9, 3.5, columns=2)
+    fig, axes = figure(9, 3.5, columns=2)
     # A multi-label model's measure is its average precision, not its accuracy.
     second = "average_precision" if "average_precision" in logs else "accuracy"
     for ax, metric in zip(axes, ("loss", second)):
@@ -147,33 +129,7 @@ def plot_history(history, path):
         ax.set_title(metric)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-def _data_uri(path):
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
-
-
-def _thumbnail_uri(image=None, file=None):
-    """A JPEG data URI of an image array or file, at most THUMBNAIL px, or `None`."""
-    from PIL import Image
-
-    try:
-        if image is None:
-            picture = Image.open(file, formats=DECODABLE_FORMATS)
-            # A JPEG decodes straight at a fraction of its size; a photo the
-            # pixel check let through still fits (PIL's own limit is lower).
-            picture.draft("RGB", (THUMBNAIL, THUMBNAIL))
-            picture.load()
-        else:
-            picture = Image.fromarray(np.asarray(image, np.uint8))
-    except (OSError, ValueError, TypeError, Image.DecompressionBombError):
-        return None
-    picture = picture.convert("RGB")
-    picture.thumbnail((THUMBNAIL, THUMBNAIL))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return save_figure(fig, path)
 
 
 def _per_class_table(report):
@@ -196,8 +152,8 @@ def loss_figure(loss, images, caption):
         images: `{index: uint8 array}` for examples without files.
         caption: Escaped HTML for the lines under the name.
     """
-    uri = _thumbnail_uri(image=images.get(loss["index"])) if loss["index"] in images \
-        else _thumbnail_uri(file=loss["file"]) if loss["file"] else None
+    uri = thumbnail_uri(image=images.get(loss["index"])) if loss["index"] in images \
+        else thumbnail_uri(file=loss["file"]) if loss["file"] else None
     picture = (f'<img src="{uri}" alt="example {loss["index"]}">' if uri
                else '<div class=missing>no image</div>')
     name = Path(loss["file"]).name if loss["file"] else f"example {loss['index']}"
@@ -210,12 +166,7 @@ def write_page(folder, title, sections):
     Returns:
         Its path.
     """
-    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-            + "\n".join(sections) + "</body></html>")
-    path = Path(folder) / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_html(Path(folder) / "report.html", title, sections)
 
 
 def _top_losses_grid(report, images):
@@ -225,24 +176,6 @@ def _top_losses_grid(report, images):
     if not cells:
         return "<p>No image was misclassified.</p>"
     return "<div class=grid>" + "".join(cells) + "</div>"
-
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 0.85em; }
-td, th { border-bottom: 1px solid #ddd; padding: 3px 10px; text-align: right; }
-th:first-child { text-align: left; } tr.avg { background: #f3f3f3; }
-td.note { color: #a33; text-align: left; font-size: 0.9em; }
-.grid { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; width: 140px; font-size: 0.75em; }
-figure img { max-width: 128px; max-height: 128px; display: block; }
-.missing { width: 128px; height: 96px; background: #eee; }
-.warning { background: #fff3cd; border-left: 4px solid #d39e00; padding: 6px 10px; }
-.grid > img { max-width: 360px; }
-.summary { font-size: 1.1em; }
-"""
 
 
 def write_report_page(report, folder, *, history=None, images=None,
@@ -269,7 +202,7 @@ def write_report_page(report, folder, *, history=None, images=None,
         report.reliability, folder / "reliability.png")))
     if history is not None:
         plots.append(("Training curves", plot_history(history, folder / "history.png")))
-    figures = {name: f'<img src="{_data_uri(path)}" alt="{name}">' for name, path in plots}
+    figures = {name: f'<img src="{data_uri(path)}" alt="{name}">' for name, path in plots}
     top = report.top_k_accuracy
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -304,7 +237,7 @@ def plot_comparison(comparison, path):
     """
     names = [r.method for r in comparison.results]
     x = np.arange(len(names))
-    fig, ax = _figure(6, 3.5)
+    fig, ax = figure(6, 3.5)
     for offset, (label, values) in zip((-0.2, 0.2), (
             (comparison.metric, [r.score for r in comparison.results]),
             ("macro F1", [r.macro_f1 for r in comparison.results]))):
@@ -314,7 +247,7 @@ def plot_comparison(comparison, path):
     ax.set_ylim(0, 1.05)
     ax.set_title(f"The same {comparison.split} images, three ways to a classifier")
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_comparison_page(comparison, folder):
@@ -343,20 +276,17 @@ def write_comparison_page(comparison, folder):
     for r in comparison.results if comparison.metric == "accuracy" else []:
         png = plot_confusion_matrix(r.report.confusion_matrix, r.report.class_names,
                                     folder / f"confusion_{r.method}.png", title=r.method)
-        matrices.append(f'<img src="{_data_uri(png)}" alt="confusion matrix, {r.method}">')
+        matrices.append(f'<img src="{data_uri(png)}" alt="confusion matrix, {r.method}">')
     first = comparison.results[0].report
-    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            f"<title>Transfer compared with training from scratch</title>"
-            f"<style>{_STYLE}</style></head><body>"
-            f"<h1>Transfer compared with training from scratch</h1>"
-            f"<p class=summary>{first.num_examples} {comparison.split} images of "
-            f"{len(first.class_names)} classes, scored alike.</p>"
-            f'<img src="{_data_uri(chart)}" alt="{comparison.metric} and macro F1 by method">'
-            f"<table><tr><th>method</th><th>{comparison.metric}</th><th>macro F1</th>"
-            f"<th>seconds</th></tr>{table}</table>"
-            + ("<h2>Confusion matrices</h2><div class=grid>" + "".join(matrices) + "</div>"
-               if matrices else "")
-            + "</body></html>")
-    path = folder / "compare.html"
-    path.write_text(page, encoding="utf-8")
+    title = "Transfer compared with training from scratch"
+    sections = [f"<h1>{title}</h1>",
+                f"<p class=summary>{first.num_examples} {comparison.split} images of "
+                f"{len(first.class_names)} classes, scored alike.</p>",
+                f'<img src="{data_uri(chart)}" alt="{comparison.metric} and macro F1 by method">',
+                f"<table><tr><th>method</th><th>{comparison.metric}</th><th>macro F1</th>"
+                f"<th>seconds</th></tr>{table}</table>"]
+    if matrices:
+        sections.append("<h2>Confusion matrices</h2><div class=grid>" + "".join(matrices)
+                        + "</div>")
+    path = write_html(folder / "compare.html", title, sections)
     return path
