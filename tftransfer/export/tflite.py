@@ -20,6 +20,7 @@ from tftransfer.defaults import TFLITE_QUANTIZATIONS
 from tftransfer.errors import TransferError
 from tftransfer.export.saved_model import THRESHOLDS_FILE, export_thresholds
 from tftransfer.metrics import mean_average_precision
+from tftransfer.models.inference import predictions
 from tftransfer.models.multi_label import is_multi_label, thresholds_of
 
 logger = logging.getLogger("tftransfer")
@@ -242,11 +243,7 @@ def evaluate_tflite(path, dataset):
 
 def _score(predict, dataset):
     """Top-1 accuracy of `predict` on `dataset`, or mAP for multi-hot labels."""
-    truth, scores = [], []
-    for images, labels in dataset:
-        scores.append(np.asarray(predict(images.numpy())))
-        truth.append(labels.numpy())
-    truth, scores = np.concatenate(truth), np.concatenate(scores)
+    truth, scores = predictions(lambda images: predict(np.asarray(images)), dataset)
     if truth.ndim == 2 and truth.shape[1] > 1:
         return mean_average_precision(truth, scores) or 0.0
     return float(np.mean(scores.argmax(-1) == truth.reshape(-1)))

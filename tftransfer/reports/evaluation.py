@@ -246,15 +246,11 @@ def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Datase
 
     predictor = _predictor(model, safe_mode)
     dataset, data_names = _dataset(data, predictor.input_size)
-    labels, probabilities = [], []
-    for images, batch_labels in dataset:
-        probabilities.append(np.asarray(predictor.predict(images)))
-        batch_labels = np.asarray(batch_labels)
-        labels.append(batch_labels if predictor.multi_label else batch_labels.reshape(-1))
-    if not probabilities:
+    from tftransfer.models.inference import predictions
+
+    labels, probabilities = predictions(predictor.predict, dataset)
+    if not len(probabilities):
         raise TransferError("the evaluation data is empty")
-    probabilities = np.concatenate(probabilities)
-    labels = np.concatenate(labels)
     names = class_names or predictor.class_names
     if predictor.multi_label:
         return _label_report(labels, probabilities, names, data_names, predictor,
@@ -337,14 +333,10 @@ def _predictor(model, safe_mode=True):
     import keras
 
     if isinstance(model, keras.Model):
-        import tensorflow as tf
-
-        # A plain call, not `predict`: under a strategy `predict` splits the
-        # batch across replicas and, with several workers, is collective.
+        from tftransfer.models.inference import inference
         from tftransfer.models.multi_label import is_multi_label, thresholds_of
 
-        call = tf.function(lambda images: model(images, training=False),
-                           reduce_retracing=True)
+        call = inference(model)
         return _Predictor(lambda images: call(images).numpy(),
                           tuple(model.input_shape[1:3]),
                           thresholds=thresholds_of(model) if is_multi_label(model) else None)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tftransfer.defaults import NO_UNFREEZE
 from tftransfer.models.builder import augmentation_of, head_of, set_trainable
+from tftransfer.models.inference import inference, predictions
 from tftransfer.models.losses import loss_and_metrics
 from tftransfer.models.multi_label import choose_thresholds, set_thresholds
 from tftransfer.progress import EpochLine, no_bars
@@ -29,8 +30,7 @@ from tftransfer.training.distribute import fit, learning_rate_scale
 from tftransfer.training.evidence import Evidence, measure_evidence
 from tftransfer.training.feature_cache import read_rows
 from tftransfer.training.history import FineTuneHistory
-from tftransfer.training.keep import (average_weights, choose_kept, inference, multi_label_kept,
-                                      predictions, top_lost)
+from tftransfer.training.keep import average_weights, choose_kept, multi_label_kept, top_lost
 from tftransfer.training.lr_finder import find_learning_rate
 from tftransfer.training.phases import HEAD, TOP, Phase, kept_epochs
 from tftransfer.training.plan import DISABLED, Plan, RunOptions, plan_fine_tune

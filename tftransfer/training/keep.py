@@ -22,7 +22,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from tftransfer.metrics import mean_average_precision
 from tftransfer.training.phases import finite_or_inf, kept_epoch_logs
@@ -162,25 +161,3 @@ def multi_label_kept(labels: np.ndarray, head: np.ndarray, top: np.ndarray) -> t
     kept = "head" if second < first else "top"
     return kept, (f"kept the {kept} phase's weights: validation mAP {second:.4f} (top) "
                   f"against {first:.4f} (head)")
-
-
-def inference(model) -> tf.types.experimental.PolymorphicFunction:
-    """`model(inputs, training=False)` as one traced function, for `predictions`."""
-    return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
-
-
-def predictions(call, dataset: tf.data.Dataset) -> tuple:
-    """Runs `call` (an `inference`) over `(inputs, labels)` batches.
-
-    Args:
-        call: The traced model.
-        dataset: `(inputs, labels)` batches.
-
-    Returns:
-        `(labels, probabilities)` as numpy arrays.
-    """
-    labels, probabilities = [], []
-    for inputs, batch_labels in dataset:
-        probabilities.append(call(inputs).numpy())
-        labels.append(batch_labels.numpy())
-    return np.concatenate(labels), np.concatenate(probabilities)
