@@ -34,3 +34,13 @@ def test_preprocess_rejects_an_unknown_mode():
 
     with pytest.raises(tftransfer.TransferError, match="unknown preprocessing 'bgr'"):
         Preprocess("bgr")
+
+
+def test_a_hub_module_backbone_is_told_apart_from_a_keras_model(tiny_base, hub_bn_module):
+    import tftransfer
+    from tftransfer.models.features import is_module_backbone
+
+    assert not is_module_backbone(tftransfer.build_classifier(tiny_base, 2))
+    hub = tftransfer.load_base(str(hub_bn_module))
+    assert is_module_backbone(tftransfer.build_classifier(hub, 2))
+    assert is_module_backbone(hub.features)

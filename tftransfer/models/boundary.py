@@ -17,7 +17,7 @@ import keras
 from keras import tree
 
 from tftransfer.models.builder import backbone_layers, head_of
-from tftransfer.models.features import Preprocess, find_backbone
+from tftransfer.models.features import Preprocess, find_backbone, is_module_backbone
 
 
 @dataclasses.dataclass
@@ -54,11 +54,10 @@ def split_at(model, unfreeze_count):
         `(split, None)`, or `(None, reason)` when the classifier cannot be
         cut there (a TF Hub module, the whole base unfrozen).
     """
-    backbone = find_backbone(model)
-    if not isinstance(backbone, keras.Model):
+    if is_module_backbone(model):
         return None, ("a TF Hub module runs only as a whole, so the top phase runs through "
                       "it every epoch")
-    layers = backbone_layers(model)
+    backbone, layers = find_backbone(model), backbone_layers(model)
     if not 0 < unfreeze_count < len(layers):
         return None, "the whole base trains; nothing below the unfrozen layers is fixed"
     crossing = _crossing_tensors(backbone, layers[len(layers) - unfreeze_count:])

@@ -19,7 +19,7 @@ import keras
 
 from tftransfer.defaults import NO_UNFREEZE
 from tftransfer.errors import TransferError
-from tftransfer.models.features import Base, find_backbone
+from tftransfer.models.features import Base, find_backbone, is_module_backbone
 from tftransfer.models.multi_label import LabelThresholds
 
 
@@ -170,7 +170,7 @@ def head_of(model):
 def backbone_layers(model):
     """Returns the backbone's layers, bottom first, that `trainable` counts."""
     backbone = find_backbone(model)
-    if not isinstance(backbone, keras.Model):
+    if is_module_backbone(model):
         return [backbone]
     return [l for l in backbone.layers if not isinstance(l, keras.layers.InputLayer)]
 
@@ -196,7 +196,7 @@ def set_trainable(model: keras.Model, unfreeze: Union[str, int]) -> int:
     """
     layers = backbone_layers(model)
     backbone = find_backbone(model)
-    if not isinstance(backbone, keras.Model):
+    if is_module_backbone(model):
         return _set_module_trainable(model, backbone, unfreeze)
     count = _count_trainable(unfreeze, layers, backbone.name)
     set_trainable_flag(model.get_layer("features"), count > 0)
@@ -219,7 +219,7 @@ def unfrozen_count(model: keras.Model, unfreeze: Union[str, int]) -> int:
         The number of backbone layers (for a TF Hub module, variables).
     """
     backbone = find_backbone(model)
-    if not isinstance(backbone, keras.Model):
+    if is_module_backbone(model):
         count = _module_count(backbone, unfreeze)
         return len(backbone.fine_tunable_variables) if count is None else count
     return _count_trainable(unfreeze, backbone_layers(model), backbone.name)

@@ -181,6 +181,21 @@ def find_backbone(model):
     raise TransferError(f"model {model.name!r} holds no backbone")
 
 
+def is_module_backbone(model) -> bool:
+    """Whether a classifier's (or features model's) backbone is one opaque layer.
+
+    A TF Hub module is a single layer: it has no layers to count or cut, so
+    its top phase unfreezes variables and cannot be cached at a cut.
+
+    Args:
+        model: As in `find_backbone`.
+
+    Returns:
+        `True` for a TF Hub module (any backbone that is not a `keras.Model`).
+    """
+    return not isinstance(find_backbone(model), keras.Model)
+
+
 def _find_features(model):
     if model.name == "features":
         return model

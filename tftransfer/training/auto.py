@@ -18,13 +18,12 @@ import dataclasses
 import logging
 import math
 
-import keras
 import numpy as np
 
 from tftransfer.data.identity import identify
 from tftransfer.defaults import NO_UNFREEZE
 from tftransfer.models.builder import augmentation_of, backbone_layers
-from tftransfer.models.features import find_backbone
+from tftransfer.models.features import find_backbone, is_module_backbone
 
 logger = logging.getLogger("tftransfer")
 
@@ -56,11 +55,10 @@ def auto_unfreeze(model, images_per_class):
         phase 2, as it is for a TF Hub module below `MODULE_TOP_PHASE_FROM`.
     """
     fraction = next(f for limit, f in AUTO_UNFREEZE if images_per_class < limit)
-    backbone = find_backbone(model)
-    if isinstance(backbone, keras.Model):
+    if not is_module_backbone(model):
         total = len(backbone_layers(model))
     else:
-        total = len(backbone.fine_tunable_variables)
+        total = len(find_backbone(model).fine_tunable_variables)
         if images_per_class < MODULE_TOP_PHASE_FROM:
             return 0
     return int(round(fraction * total))
@@ -147,7 +145,7 @@ def resolve(model, counts, phase, views, refit="auto"):
     smallest = int(min(counts))
     if phase.unfreeze == "auto" and phase.epochs > 0:
         depth = auto_unfreeze(model, smallest)
-        module = not isinstance(find_backbone(model), keras.Model)
+        module = is_module_backbone(model)
         logger.info("unfreeze 'auto': the top %d %s for %d training images in the smallest "
                     "class (or label)%s", depth,
                     "variable(s) of the TF Hub module" if module else "backbone layer(s)",

@@ -23,7 +23,7 @@ from tftransfer.defaults import NO_UNFREEZE
 from tftransfer.errors import TransferError
 from tftransfer.models.boundary import Split, split_at
 from tftransfer.models.builder import augmentation_of, unfrozen_count
-from tftransfer.models.features import find_backbone
+from tftransfer.models.features import is_module_backbone
 from tftransfer.models.multi_label import is_multi_label, positive_weights
 from tftransfer.training import auto, keep
 from tftransfer.training.distribute import is_multi_worker
@@ -302,7 +302,7 @@ def plan_fine_tune(model: keras.Model, train: tf.data.Dataset,
         label_smoothing=label_smoothing, train=train_id, validation=validation_id,
         cache_dir=cache_dir if why_not is None else None,
         seed=_seed(options.seed, model.distribute_strategy),
-        unit="backbone layer(s)" if isinstance(find_backbone(model), keras.Model) else
+        unit="backbone layer(s)" if not is_module_backbone(model) else
         "variable(s) of the TF Hub module", split=split, multi_label=multi,
         keep=keep.MULTI_LABEL_KEEP_RULE if multi else KEEP_RULE, waits=waits,
         refit_without_top=refit_without_top, options=options)
