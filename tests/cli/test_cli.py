@@ -346,6 +346,17 @@ def test_evaluate_command_writes_the_report(trained_export, split_folder_path, t
     status, _, _ = run_here(capsys, caplog, "evaluate", "--model", tmp_path / "nothing",
                             "--data", split_folder_path)
     assert status == 2
+    import json
+    import shutil
+
+    broken = tmp_path / "with_a_broken_file"
+    shutil.copytree(split_folder_path, broken)
+    (broken / "test" / "red" / "broken.png").write_bytes(b"not a png")
+    status, out, _ = run_here(capsys, caplog, "evaluate", "--model", trained_export,
+                              "--data", broken, "--output", tmp_path / "r2")
+    assert status == 3 and "1 file(s) could not be used and were not scored" in out
+    skipped = json.loads((tmp_path / "r2" / "report.json").read_text())["skipped"]
+    assert list(skipped) == [str(broken / "test" / "red" / "broken.png")]
 
 
 @pytest.mark.slow

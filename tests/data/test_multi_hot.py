@@ -122,7 +122,7 @@ def test_identify_counts_each_label_and_the_unlabelled():
 
 def test_evaluation_rows_keep_every_image_in_order(multi_label_csv):
     path, hot = multi_label_csv
-    dataset, names = multi_label_evaluation(path, (32, 32))
+    dataset, names, skipped = multi_label_evaluation(path, (32, 32))
     files = source_files(dataset)
     assert names == ["blue", "green", "red"] and len(files) == len(hot)
     np.testing.assert_array_equal(all_labels(dataset),

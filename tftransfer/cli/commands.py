@@ -281,9 +281,11 @@ def export_command(args):
     if data.validation is None:
         raise TransferError("--tflite needs --data with validation images, for the "
                             "accuracy report and int8 calibration")
+    from tftransfer.reports.evaluation import renumbered
+
     report = export_tflite_variants(model, Path(args.export) / "tflite",
-                                    validation=_renumbered(data.validation,
-                                                           data.class_names, class_names),
+                                    validation=renumbered(data.validation,
+                                                          data.class_names, class_names),
                                     representative_data=data.train,
                                     class_names=class_names, quantizations=variants)
     print(f"{'variant':14s} {'size':>10s} {'val mAP' if data.multi_label else 'val accuracy':>13s}")
@@ -292,24 +294,6 @@ def export_command(args):
         print(f"{row['quantization']:14s} {size:>10s} {row['accuracy']:13.4f}  "
               f"{row['path'] or '(the Keras model)'}")
     return 0
-
-
-def _renumbered(dataset, data_names, model_names):
-    """`(images, labels)` batches with labels numbered as the model numbers its classes."""
-    import numpy as np
-    import tensorflow as tf
-
-    from tftransfer.reports.evaluation import labels_by_name
-
-    mapping = labels_by_name(np.arange(len(data_names)), data_names, model_names)
-    if dataset.element_spec[1].shape.rank == 2:  # Multi-hot rows: their columns move.
-        if len(data_names) != len(model_names):
-            raise TransferError(f"the data has {len(data_names)} labels, the model "
-                                f"{len(model_names)}: {', '.join(model_names)}")
-        columns = tf.constant(np.argsort(mapping))
-        return dataset.map(lambda x, y: (x, tf.gather(y, columns, axis=1)))
-    mapping = tf.constant(mapping)
-    return dataset.map(lambda x, y: (x, tf.gather(mapping, tf.cast(y, tf.int64))))
 
 
 def _export_class_names(args, path, data):
@@ -476,6 +460,10 @@ def evaluate_command(args):
     print(report.summary())
     page = report.save(args.output, title=f"{Path(args.model).name} on {args.data}")
     print(f"report: {os.path.abspath(page)}")
+    if report.skipped:
+        print(f"{len(report.skipped)} file(s) could not be used and were not scored "
+              "(named above and in report.json)")
+        return 3
     return 0
 
 

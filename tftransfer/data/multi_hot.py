@@ -128,13 +128,15 @@ def multi_label_evaluation(path: Union[str, Path], image_size: Sequence[int], *,
             `multi_label_csv`.
 
     Returns:
-        `(dataset, label_names)`; `data.loader.source_files` names the file
-        of each example.
+        `(dataset, label_names, skipped)`; `data.loader.source_files` names
+        the file of each example; `skipped` is `{path: reason}` of every
+        file that could not be used.
     """
     paths, hot, names, decoded = _decoded_rows(path, image_size, label_sep, image_cache)
     rows = np.flatnonzero(decoded.usable)
     _log_counts(names, hot[rows])
-    return _split(decoded, paths, hot, rows, batch_size, 0, False), names
+    return (_split(decoded, paths, hot, rows, batch_size, 0, False), names,
+            dict(decoded.skipped))
 
 
 def _decoded_rows(path, image_size, label_sep, image_cache):

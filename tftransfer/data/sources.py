@@ -71,9 +71,10 @@ def evaluation_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_
         image_cache: As in `image_folder`.
 
     Returns:
-        `(dataset, class_names)`: the `test/` split if the folder has one,
-        else every image in it; `data.loader.source_files` names the file
-        of each example.
+        `(dataset, class_names, skipped)`: the `test/` split if the folder
+        has one, else every image in it (`data.loader.source_files` names
+        the file of each example), and `{path: reason}` of every file that
+        could not be used.
     """
     report, decoded, paths, split_files = _checked_folder(path, image_size, image_cache)
     chosen = ["test"] if "test" in split_files else list(split_files)
@@ -81,7 +82,7 @@ def evaluation_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_
                       for name in report.class_names}}
     splits = file_splits(decoded, paths, every, report.class_names, batch_size,
                          0, report.skipped)
-    return splits.test, report.class_names
+    return splits.test, report.class_names, dict(report.skipped)
 
 
 def split_images(path, image_size, *, batch_size=DEFAULT_BATCH_SIZE, image_cache=True):

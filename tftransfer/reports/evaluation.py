@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # For the annotations only: the functions import them where t
 
 #: The keys of `report.json`, in order.
 REPORT_KEYS = ("accuracy", "top_k_accuracy", "per_class", "confusion_matrix",
-               "expected_calibration_error", "top_losses", "class_names", "num_examples")
+               "expected_calibration_error", "top_losses", "class_names", "num_examples",
+               "skipped")
 
 
 @dataclasses.dataclass
@@ -56,6 +57,8 @@ class Report:
             `{"index", "file", "true", "predicted", "confidence", "loss"}`.
         class_names: Class names in label order.
         num_examples: The number of examples scored.
+        skipped: `{path: reason}` of the files that `evaluate` could not
+            read, so were not scored.
         reliability: Per confidence bin: `{"confidence", "accuracy",
             "count"}`, for the reliability diagram (not in `report.json`).
     """
@@ -68,6 +71,7 @@ class Report:
     top_losses: list
     class_names: list
     num_examples: int
+    skipped: dict = dataclasses.field(default_factory=dict)
     reliability: list = dataclasses.field(default_factory=list, repr=False)
 
     def to_dict(self):
@@ -243,25 +247,26 @@ def evaluate(model: Union["keras.Model", str, Path], data: Union["tf.data.Datase
         each top loss names its file.
     """
     from tftransfer.data.loader import source_files
-
-    predictor = _predictor(model, safe_mode)
-    dataset, data_names = _dataset(data, predictor.input_size)
     from tftransfer.models.inference import predictions
 
+    predictor = _predictor(model, safe_mode)
+    dataset, data_names, skipped = _dataset(data, predictor.input_size)
     labels, probabilities = predictions(predictor.predict, dataset)
     if not len(probabilities):
         raise TransferError("the evaluation data is empty")
     names = class_names or predictor.class_names
     if predictor.multi_label:
-        return _label_report(labels, probabilities, names, data_names, predictor,
-                             source_files(dataset), num_top_losses)
-    if names and data_names:
-        labels = labels_by_name(labels, data_names, names)
-    class_names = list(names or data_names or
-                       [str(i) for i in range(probabilities.shape[1])])
-    return classification_report(labels, probabilities, class_names,
-                                 files=source_files(dataset), top_k=top_k,
-                                 num_top_losses=num_top_losses)
+        report = _label_report(labels, probabilities, names, data_names, predictor,
+                               source_files(dataset), num_top_losses)
+    else:
+        if names and data_names:
+            labels = labels_by_name(labels, data_names, names)
+        report = classification_report(
+            labels, probabilities,
+            list(names or data_names or [str(i) for i in range(probabilities.shape[1])]),
+            files=source_files(dataset), top_k=top_k, num_top_losses=num_top_losses)
+    report.skipped = skipped
+    return report
 
 
 def _label_report(labels, probabilities, names, data_names, predictor, files,
@@ -317,6 +322,30 @@ def labels_by_name(labels: np.ndarray, data_names: Sequence[str],
     return mapping[np.asarray(labels, np.int64)]
 
 
+def renumbered(dataset: "tf.data.Dataset", data_names: Sequence[str],
+               model_names: Sequence[str]) -> "tf.data.Dataset":
+    """`(images, labels)` batches with labels numbered as the model numbers its classes.
+
+    Args:
+        dataset: Batches labelled in the data's order of `data_names`.
+        data_names, model_names: As in `labels_by_name`.
+
+    Returns:
+        The batches relabelled (multi-hot rows: their columns moved).
+    """
+    import tensorflow as tf
+
+    mapping = labels_by_name(np.arange(len(data_names)), data_names, model_names)
+    if dataset.element_spec[1].shape.rank == 2:  # Multi-hot rows: their columns move.
+        if len(data_names) != len(model_names):
+            raise TransferError(f"the data has {len(data_names)} labels, the model "
+                                f"{len(model_names)}: {', '.join(model_names)}")
+        columns = tf.constant(np.argsort(mapping))
+        return dataset.map(lambda x, y: (x, tf.gather(y, columns, axis=1)))
+    mapping = tf.constant(mapping)
+    return dataset.map(lambda x, y: (x, tf.gather(mapping, tf.cast(y, tf.int64))))
+
+
 @dataclasses.dataclass
 class _Predictor:
     predict: object
@@ -369,4 +398,4 @@ def _dataset(data, input_size):
                                 "subfolders or a multi-label CSV ('path,labels' header); "
                                 "pass a tf.data.Dataset for other sources")
         return evaluation_images(data, input_size)
-    return data, None
+    return data, None, {}

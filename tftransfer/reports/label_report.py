@@ -31,7 +31,7 @@ from tftransfer.metrics import average_precision, precision_recall_curve, scores
 #: The keys of a multi-label `report.json`, in order.
 LABEL_REPORT_KEYS = ("mean_average_precision", "micro_f1", "macro_f1", "subset_accuracy",
                      "per_label", "thresholds", "top_losses", "class_names",
-                     "num_examples", "unlabelled")
+                     "num_examples", "unlabelled", "skipped")
 
 
 @dataclasses.dataclass
@@ -53,6 +53,8 @@ class LabelReport:
         class_names: The label names, in output order.
         num_examples: The number of examples scored.
         unlabelled: The examples that carry no label.
+        skipped: `{path: reason}` of the files that `evaluate` could not
+            read, so were not scored.
         curves: `{name: (precision, recall)}` arrays for the PR curves
             (not in `report.json`).
     """
@@ -67,6 +69,7 @@ class LabelReport:
     class_names: list
     num_examples: int
     unlabelled: int
+    skipped: dict = dataclasses.field(default_factory=dict)
     curves: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
