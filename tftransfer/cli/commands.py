@@ -236,9 +236,10 @@ def export_command(args):
     """Runs `tftransfer export`; returns the exit status."""
     import tftransfer
     from tftransfer.defaults import TFLITE_QUANTIZATIONS
-    from tftransfer.export.tflite import export_tflite_variants
     from tftransfer.export.model_versions import check_export_target
+    from tftransfer.export.tflite import export_tflite_variants
     from tftransfer.models.saving import load_model
+    from tftransfer.reports.evaluation import renumbered
 
     path = Path(args.model)
     if not path.is_file() or path.suffix not in (".keras", ".h5", ".hdf5"):
@@ -281,8 +282,6 @@ def export_command(args):
     if data.validation is None:
         raise TransferError("--tflite needs --data with validation images, for the "
                             "accuracy report and int8 calibration")
-    from tftransfer.reports.evaluation import renumbered
-
     report = export_tflite_variants(model, Path(args.export) / "tflite",
                                     validation=renumbered(data.validation,
                                                           data.class_names, class_names),
