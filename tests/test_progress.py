@@ -58,3 +58,17 @@ def test_epoch_line_is_one_line_per_epoch_without_the_learning_rate():
     lines = stream.getvalue().splitlines()
     assert [line.split(" - ")[0] for line in lines] == ["head epoch 1/2", "head epoch 2/2"]
     assert all("loss: 0.0000" in line and "learning_rate" not in line for line in lines)
+
+
+def test_auto_verbosity_is_bars_in_a_terminal_and_a_line_an_epoch_elsewhere(monkeypatch):
+    from tftransfer.progress import verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert verbosity("auto") == 1
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert verbosity("auto") == 2
+    assert [verbosity(v) for v in (0, 1, 2)] == [0, 1, 2]

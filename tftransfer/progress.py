@@ -27,6 +27,20 @@ def no_bars():
         _allowed.pop()
 
 
+def verbosity(verbose):
+    """Keras's `verbose` with `"auto"` resolved: 1 (bars) in a terminal, else 2 (a line an epoch).
+
+    Args:
+        verbose: `"auto"`, 0, 1 or 2.
+
+    Returns:
+        0, 1 or 2.
+    """
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
+
+
 class Progress:
     """A progress bar in a terminal, silence elsewhere.
 

@@ -237,8 +237,8 @@ def test_two_workers_train_both_phases_to_identical_weights(tmp_path):
         assert "top epoch 5/5" in log and "test accuracy:" in log
     assert "export: left to the chief" in logs[1]
     assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
-    chief = keras.saving.load_model(save)
-    worker = keras.saving.load_model(tmp_path / "model.worker-1.keras")
+    chief = tftransfer.load_model(save)
+    worker = tftransfer.load_model(tmp_path / "model.worker-1.keras")
     for a, b in zip(chief.get_weights(), worker.get_weights()):
         np.testing.assert_array_equal(a, b)
 

@@ -15,6 +15,9 @@ from typing import Union
 import keras
 
 from tftransfer.errors import TransferError
+# Imported for their registered classes, which a saved classifier names
+# ("tftransfer>Preprocess", ...): Keras finds them only once imported.
+from tftransfer.models import features, losses, multi_label  # noqa: F401
 from tftransfer.models.hub import UNTRUSTED_MODULE
 
 #: Suffixes of legacy HDF5 model files.

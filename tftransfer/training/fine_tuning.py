@@ -11,7 +11,6 @@ better of the two phases' weights is kept. Each phase is a `Phase`.
 import contextlib
 import dataclasses
 import logging
-import sys
 from typing import Optional, Union
 
 import keras
@@ -23,7 +22,7 @@ from tftransfer.models.builder import augmentation_of, head_of, set_trainable
 from tftransfer.models.inference import inference, predictions
 from tftransfer.models.losses import loss_and_metrics
 from tftransfer.models.multi_label import choose_thresholds, set_thresholds
-from tftransfer.progress import EpochLine, no_bars
+from tftransfer.progress import EpochLine, no_bars, verbosity
 from tftransfer.training.backups import PhaseBackups
 from tftransfer.training.cached_inputs import cached_inputs
 from tftransfer.training.distribute import fit, learning_rate_scale
@@ -227,9 +226,7 @@ class _PhaseRunner:
                             saver.directory)
                 initial_epoch = restored
             callbacks.append(saver)
-        verbose = self.verbose
-        if verbose == "auto":
-            verbose = 1 if sys.stdout.isatty() else 2
+        verbose = verbosity(self.verbose)
         if verbose == 2:
             callbacks.append(EpochLine(name))
             verbose = 0

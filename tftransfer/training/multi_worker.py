@@ -15,6 +15,7 @@ import tensorflow as tf
 from tftransfer.data.cache import serialized_graph
 from tftransfer.errors import TransferError
 from tftransfer.models.losses import BinaryCrossentropy
+from tftransfer.progress import verbosity
 
 
 def distribute_dataset(dataset, strategy):
@@ -98,7 +99,7 @@ def train_loop(model, train, *, validation_data=None, epochs=1, initial_epoch=0,
     steps = int(train.cardinality())
     callback_list = keras.callbacks.CallbackList(
         callbacks, add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=1 if verbose == "auto" else verbose, epochs=epochs,
+        verbose=verbosity(verbose), epochs=epochs,
         steps=steps if steps > 0 else None)
     model.stop_training = False
     callback_list.on_train_begin()
