@@ -39,6 +39,21 @@ def _feature_cache(args):
     return {"default": True, "none": False}.get(args.feature_cache, args.feature_cache)
 
 
+@contextlib.contextmanager
+def _features_read_from_cache(args):
+    """The cache folder of a command that reads features from a cache (lr-find, audit).
+
+    Yields `None` (the default folder) or `--feature-cache DIR`; with
+    `--feature-cache none`, a folder that goes when the command ends.
+    """
+    cache = _feature_cache(args)
+    if cache is False:
+        with tempfile.TemporaryDirectory(prefix="tftransfer-features-") as folder:
+            yield folder
+    else:
+        yield None if cache is True else cache
+
+
 def check_train_outputs(args):
     """Refuses, before any training, the outputs that `train` could not write after it."""
     from tftransfer.export.model_versions import check_export_target
@@ -427,11 +442,8 @@ def lr_find_command(args):
     base, data = _base_and_data(args, tf.distribute.get_strategy())
     model = tftransfer.build_classifier(base, len(data.class_names),
                                         multi_label=data.multi_label)
-    cache = _feature_cache(args)
-    # The range test trains on the features many times: with --feature-cache none
-    # they are extracted once into a folder that goes when the test ends.
-    with tempfile.TemporaryDirectory() if cache is False else contextlib.nullcontext(
-            None if cache is True else cache) as cache_dir:
+    # The range test trains on the features many times: they are extracted once.
+    with _features_read_from_cache(args) as cache_dir:
         features, _ = cached_features(model.get_layer("features"), data.train,
                                       cache_dir=cache_dir, shuffle=True, seed=args.seed)
         loss, _ = loss_and_metrics(data.multi_label)  # Sigmoids for multi-hot labels.
@@ -489,11 +501,8 @@ def audit_command(args):
 
     weights = None if args.weights.lower() == "none" else args.weights
     base = load_base(args.base, weights=weights, input_size=args.image_size, taps=args.taps)
-    cache = _feature_cache(args)
-    with contextlib.ExitStack() as stack:
-        if cache is False:  # The audit reads the features from a cache: a throwaway one.
-            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="tftransfer-audit-"))
-        report = audit(args.folder, base, cache_dir=None if cache is True else cache,
+    with _features_read_from_cache(args) as cache_dir:
+        report = audit(args.folder, base, cache_dir=cache_dir,
                        near_duplicate=args.near_duplicate, batch_size=args.batch_size)
     print(report.table())
     print(report.summary())

@@ -43,8 +43,6 @@ DISABLED = "disabled"
 #: How `fine_tune` chooses between the two phases' weights.
 KEEP_RULE = (keep.KEEP_RULE.format(alpha=keep.ALPHA) + "; without validation data, the "
              "top phase's unless its training loss is higher than the head's")
-#: ... and for a multi-label model, where accuracy is not the measure.
-
 
 
 @dataclasses.dataclass(frozen=True)
