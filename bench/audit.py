@@ -174,10 +174,10 @@ def score(report, before, flipped, leaks, copies):
 
 
 def signals(folder, base, cache):
-    """`{file: (unit features, pHash bits)}` as the audit computes them (its cache reused)."""
+    """`{file: (unit features, pHash bits, thumbnail)}` as the audit computes them (its cache reused)."""
     from tftransfer.reports.copies import perceptual_hash
     from tftransfer.data.loader import source_files
-    from tftransfer.reports.data_audit import _grey32
+    from tftransfer.reports.data_audit import _grey32, _thumbnails
 
     out = {}
     splits, _, _ = split_images(folder, base.input_size)
@@ -187,19 +187,23 @@ def signals(folder, base, cache):
                                    for x, _ in rows.as_numpy_iterator()])
         features /= np.linalg.norm(features, axis=1, keepdims=True)
         bits = perceptual_hash(np.concatenate([_grey32(images) for images, _ in dataset]))
-        out.update(zip(source_files(dataset), zip(features, bits)))
+        thumbnails = np.concatenate([_thumbnails(images) for images, _ in dataset])
+        out.update(zip(source_files(dataset), zip(features, bits, thumbnails)))
     return out
 
 
 def planted_signals(folder, base, cache, planted):
-    """Each planted pair's feature similarity and pHash distance."""
+    """Each planted pair's feature similarity, pHash distance and aligned similarity."""
+    from tftransfer.reports.copies import aligned_similarity
+
     values = signals(folder, base, cache)
     pairs = []
     for a, b in planted:
-        (fa, ha), (fb, hb) = values[a], values[b]
+        (fa, ha, ta), (fb, hb, tb) = values[a], values[b]
         distance = min([(ha[0] != view).sum() for view in hb]
                        + [(hb[0] != view).sum() for view in ha])
-        pairs.append((round(float(fa @ fb), 4), int(distance)))
+        aligned = aligned_similarity(np.stack([ta, tb]), [(0, 1)])[0]
+        pairs.append((round(float(fa @ fb), 4), int(distance), round(float(aligned), 4)))
     return sorted(pairs)
 
 
@@ -252,15 +256,16 @@ def summarise():
     runs = [json.loads(line) for line in (RESULTS / "audit.jsonl").read_text().splitlines()]
     lines = ["`python bench/audit.py`: planted faults in every shared set (see its docstring)",
              "", "| set | variant | base | copies recall | precision | lowest planted "
-             "similarity | cuts (features, hash bits) | labels in top 2x | audit / pass |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "similarity | cuts (features, hash bits, aligned) | labels in top 2x "
+             "| audit / pass |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         cuts = r["copy_cuts"]
         lines.append(
             f"| {r['set']} | {r['variant']} | {r['base']} | {r['copies_recall']:.1%} "
             f"({r['copies_planted'] - len(r['missed']) // 2}/{r['copies_planted']}) "
             f"| {r['copies_precision']:.1%} | {r['lowest_planted_similarity']} "
-            f"| {cuts['features']['value']}, {cuts['hash']['value']} "
+            f"| {cuts['features']['value']}, {cuts['hash']['value']}, "
+            f"{(cuts.get('aligned') or {}).get('value', '-')} "
             f"| {r['label_recall_top2x']:.1%} | {r['time_ratio']:.2f} |")
     (RESULTS / "audit.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -34,7 +34,7 @@ def scores(folder, base, cache):
     bits = np.stack([values[f][1] for f in files])
     similarity = unit @ unit.T
     np.fill_diagonal(similarity, -np.inf)
-    nearest_hash, _ = copies.hash_neighbours(bits)
+    nearest_hash, _, _ = copies.hash_neighbours(bits)
     cuts = copies.copy_cuts(similarity.max(axis=1), nearest_hash)
     distance = np.full(similarity.shape, 64.0)
     views = bits.astype(np.float32)

@@ -1,7 +1,7 @@
-"""Copies of one photo, found by two signals with cuts read from the data itself.
+"""Copies of one photo, found by three signals.
 
 A copy that was resized, re-encoded or lightly cropped is still the same
-photo. Two signals find it, and each misses what the other catches:
+photo. Three signals find it, and each misses what another catches:
 
 * the base's features (cosine similarity): robust to crops and colour
   shifts, but how alike two *different* photos of a set look depends on
@@ -19,7 +19,16 @@ other (its median and robust spread), a pair is a copy when it is more
 than `Z` robust standard deviations closer than that on either signal, or
 `JOINT_Z` on both together (`copy_cuts`, `joint_z`): a cropped, shifted,
 re-encoded copy is a little unusual on each, and two different photos are
-rarely unusual on both. The cuts and their reasons go into `audit.json`.
+rarely unusual on both.
+
+The third signal needs no cut from the set: each photo and its nearest
+other on either signal are aligned (`aligned_similarity`: one's whole as a
+24 x 24 template slid over the other at `ALIGN_SCALES`) and their colour
+pixels correlated. Two photos of the same scene taken apart, or two
+products on one white background, stay below 0.98; the same photo cropped,
+colour-shifted and re-encoded at quality 50 stays above 0.985 on every
+shared set (bench/audit.py). Flat photos (a calm sea) have no pattern to
+correlate and score 0. The cuts and their reasons go into `audit.json`.
 """
 
 import dataclasses
@@ -45,6 +54,14 @@ MIN_SPREAD = {"features": 0.01, "hash": 1.0}
 HASH_BITS = 64
 #: The central crops (shares of each side) hashed besides the whole photo.
 CROPS = (0.9, 0.8, 0.7)
+#: The aligned colour correlation from which two photos are one.
+ALIGNED_CUT = 0.985
+#: The crops (shares of each side) tried when aligning two photos.
+ALIGN_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+#: Sides of the stored thumbnail and of the template slid over it: finer
+#: templates lose more to half-pixel misalignment than they gain in detail
+#: (bench/results/audit.md).
+THUMBNAIL, TEMPLATE = 48, 24
 _BLOCK = 2048
 
 
@@ -182,19 +199,20 @@ def hash_neighbours(bits: np.ndarray, cut: Optional[float] = None, block: int = 
         block: Rows per product.
 
     Returns:
-        `(nearest, pairs)`: `[photos]` distances to the nearest other
-        (itself left out), and `[(i, j, distance)]` with i < j.
+        `(nearest, closest, pairs)`: `[photos]` distances to the nearest
+        other (itself left out) and its row, and `[(i, j, distance)]` with
+        i < j.
 
     Example:
     >>> bits = np.array([[1, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 0]], bool)
-    >>> nearest, pairs = hash_neighbours(bits, cut=1)
-    >>> nearest.tolist(), pairs
-    ([1.0, 1.0, 3.0], [(0, 1, 1.0)])
+    >>> nearest, closest, pairs = hash_neighbours(bits, cut=1)
+    >>> nearest.tolist(), closest.tolist(), pairs
+    ([1.0, 1.0, 3.0], [1, 0, 1], [(0, 1, 1.0)])
     """
     views = bits.reshape(len(bits), -1, bits.shape[-1]).astype(np.float32)
     width = views.shape[-1]
     whole = views[:, 0]
-    nearest, pairs = [], []
+    nearest, closest, pairs = [], [], []
 
     def apart(first, last, one, other):
         return width - (one[first:last] @ other.T + (1 - one[first:last]) @ (1 - other.T))
@@ -208,10 +226,79 @@ def hash_neighbours(bits: np.ndarray, cut: Optional[float] = None, block: int = 
                                                        apart(first, last, crop, whole)))
         rows = np.arange(len(distance))
         distance[rows, rows + first] = np.inf
-        nearest.append(distance.min(axis=1))
+        closest.append(distance.argmin(axis=1))
+        nearest.append(np.take_along_axis(distance, closest[-1][:, None], axis=1)[:, 0])
         if cut is not None:
             i, j = np.nonzero(distance <= cut)
             keep = j > i + first
             pairs += [(int(a + first), int(b), float(distance[a, b]))
                       for a, b in zip(i[keep], j[keep])]
-    return np.concatenate(nearest) if nearest else np.zeros(0), pairs
+    if not nearest:
+        return np.zeros(0), np.zeros(0, np.int64), pairs
+    return np.concatenate(nearest), np.concatenate(closest), pairs
+
+
+def aligned_similarity(thumbnails: np.ndarray, pairs, chunk: int = 256) -> np.ndarray:
+    """How alike the pixels of each pair are once one is aligned on the other.
+
+    The whole of one photo, shrunk to a `TEMPLATE`-pixel template, is slid
+    over the other at each of `ALIGN_SCALES` (every position), both ways;
+    the score is the best correlation of the colour pixels, each channel
+    about its own mean, so that a copy's colour shift does not count.
+
+    Args:
+        thumbnails: `[photos, THUMBNAIL, THUMBNAIL, 3]` colour thumbnails.
+        pairs: `[(i, j)]` rows of `thumbnails` to compare.
+        chunk: Pairs per batch of convolutions.
+
+    Returns:
+        `[pairs]` correlations in [-1, 1]; 0 where either photo is flat.
+
+    Example:
+    >>> def scene(share):  # A smooth colour pattern, whole or its central share.
+    ...     x = (np.arange(48) + 0.5) / 48 * share + (1 - share) / 2
+    ...     grid = np.add.outer(np.sin(7 * x), np.cos(5 * x))[..., None]
+    ...     return 120 + 100 * np.sin(grid * [1.0, 2.0, 3.0])
+    >>> photos = np.stack([scene(1.0), scene(0.85) * 0.9 + 10, scene(1.0)[::-1]])
+    >>> scores = aligned_similarity(photos, [(0, 1), (0, 2)])
+    >>> bool(scores[0] > ALIGNED_CUT), bool(scores[1] < 0.5)
+    (True, True)
+    """
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    scores = np.zeros(len(pairs), np.float32)
+    for first in range(0, len(pairs), chunk):
+        one = thumbnails[pairs[first:first + chunk, 0]]
+        other = thumbnails[pairs[first:first + chunk, 1]]
+        scores[first:first + chunk] = np.maximum(_contains(one, other), _contains(other, one))
+    return scores
+
+
+def _contains(big, small):
+    """The best correlation of each `small` photo's whole anywhere in `big` at `ALIGN_SCALES`."""
+    import tensorflow as tf
+
+    count, area = len(big), float(TEMPLATE * TEMPLATE)
+    template = tf.image.resize(tf.cast(small, tf.float32), (TEMPLATE, TEMPLATE), method="area")
+    template -= tf.reduce_mean(template, axis=(1, 2), keepdims=True)
+    template_norm = tf.sqrt(tf.reduce_sum(template ** 2, axis=(1, 2, 3)))
+    # One depthwise convolution correlates every pair at once: pairs and
+    # colours become the channels, each with its own template as filter.
+    filters = tf.reshape(tf.transpose(template, (1, 2, 0, 3)), (TEMPLATE, TEMPLATE, -1, 1))
+    box = tf.ones_like(filters)
+    # A flat photo or window: under 2 grey levels of spread per pixel and colour.
+    flat = area * 3 * 4.0
+    best = tf.fill((count,), -1.0)
+    for share in ALIGN_SCALES:
+        side = int(round(TEMPLATE / share))
+        window = tf.image.resize(tf.cast(big, tf.float32), (side, side), method="area")
+        window = tf.reshape(tf.transpose(window, (1, 2, 0, 3)), (1, side, side, -1))
+        cross, sums, squares = (tf.nn.depthwise_conv2d(x, f, (1, 1, 1, 1), "VALID")
+                                for x, f in ((window, filters), (window, box),
+                                             (window ** 2, box)))
+        positions = (side - TEMPLATE + 1,) * 2 + (count, 3)
+        cross = tf.reduce_sum(tf.reshape(cross, positions), -1)
+        spread = tf.reduce_sum(tf.reshape(squares - sums ** 2 / area, positions), -1)
+        score = cross / tf.maximum(tf.sqrt(tf.maximum(spread, 0.0)) * template_norm, 1e-6)
+        score = tf.where((spread < flat) | (template_norm ** 2 < flat), 0.0, score)
+        best = tf.maximum(best, tf.reduce_max(score, axis=(0, 1)))
+    return best.numpy()

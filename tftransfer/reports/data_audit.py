@@ -85,7 +85,7 @@ class AuditReport:
         seconds: The audit's wall time, the extraction included.
         files: Every file audited, split by split.
         copy_cuts: Where near copies start in this set, per signal
-            (`{"features": copies.Cut, "hash": copies.Cut}`), and why.
+            (`{"features", "hash", "joint", "aligned"}`: `copies.Cut`s), and why.
     """
 
     findings: list
@@ -160,13 +160,15 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
 
     start = time.perf_counter()
     splits, class_names, _ = split_images(data, base.input_size, batch_size=batch_size)
-    files, names, features, labels, grey = [], [], [], [], []
+    files, names, features, labels, grey, thumbnails = [], [], [], [], [], []
     for split, dataset in splits.items():
         rows, _ = cached_features(base.features, dataset, cache_dir=cache_dir)
         for x, y in rows.as_numpy_iterator():
             features.append(np.asarray(x, np.float32).reshape(len(y), -1))
             labels.append(np.asarray(y).reshape(-1))
-        grey += [_grey32(images) for images, _ in dataset]
+        for images, _ in dataset:
+            grey.append(_grey32(images))
+            thumbnails.append(_thumbnails(images))
         files += source_files(dataset)
         names += [split] * len(source_files(dataset))
     features, labels = np.concatenate(features), np.concatenate(labels).astype(np.int64)
@@ -174,7 +176,7 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
     near = neighbourhood(unit, copies.FEATURE_CUT_RANGE[0] if near_duplicate is None
                          else near_duplicate)
     similar, cuts = _near_copies(unit, near, perceptual_hash(np.concatenate(grey)),
-                                 near_duplicate)
+                                 np.concatenate(thumbnails), near_duplicate)
     findings = _copies(files, names, similar)
     probabilities, label_check = _label_probabilities(near, labels, len(class_names))
     if probabilities is not None:
@@ -206,11 +208,22 @@ def _grey32(images):
     return tf.stack(views, axis=1)[..., 0].numpy()
 
 
-def _near_copies(unit, near, bits, near_duplicate):
-    """The pairs that either signal calls copies, with their feature similarity; the cuts."""
-    nearest_hash, hash_pairs = hash_neighbours(bits, cut=copies.HASH_CUT_RANGE[1])
+def _thumbnails(images):
+    """A batch of images as `copies.THUMBNAIL`-pixel colour thumbnails (uint8)."""
+    import tensorflow as tf
+
+    side = (copies.THUMBNAIL, copies.THUMBNAIL)
+    small = tf.image.resize(tf.cast(images, tf.float32)[..., :3], side, method="area")
+    return tf.cast(tf.round(tf.clip_by_value(small, 0, 255)), tf.uint8).numpy()
+
+
+def _near_copies(unit, near, bits, thumbnails, near_duplicate):
+    """The pairs that any signal calls copies, with their feature similarity; the cuts."""
+    nearest_hash, closest_hash, hash_pairs = hash_neighbours(bits,
+                                                             cut=copies.HASH_CUT_RANGE[1])
     nearest = near.similarity.max(axis=1) if near.similarity.size else np.zeros(0)
     cuts = copies.copy_cuts(nearest, nearest_hash)
+    aligned = _aligned_pairs(near, closest_hash, thumbnails, cuts)
     if near_duplicate is not None:
         cuts["features"] = copies.Cut(near_duplicate, cuts["features"].typical,
                                       cuts["features"].spread, "given (--near-duplicate)")
@@ -224,7 +237,36 @@ def _near_copies(unit, near, bits, near_duplicate):
             copies.joint_z(similarity, distance, cuts) >= cuts["joint"].value)
         for i, j, s in zip(first[copy], second[copy], similarity[copy]):
             pairs.setdefault((int(i), int(j)), float(s))
+    for i, j in aligned:
+        pairs.setdefault((i, j), float(unit[i] @ unit[j]))
     return [(i, j, s) for (i, j), s in pairs.items()], cuts
+
+
+def _aligned_pairs(near, closest_hash, thumbnails, cuts):
+    """Each photo and its nearest other on either signal, aligned: the pairs that match.
+
+    Adds the aligned signal's `Cut` to `cuts`.
+    """
+    if not len(thumbnails) > 1:
+        return []
+    rows = np.arange(len(thumbnails))
+    closest = near.nearest[rows, near.similarity.argmax(axis=1)]
+    candidates = {(int(min(a, b)), int(max(a, b)))
+                  for a, b in zip(np.concatenate([rows, rows]),
+                                  np.concatenate([closest, closest_hash])) if a != b}
+    candidates = sorted(candidates)
+    scores = copies.aligned_similarity(thumbnails, candidates)
+    best = np.zeros(len(thumbnails))
+    for (i, j), score in zip(candidates, scores):
+        best[i], best[j] = max(best[i], score), max(best[j], score)
+    typical = float(np.median(best))
+    cuts["aligned"] = copies.Cut(
+        copies.ALIGNED_CUT, round(typical, 4),
+        round(float(1.4826 * np.median(np.abs(best - typical))), 4),
+        f"fixed: colour pixels of a photo and its nearest other (features or pHash), "
+        f"aligned over crops {copies.ALIGN_SCALES[-1]}-1; a copy re-encoded, cropped and "
+        f"colour-shifted stays above it (this set's median: {typical:.3f})")
+    return [pair for pair, score in zip(candidates, scores) if score >= copies.ALIGNED_CUT]
 
 
 def _order(finding):
