@@ -3,9 +3,10 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import tftransfer
-from tftransfer.progress import EpochLine, Progress
+from tftransfer.progress import EpochLine, Progress, libjpeg_quiet
 
 
 def test_a_bar_in_a_terminal_and_nothing_elsewhere(capsys):
@@ -72,3 +73,19 @@ def test_auto_verbosity_is_bars_in_a_terminal_and_a_line_an_epoch_elsewhere(monk
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert verbosity("auto") == 2
     assert [verbosity(v) for v in (0, 1, 2)] == [0, 1, 2]
+
+
+def test_libjpeg_quiet_drops_libjpeg_lines_and_passes_the_rest(capfd):
+    import os
+
+    import tensorflow as tf
+
+    jpeg = tf.io.encode_jpeg(tf.zeros((64, 64, 3), tf.uint8)).numpy()
+    with libjpeg_quiet():
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf.io.decode_jpeg(jpeg[:len(jpeg) // 2])
+        os.write(2, b"Improper call to JPEG library in state 201\nA line of our own\n")
+        os.write(2, b"and a last one")
+    err = capfd.readouterr().err
+    assert "JPEG" not in err and "read error" not in err
+    assert "A line of our own\nand a last one" in err

@@ -8,10 +8,18 @@ epoch of `fit`.
 """
 
 import contextlib
+import os
+import re
 import sys
+import threading
 import time
 
 import keras
+
+#: Lines that libjpeg prints on standard error itself (its `output_message`,
+#: from C, out of Python's reach) when TensorFlow decodes a damaged JPEG.
+LIBJPEG_LINES = re.compile(rb"JPEG|Huffman|[Mm]arker|Input file read error|Quantization "
+                           rb"table|sampling factors|DCT coefficient")
 
 # The innermost `no_bars` wins; bars are allowed outside any.
 _allowed = [True]
@@ -91,3 +99,46 @@ class EpochLine(keras.callbacks.Callback):
         print(f"{self.phase} epoch {epoch + 1}/{epochs} - "
               f"{time.perf_counter() - self._started:.1f}s - {metrics}",
               file=self.stream or sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def libjpeg_quiet():
+    """Within this context, libjpeg's own lines on standard error are dropped.
+
+    The data check names every file it skips and why; libjpeg's messages
+    for the same files (`Improper call to JPEG library in state 201`) say
+    nothing more. Standard error is passed through a pipe, and every other
+    line reaches it unchanged. Also a decorator.
+    """
+    try:
+        fd = sys.__stderr__.fileno()
+        saved = os.dup(fd)
+    except (AttributeError, OSError, ValueError):  # No real stream (some notebooks).
+        yield
+        return
+    sys.stderr.flush()
+    read, write = os.pipe()
+    os.dup2(write, fd)
+    os.close(write)
+    forwarder = threading.Thread(target=_forward, args=(read, saved), daemon=True)
+    forwarder.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)  # The pipe's last writer gone: the forwarder ends.
+        forwarder.join(timeout=10)
+        os.close(saved)
+
+
+def _forward(read, target):
+    """Copies lines from `read` to `target`, but libjpeg's."""
+    rest = b""
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(1 << 16):
+            *lines, rest = (rest + chunk).split(b"\n")
+            kept = b"".join(line + b"\n" for line in lines if not LIBJPEG_LINES.search(line))
+            if kept:
+                os.write(target, kept)
+    if rest and not LIBJPEG_LINES.search(rest):
+        os.write(target, rest)

@@ -75,6 +75,14 @@ def test_check_data_names_every_unusable_file_and_reconciles(bad_corpus):
     assert report.problems == [f"no usable images for class(es) birds in {root}"]
 
 
+def test_the_check_prints_no_line_of_libjpeg_for_a_damaged_jpeg(bad_corpus, capfd):
+    root, _, _ = bad_corpus
+    report = tftransfer.data.check_data(root)
+    assert any("truncated.jpg" in path for path in report.skipped)
+    err = capfd.readouterr().err
+    assert "JPEG" not in err and "Input file read error" not in err, err
+
+
 def test_every_file_the_check_passes_trains_without_failing(tmp_path):
     root = tmp_path / "messy"
     usable, _ = write_bad_corpus(root)

@@ -21,7 +21,7 @@ from tftransfer.data.decode import (DECODER_VERSION, IMAGE_EXTENSIONS, decoder_o
                                     file_decoder, read_header)
 from tftransfer.data.loader import check_class_names, files_key
 from tftransfer.errors import TransferError
-from tftransfer.progress import Progress
+from tftransfer.progress import Progress, libjpeg_quiet
 
 logger = logging.getLogger("tftransfer")
 
@@ -74,6 +74,7 @@ class Decoded:
     order: Optional[np.ndarray] = None
 
 
+@libjpeg_quiet()
 def decode_once(paths, labels, image_size, *, cache, workers=None):
     """Checks files by decoding each once, keeping the pixels for training.
 
