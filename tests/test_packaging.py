@@ -131,3 +131,18 @@ def test_default_export_is_under_the_current_folder():
     args = cli.build_parser().parse_args(["train"])
     assert not Path(args.export).is_absolute()
     assert Path(args.export) == Path("saved_models") / "demo_classifier"
+
+
+def test_the_lowest_versions_step_installs_every_floor_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later.
+
+    root = Path(__file__).resolve().parent.parent
+    declared = {}
+    for requirement in tomllib.loads((root / "pyproject.toml").read_text())["project"][
+            "dependencies"]:
+        name, _, floor = requirement.partition(">=")
+        if floor:
+            declared[name.strip()] = floor.strip()
+    pinned = dict(re.findall(r'^\s+"([\w-]+)==([\d.]+?)(?:\.\*)?"$',
+                             (root / ".ci" / "lowest").read_text(), re.M))
+    assert pinned == declared

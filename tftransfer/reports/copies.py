@@ -238,7 +238,7 @@ def hash_neighbours(bits: np.ndarray, cut: Optional[float] = None, block: int = 
     return np.concatenate(nearest), np.concatenate(closest), pairs
 
 
-def aligned_similarity(thumbnails: np.ndarray, pairs, chunk: int = 256) -> np.ndarray:
+def aligned_similarity(thumbnails: np.ndarray, pairs, chunk: int = 1024) -> np.ndarray:
     """How alike the pixels of each pair are once one is aligned on the other.
 
     The whole of one photo, shrunk to a `TEMPLATE`-pixel template, is slid
@@ -265,40 +265,61 @@ def aligned_similarity(thumbnails: np.ndarray, pairs, chunk: int = 256) -> np.nd
     (True, True)
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    rows, pairs = np.unique(pairs, return_inverse=True)
+    photos = _Aligner(np.asarray(thumbnails)[rows])
+    pairs = pairs.reshape(-1, 2)
     scores = np.zeros(len(pairs), np.float32)
     for first in range(0, len(pairs), chunk):
-        one = thumbnails[pairs[first:first + chunk, 0]]
-        other = thumbnails[pairs[first:first + chunk, 1]]
-        scores[first:first + chunk] = np.maximum(_contains(one, other), _contains(other, one))
+        one, other = pairs[first:first + chunk, 0], pairs[first:first + chunk, 1]
+        scores[first:first + chunk] = np.maximum(photos.contains(one, other),
+                                                 photos.contains(other, one))
     return scores
 
 
-def _contains(big, small):
-    """The best correlation of each `small` photo's whole anywhere in `big` at `ALIGN_SCALES`."""
-    import tensorflow as tf
+class _Aligner:
+    """What each photo brings to every pair it is in, computed once per photo."""
 
-    count, area = len(big), float(TEMPLATE * TEMPLATE)
-    template = tf.image.resize(tf.cast(small, tf.float32), (TEMPLATE, TEMPLATE), method="area")
-    template -= tf.reduce_mean(template, axis=(1, 2), keepdims=True)
-    template_norm = tf.sqrt(tf.reduce_sum(template ** 2, axis=(1, 2, 3)))
-    # One depthwise convolution correlates every pair at once: pairs and
-    # colours become the channels, each with its own template as filter.
-    filters = tf.reshape(tf.transpose(template, (1, 2, 0, 3)), (TEMPLATE, TEMPLATE, -1, 1))
-    box = tf.ones_like(filters)
-    # A flat photo or window: under 2 grey levels of spread per pixel and colour.
-    flat = area * 3 * 4.0
-    best = tf.fill((count,), -1.0)
-    for share in ALIGN_SCALES:
-        side = int(round(TEMPLATE / share))
-        window = tf.image.resize(tf.cast(big, tf.float32), (side, side), method="area")
-        window = tf.reshape(tf.transpose(window, (1, 2, 0, 3)), (1, side, side, -1))
-        cross, sums, squares = (tf.nn.depthwise_conv2d(x, f, (1, 1, 1, 1), "VALID")
-                                for x, f in ((window, filters), (window, box),
-                                             (window ** 2, box)))
-        positions = (side - TEMPLATE + 1,) * 2 + (count, 3)
-        cross = tf.reduce_sum(tf.reshape(cross, positions), -1)
-        spread = tf.reduce_sum(tf.reshape(squares - sums ** 2 / area, positions), -1)
-        score = cross / tf.maximum(tf.sqrt(tf.maximum(spread, 0.0)) * template_norm, 1e-6)
-        score = tf.where((spread < flat) | (template_norm ** 2 < flat), 0.0, score)
-        best = tf.maximum(best, tf.reduce_max(score, axis=(0, 1)))
-    return best.numpy()
+    def __init__(self, thumbnails):
+        import tensorflow as tf
+
+        self.pixels = tf.cast(thumbnails, tf.float32)
+        template = tf.image.resize(self.pixels, (TEMPLATE, TEMPLATE), method="area")
+        self.templates = template - tf.reduce_mean(template, axis=(1, 2), keepdims=True)
+        norms = tf.sqrt(tf.reduce_sum(self.templates ** 2, axis=(1, 2, 3)))
+        # A flat photo or window: under 2 grey levels of spread per pixel and colour.
+        self.flat = TEMPLATE * TEMPLATE * 3 * 4.0
+        self.norms = tf.where(norms ** 2 < self.flat, np.inf, norms)
+        # Each window's spread about its mean, per scale: a photo's own, whichever
+        # template slides over it.
+        self.spreads = []
+        for side in self.sides():
+            window = tf.image.resize(self.pixels, (side, side), method="area")
+            mean = tf.nn.avg_pool2d(window, TEMPLATE, 1, "VALID")
+            square = tf.nn.avg_pool2d(window ** 2, TEMPLATE, 1, "VALID")
+            spread = TEMPLATE * TEMPLATE * tf.reduce_sum(square - mean ** 2, axis=-1)
+            self.spreads.append(tf.where(spread < self.flat, np.inf,
+                                         tf.sqrt(tf.maximum(spread, 0.0))))
+
+    @staticmethod
+    def sides():
+        return [int(round(TEMPLATE / share)) for share in ALIGN_SCALES]
+
+    def contains(self, big, small):
+        """The best correlation of each `small` photo's whole anywhere in `big`."""
+        import tensorflow as tf
+
+        count = len(big)
+        # One depthwise convolution correlates every pair at once: pairs and
+        # colours become the channels, each with its own template as filter.
+        filters = tf.reshape(tf.transpose(tf.gather(self.templates, small), (1, 2, 0, 3)),
+                             (TEMPLATE, TEMPLATE, -1, 1))
+        norms = tf.gather(self.norms, small)
+        best = tf.fill((count,), -1.0)
+        for side, spreads in zip(self.sides(), self.spreads):
+            window = tf.image.resize(tf.gather(self.pixels, big), (side, side), method="area")
+            window = tf.reshape(tf.transpose(window, (1, 2, 0, 3)), (1, side, side, -1))
+            cross = tf.nn.depthwise_conv2d(window, filters, (1, 1, 1, 1), "VALID")
+            cross = tf.reduce_sum(tf.reshape(cross, (side - TEMPLATE + 1,) * 2 + (count, 3)), -1)
+            score = cross / (tf.transpose(tf.gather(spreads, big), (1, 2, 0)) * norms)
+            best = tf.maximum(best, tf.reduce_max(score, axis=(0, 1)))
+        return best.numpy()
