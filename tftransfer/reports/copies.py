@@ -308,18 +308,21 @@ class _Aligner:
         """The best correlation of each `small` photo's whole anywhere in `big`."""
         import tensorflow as tf
 
-        count = len(big)
-        # One depthwise convolution correlates every pair at once: pairs and
-        # colours become the channels, each with its own template as filter.
-        filters = tf.reshape(tf.transpose(tf.gather(self.templates, small), (1, 2, 0, 3)),
-                             (TEMPLATE, TEMPLATE, -1, 1))
+        # Channels first: the FFTs run over the two innermost axes. (FFTs,
+        # not a depthwise convolution with a filter per pair: TensorFlow
+        # 2.16's oneDNN depthwise convolution crashes on 24 x 24 filters.)
+        templates = tf.transpose(tf.gather(self.templates, small), (0, 3, 1, 2))
         norms = tf.gather(self.norms, small)
-        best = tf.fill((count,), -1.0)
+        best = tf.fill((len(big),), -1.0)
         for side, spreads in zip(self.sides(), self.spreads):
             window = tf.image.resize(tf.gather(self.pixels, big), (side, side), method="area")
-            window = tf.reshape(tf.transpose(window, (1, 2, 0, 3)), (1, side, side, -1))
-            cross = tf.nn.depthwise_conv2d(window, filters, (1, 1, 1, 1), "VALID")
-            cross = tf.reduce_sum(tf.reshape(cross, (side - TEMPLATE + 1,) * 2 + (count, 3)), -1)
-            score = cross / (tf.transpose(tf.gather(spreads, big), (1, 2, 0)) * norms)
-            best = tf.maximum(best, tf.reduce_max(score, axis=(0, 1)))
+            padded = tf.pad(templates, [(0, 0), (0, 0), (0, side - TEMPLATE),
+                                        (0, side - TEMPLATE)])
+            cross = tf.signal.irfft2d(
+                tf.signal.rfft2d(tf.transpose(window, (0, 3, 1, 2)))
+                * tf.math.conj(tf.signal.rfft2d(padded)), fft_length=(side, side))
+            positions = side - TEMPLATE + 1  # The circular correlation's valid part.
+            cross = tf.reduce_sum(cross[:, :, :positions, :positions], axis=1)
+            score = cross / (tf.gather(spreads, big) * norms[:, None, None])
+            best = tf.maximum(best, tf.reduce_max(score, axis=(1, 2)))
         return best.numpy()
