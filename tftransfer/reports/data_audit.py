@@ -10,7 +10,8 @@ anything:
 * `duplicate`: two files of one split with the same bytes (score 1), or
   near copies (a re-save, a resize, a crop, a colour shift): pairs whose
   features or perceptual hashes are far closer than this set's distinct
-  photos ever are (`tftransfer.reports.copies`; the cuts are in `copy_cuts`);
+  photos ever are, or whose pixels match once aligned
+  (`tftransfer.reports.copies`; the cuts are in `copy_cuts`);
 * `leak`: the same across splits (train and validation, or train and test);
   `AuditReport.test_accuracy` gives the test accuracy with and without the
   leaked test photos, from a head trained on the training features;
