@@ -177,7 +177,7 @@ def signals(folder, base, cache):
     """`{file: (unit features, pHash bits, thumbnail)}` as the audit computes them (its cache reused)."""
     from tftransfer.reports.copies import perceptual_hash
     from tftransfer.data.loader import source_files
-    from tftransfer.reports.data_audit import _grey32, _thumbnails
+    from tftransfer.reports.data_audit import _small_views
 
     out = {}
     splits, _, _ = split_images(folder, base.input_size)
@@ -186,8 +186,9 @@ def signals(folder, base, cache):
         features = np.concatenate([np.asarray(x).reshape(len(x), -1)
                                    for x, _ in rows.as_numpy_iterator()])
         features /= np.linalg.norm(features, axis=1, keepdims=True)
-        bits = perceptual_hash(np.concatenate([_grey32(images) for images, _ in dataset]))
-        thumbnails = np.concatenate([_thumbnails(images) for images, _ in dataset])
+        views = [_small_views(images) for images, _ in dataset]
+        bits = perceptual_hash(np.concatenate([grey for grey, _ in views]))
+        thumbnails = np.concatenate([small for _, small in views])
         out.update(zip(source_files(dataset), zip(features, bits, thumbnails)))
     return out
 

@@ -88,9 +88,10 @@ def test_a_set_of_look_alike_images_does_not_make_the_spread_zero():
 
 
 def _thumbnail(image):
-    from tftransfer.reports.data_audit import _thumbnails
+    from tftransfer.reports.data_audit import _small_views
 
-    return _thumbnails(np.asarray(image.convert("RGB").resize((160, 160)), np.float32)[None])[0]
+    pixels = np.asarray(image.convert("RGB").resize((160, 160)), np.float32)[None]
+    return _small_views(pixels)[1][0]
 
 
 def test_a_cropped_shifted_reencoded_copy_aligns_and_another_view_does_not(photo, tmp_path):

@@ -62,6 +62,9 @@ ALIGN_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 #: templates lose more to half-pixel misalignment than they gain in detail
 #: (bench/results/audit.md).
 THUMBNAIL, TEMPLATE = 48, 24
+#: A photo or window with less spread than this (grey levels, per pixel and
+#: colour) is flat: nothing in it to align.
+FLAT_SPREAD = 2.0
 _BLOCK = 2048
 
 
@@ -286,8 +289,7 @@ class _Aligner:
         template = tf.image.resize(self.pixels, (TEMPLATE, TEMPLATE), method="area")
         self.templates = template - tf.reduce_mean(template, axis=(1, 2), keepdims=True)
         norms = tf.sqrt(tf.reduce_sum(self.templates ** 2, axis=(1, 2, 3)))
-        # A flat photo or window: under 2 grey levels of spread per pixel and colour.
-        self.flat = TEMPLATE * TEMPLATE * 3 * 4.0
+        self.flat = TEMPLATE * TEMPLATE * 3 * FLAT_SPREAD ** 2
         self.norms = tf.where(norms ** 2 < self.flat, np.inf, norms)
         # Each window's spread about its mean, per scale: a photo's own, whichever
         # template slides over it.

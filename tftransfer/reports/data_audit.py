@@ -168,8 +168,9 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
             features.append(np.asarray(x, np.float32).reshape(len(y), -1))
             labels.append(np.asarray(y).reshape(-1))
         for images, _ in dataset:
-            grey.append(_grey32(images))
-            thumbnails.append(_thumbnails(images))
+            views = _small_views(images)
+            grey.append(views[0])
+            thumbnails.append(views[1])
         files += source_files(dataset)
         names += [split] * len(source_files(dataset))
     features, labels = np.concatenate(features), np.concatenate(labels).astype(np.int64)
@@ -191,31 +192,29 @@ def audit(data: Union[str, Path], base: Base, *, cache_dir: Union[str, Path, Non
     return report
 
 
-def _grey32(images):
-    """A batch of images as 32 x 32 grey intensities, whole and at `copies.CROPS`.
+def _small_views(images):
+    """A batch of images as the copy signals read them.
 
     Returns:
-        `[images, 1 + len(CROPS), 32, 32]`.
+        `(grey, thumbnails)`: `[images, 1 + len(CROPS), 32, 32]` grey
+        intensities, whole and at `copies.CROPS`, for the hash; and
+        `[images, THUMBNAIL, THUMBNAIL, 3]` colour thumbnails (uint8), for
+        the aligned signal.
     """
     import tensorflow as tf
 
-    grey = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32)[..., :3])
+    # One resize of the full images; every view is cut from this copy, whose
+    # side (120) makes each crop's margin a whole number of pixels.
+    small = tf.image.resize(tf.cast(images, tf.float32)[..., :3], (120, 120), method="area")
+    grey = tf.image.rgb_to_grayscale(small)
     views = [tf.image.resize(grey, (32, 32), method="area")]
     for share in copies.CROPS:
-        margin = (1 - share) / 2
-        views.append(tf.image.resize(tf.image.crop_to_bounding_box(
-            grey, int(grey.shape[1] * margin), int(grey.shape[2] * margin),
-            int(grey.shape[1] * share), int(grey.shape[2] * share)), (32, 32), method="area"))
-    return tf.stack(views, axis=1)[..., 0].numpy()
-
-
-def _thumbnails(images):
-    """A batch of images as `copies.THUMBNAIL`-pixel colour thumbnails (uint8)."""
-    import tensorflow as tf
-
-    side = (copies.THUMBNAIL, copies.THUMBNAIL)
-    small = tf.image.resize(tf.cast(images, tf.float32)[..., :3], side, method="area")
-    return tf.cast(tf.round(tf.clip_by_value(small, 0, 255)), tf.uint8).numpy()
+        margin = round(120 * (1 - share) / 2)
+        views.append(tf.image.resize(grey[:, margin:120 - margin, margin:120 - margin],
+                                     (32, 32), method="area"))
+    thumbnails = tf.image.resize(small, (copies.THUMBNAIL, copies.THUMBNAIL), method="area")
+    return (tf.stack(views, axis=1)[..., 0].numpy(),
+            tf.cast(tf.round(tf.clip_by_value(thumbnails, 0, 255)), tf.uint8).numpy())
 
 
 def _near_copies(unit, near, bits, thumbnails, near_duplicate):
