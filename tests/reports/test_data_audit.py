@@ -137,6 +137,38 @@ def test_a_copy_whose_features_are_below_the_old_cut_is_found_by_its_hash(base, 
     assert cuts["hash"]["value"] >= 4 and "median" in cuts["features"]["why"]
 
 
+def test_a_cropped_shifted_reencoded_leak_is_found_and_the_aligned_cut_recorded(base, tmp_path):
+    root = write_audit_folder(tmp_path / "data")
+    source = root / "test" / "red" / "test01.png"
+    image = Image.open(source).convert("RGB").resize((160, 160), Image.BICUBIC)
+    crop = image.crop((12, 12, 148, 148))  # The central 85%.
+    shifted = np.clip(np.asarray(crop, np.float32) * [1.06, 1.0, 0.94] + 6, 0, 255)
+    copy = root / "train" / "red" / "copy.jpg"
+    Image.fromarray(shifted.astype("uint8")).save(copy, quality=50)
+    report = tftransfer.audit(root, base, cache_dir=tmp_path / "cache")
+    assert [(f.file, f.other) for f in report.of_kind("leak")] == [(str(source), str(copy))]
+    cuts = report.to_dict()["copy_cuts"]["aligned"]
+    assert cuts["value"] == 0.985 and "aligned" in cuts["why"]
+
+
+def test_a_pair_far_apart_on_features_and_hash_is_a_copy_when_its_pixels_align():
+    from tftransfer.reports.data_audit import _near_copies, neighbourhood
+
+    def scene(share, seed):  # A smooth colour pattern, whole or its central share.
+        x = (np.arange(48) + 0.5) / 48 * share + (1 - share) / 2
+        grid = np.add.outer(np.sin((7 + seed) * x), np.cos((5 + 2 * seed) * x))[..., None]
+        return 120 + 100 * np.sin(grid * [1.0, 2.0, 3.0])
+
+    rng = np.random.default_rng(0)
+    thumbnails = np.stack([scene(1.0, 0), scene(0.85, 0) * 0.9 + 10]
+                          + [scene(1.0, seed) for seed in range(1, 7)]).astype("uint8")
+    unit = np.linalg.qr(rng.normal(size=(16, 8)))[0].T  # Orthogonal: no two alike.
+    bits = rng.random((8, 4, 64)) > 0.5  # Random hashes: about 32 bits apart.
+    pairs, cuts = _near_copies(unit, neighbourhood(unit, 0.9), bits, thumbnails, None)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
+    assert cuts["aligned"].value == 0.985
+
+
 def test_two_photos_of_one_object_are_not_paired(base, tmp_path):
     root = write_audit_folder(tmp_path / "data")
     rng = np.random.default_rng(5)
