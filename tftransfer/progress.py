@@ -13,6 +13,7 @@ import re
 import sys
 import threading
 import time
+from typing import Iterator
 
 import keras
 
@@ -102,7 +103,7 @@ class EpochLine(keras.callbacks.Callback):
 
 
 @contextlib.contextmanager
-def libjpeg_quiet():
+def libjpeg_quiet() -> Iterator[None]:
     """Within this context, libjpeg's own lines on standard error are dropped.
 
     The data check names every file it skips and why; libjpeg's messages
