@@ -24,11 +24,11 @@ rarely unusual on both.
 The third signal needs no cut from the set: each photo and its nearest
 other on either signal are aligned (`aligned_similarity`: one's whole as a
 24 x 24 template slid over the other at `ALIGN_SCALES`) and their colour
-pixels correlated. Two photos of the same scene taken apart, or two
-products on one white background, stay below 0.98; the same photo cropped,
-colour-shifted and re-encoded at quality 50 stays above 0.985 on every
-shared set (bench/audit.py). Flat photos (a calm sea) have no pattern to
-correlate and score 0. The cuts and their reasons go into `audit.json`.
+pixels correlated. Its scale does not move with the set's content: the
+same photo cropped, colour-shifted and re-encoded keeps its pixels, two
+photos of one scene taken apart do not (docs/benchmarks.md, "Near copies
+in every set"). Flat photos (a calm sea) have no pattern to correlate and
+score 0. The cuts and their reasons go into `audit.json`.
 """
 
 import dataclasses
