@@ -18,9 +18,15 @@ from typing import Iterator
 import keras
 
 #: Lines that libjpeg prints on standard error itself (its `output_message`,
-#: from C, out of Python's reach) when TensorFlow decodes a damaged JPEG.
-LIBJPEG_LINES = re.compile(rb"JPEG|Huffman|[Mm]arker|Input file read error|Quantization "
-                           rb"table|sampling factors|DCT coefficient")
+#: from C, out of Python's reach) when TensorFlow decodes a damaged JPEG, and
+#: TensorFlow's own log lines from its JPEG code (jpeg_mem.cc, jpeg_handle.cc):
+#: matched from the line's start, so that a log line that names a JPEG
+#: ("tftransfer: skipped a.jpg: cannot decode JPEG") is never one of them.
+LIBJPEG_LINES = re.compile(
+    rb"^(?:[EWI]\d{4} [^\]]*\bjpeg_(?:mem|handle)\.cc:\d+\]|Corrupt JPEG|Premature end of JPEG|Invalid JPEG|Not a JPEG|Improper call to "
+    rb"JPEG|Unsupported (?:JPEG|marker)|Bogus |Huffman table|Quantization table|JPEG "
+    rb"datastream|Wrong JPEG|Input file read error|Warning: unknown JFIF|Invalid SOS|"
+    rb"Inconsistent progression|Empty input file|DCT coefficient|Sampling factors)")
 
 # The innermost `no_bars` wins; bars are allowed outside any.
 _allowed = [True]

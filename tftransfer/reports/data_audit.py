@@ -204,13 +204,14 @@ def _small_views(images):
     import tensorflow as tf
 
     # One resize of the full images; every view is cut from this copy, whose
-    # side (120) makes each crop's margin a whole number of pixels.
-    small = tf.image.resize(tf.cast(images, tf.float32)[..., :3], (120, 120), method="area")
+    # side makes each crop's margin a whole number of pixels.
+    side = 120
+    small = tf.image.resize(tf.cast(images, tf.float32)[..., :3], (side, side), method="area")
     grey = tf.image.rgb_to_grayscale(small)
     views = [tf.image.resize(grey, (32, 32), method="area")]
     for share in copies.CROPS:
-        margin = round(120 * (1 - share) / 2)
-        views.append(tf.image.resize(grey[:, margin:120 - margin, margin:120 - margin],
+        margin = round(side * (1 - share) / 2)
+        views.append(tf.image.resize(grey[:, margin:side - margin, margin:side - margin],
                                      (32, 32), method="area"))
     thumbnails = tf.image.resize(small, (copies.THUMBNAIL, copies.THUMBNAIL), method="area")
     return (tf.stack(views, axis=1)[..., 0].numpy(),
@@ -256,9 +257,9 @@ def _aligned_pairs(near, closest_hash, thumbnails, cuts):
                                   np.concatenate([closest, closest_hash])) if a != b}
     candidates = sorted(candidates)
     scores = copies.aligned_similarity(thumbnails, candidates)
-    best = np.zeros(len(thumbnails))
-    for (i, j), score in zip(candidates, scores):
-        best[i], best[j] = max(best[i], score), max(best[j], score)
+    best = np.zeros(len(thumbnails))  # Each photo's best score, for the record.
+    for column in np.array(candidates).T:
+        np.maximum.at(best, column, scores)
     typical = float(np.median(best))
     cuts["aligned"] = copies.Cut(
         copies.ALIGNED_CUT, round(typical, 4),
