@@ -136,11 +136,14 @@ def load_runs():
     return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
 
 
-def taps_by_evidence(run):
-    """The accuracy of the rule: keep the taps unless the probe does better without them."""
+def taps_by_evidence(run, measure):
+    """The accuracy of a rule that drops the taps where the probe does better without them.
+
+    `measure`: `"oof_accuracy"` (higher is better) or `"oof_log_loss"` (lower).
+    """
+    sign = 1 if measure == "oof_accuracy" else -1
     with_taps, without = run["evidence"]["all"], run["evidence"]["no_taps"]
-    better_without = (without["oof_accuracy"], -without["oof_log_loss"]) > (
-        with_taps["oof_accuracy"], -with_taps["oof_log_loss"])
+    better_without = sign * without[measure] > sign * with_taps[measure]
     return run["accuracy"]["no_taps" if better_without else "default"], better_without
 
 
@@ -148,7 +151,8 @@ def summarise(runs):
     cells = {}
     for run in runs:
         cells.setdefault((run["cell"], run["base"]), []).append(run)
-    names = list(VARIANTS) + ["no_taps", "taps_by_evidence"]
+    rules = {"taps_by_oof_accuracy": "oof_accuracy", "taps_by_oof_log_loss": "oof_log_loss"}
+    names = list(VARIANTS) + ["no_taps", *rules]
     lines = ["| cell | base | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
     deltas = {name: [] for name in names}
@@ -157,11 +161,11 @@ def summarise(runs):
         row = [cell, base]
         default = statistics.mean(r["accuracy"]["default"] for r in group)
         for name in names:
-            if name == "taps_by_evidence":
+            if name in rules:
                 if "no_taps" not in group[0]["accuracy"]:
                     row.append("")
                     continue
-                picked = [taps_by_evidence(r) for r in group]
+                picked = [taps_by_evidence(r, rules[name]) for r in group]
                 values = [100 * p[0] for p in picked]
                 dropped = sum(p[1] for p in picked)
                 value = statistics.mean(values)
