@@ -23,14 +23,21 @@ photos.
 pooled output is appended, as `load_base` does (`bases._TAPS`). The two
 runs' tables, side by side, are what chose that default.
 
+`--cell NAME --base NAME` runs the same choices on a cell of
+`bench/quality.py` (its training photos and test set) with one of its
+bases (`mobilenet_v2`, `lite0`), so that the rules chosen on oxford17 are
+checked on other data.
+
 Usage:
     python bench/head_choices.py                 # 10 photos per class, 8 views
     python bench/head_choices.py --taps none     # without the tapped block
     python bench/head_choices.py --size 60 --views 0 --val-per-class 12 \
         --configs plain                          # 60 per class, as the defaults train
+    python bench/head_choices.py --cell eurosat-20 --base lite0 --val-per-class 4
 
 Prints a table (mean test accuracy over the seeds, each seed's figure and
-the epochs early stopping picked) and writes `results/head_choices_<size>[_no_taps].md`.
+the epochs early stopping picked) and writes `results/head_choices_<size>[_no_taps].md`
+(`results/head_choices_<cell>_<base>.md` with `--cell`).
 """
 
 import argparse
@@ -51,12 +58,14 @@ import tftransfer  # noqa: E402
 from tftransfer.models.builder import augmentation_of  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402
 from quality_oxford17 import FLOWERS, SIZE, WEIGHTS, split_folder  # noqa: E402
 
 #: name -> (views, refit, label smoothing, l2-normalised features)
 CONFIGS = {
     "plain": (0, False, 0.0, False),
     "plain + refit": (0, True, 0.0, False),
+    "3 views + refit": (3, True, 0.0, False),
     "4 views": (4, False, 0.0, False),
     "4 views + refit": (4, True, 0.0, False),
     "6 views + refit": (6, True, 0.0, False),
@@ -66,11 +75,18 @@ CONFIGS = {
 }
 
 
-def extract(folder, views, taps="default", seed=0):
-    """Features of the training photos (plain, and `views` augmented) and the test photos."""
+def extract(folder, views, taps="default", seed=0, base=None):
+    """Features of the training photos (plain, and `views` augmented) and the test photos.
+
+    `base`: a name in `quality.BASES` (its default taps), or `None` for the
+    shared MobileNetV2 with `taps`.
+    """
     keras.utils.set_random_seed(seed)
-    base = tftransfer.load_base("mobilenet_v2", weights=str(WEIGHTS), input_size=SIZE,
-                                taps=() if taps == "none" else taps)
+    if base is not None:
+        base = quality.load_base(base)
+    else:
+        base = tftransfer.load_base("mobilenet_v2", weights=str(WEIGHTS), input_size=SIZE,
+                                    taps=() if taps == "none" else taps)
     data = tftransfer.load_data(str(folder), base.input_size, validation_split=0, seed=seed)
     model = tftransfer.build_classifier(base, len(data.class_names))
     features, augment = model.get_layer("features"), augmentation_of(model)
@@ -157,6 +173,10 @@ def main():
     parser.add_argument("--configs", help="comma-separated names (default: all that fit --views)")
     parser.add_argument("--taps", default="default", choices=("default", "none"),
                         help="append the registry's tapped inner layers to the features")
+    parser.add_argument("--cell", choices=list(quality.CELLS),
+                        help="a cell of bench/quality.py instead of oxford17 at --size")
+    parser.add_argument("--base", default="mobilenet_v2", choices=("mobilenet_v2", "lite0"),
+                        help="with --cell: the base")
     parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
     if not FLOWERS.is_dir() or not WEIGHTS.is_file():
@@ -166,14 +186,20 @@ def main():
         n for n, c in CONFIGS.items() if c[0] <= args.views]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        features = extract(split_folder(Path(tmp) / "split", args.size), args.views,
-                           args.taps)
+        if args.cell:
+            features = extract(quality.CELLS[args.cell](Path(tmp) / args.cell), args.views,
+                               base=args.base)
+        else:
+            features = extract(split_folder(Path(tmp) / "split", args.size), args.views,
+                               args.taps)
         print(f"extracted {args.views} view(s) of {len(features['labels'])} photos and "
               f"{len(features['test_labels'])} test photos in "
               f"{time.perf_counter() - start:.0f} s")
-    lines = [f"Head choices at {args.size} photos per class ({args.val_per_class} held "
-             f"out), {args.seeds} seeds, MobileNetV2-160 on oxford17, taps "
-             f"{args.taps}:", "",
+    where = (f"{args.cell} ({args.val_per_class} held out per class), {args.seeds} "
+             f"seeds, {args.base}" if args.cell else
+             f"{args.size} photos per class ({args.val_per_class} held out), {args.seeds} "
+             f"seeds, MobileNetV2-160 on oxford17, taps {args.taps}")
+    lines = [f"Head choices at {where}:", "",
              "| setup | test accuracy | per seed | epochs |", "|---|---|---|---|"]
     for name in names:
         runs = [score(features, CONFIGS[name], s, args.val_per_class)
@@ -188,6 +214,8 @@ def main():
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     name = f"head_choices_{args.size}" + ("_no_taps" if args.taps == "none" else "")
+    if args.cell:
+        name = f"head_choices_{args.cell}_{args.base}"
     (output / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

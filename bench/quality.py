@@ -23,6 +23,9 @@ Methods:
 
 * `defaults`: `fine_tune`'s defaults;
 * `features`: the head alone (`top=Phase.top(epochs=0)`);
+* `deeper`: the defaults with the top phase as deep as `unfreeze="auto"`
+  makes it from 100 images per class (half the backbone), for the rule of
+  how deep it goes (outside the table);
 * `probe`: the evidence behind the defaults: the top phase forced on (a
   quarter of the backbone), recording the evidence measure, and the test
   and validation predictions of the head phase's weights, the top phase's
@@ -225,6 +228,8 @@ def run_tftransfer(method, base_name, folder, seed):
     top, callbacks = tftransfer.Phase.top(), []
     if method == "features":
         top = tftransfer.Phase.top(epochs=0)
+    elif method == "deeper":
+        top = tftransfer.Phase.top(unfreeze=auto_unfreeze(model, 200))
     elif method == "probe":
         quarter = auto_unfreeze(model, 50) or 1
         top = tftransfer.Phase.top(unfreeze=quarter)
