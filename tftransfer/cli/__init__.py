@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from tftransfer.cli import arguments, commands
+from tftransfer.cli import arguments, commands, train
 from tftransfer.cli.arguments import DEFAULT_EXPORT, DEMO_DATA, checked_option
 from tftransfer.errors import TransferError
 
@@ -61,7 +61,8 @@ def main(argv=None):
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..."
 
     # Each command's function is named after it: `check-data` runs `check_data_command`.
-    command = getattr(commands, args.command.replace("-", "_") + "_command")
+    command = getattr(train if args.command == "train" else commands,
+                      args.command.replace("-", "_") + "_command")
     from tftransfer.progress import no_bars
 
     try:
