@@ -233,7 +233,7 @@ def _phase_arguments(phases):
     phases.add_argument("--augmented-views", type=types.views, default="auto", metavar="K",
                         help="cache K augmented views of each image for both phases; 0 "
                              "runs them uncached with fresh augmentation every epoch; "
-                             "'auto': below 30 images per class, enough views for about "
+                             "'auto': below 12 images per class, enough views for about "
                              "48 rows in the smallest class (at most 8), else the images "
                              "unaugmented (default: auto)")
     phases.add_argument("--refit", choices=("auto", "on", "off"), default="auto",

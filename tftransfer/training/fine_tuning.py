@@ -83,10 +83,11 @@ def fine_tune(model: keras.Model, train: tf.data.Dataset,
             (see `build_classifier`), cache this many augmented views of
             each image for both phases; 0 runs both phases uncached, with
             fresh augmentation every epoch. `"auto"` (see `auto.auto_views`):
-            when the smallest class has fewer than 30 training images, where
-            augmentation pays, enough views for about 48 rows in it (at most
-            8); with more, the cached phases see the images unaugmented,
-            which is as accurate and faster.
+            when the smallest class has fewer than 12 training images
+            (`auto.AUGMENT_BELOW`), where augmentation pays, enough views
+            for about 48 rows in it (at most 8); with more, the cached
+            phases see the images unaugmented, which was as accurate or
+            more, and faster.
         refit: When the top phase does not run, train the head a second
             time, from its initial weights, on the training and validation
             data together, for the number of epochs that early stopping
