@@ -130,12 +130,6 @@ def run_cell(cell, base_name, folder, seed):
     return result
 
 
-def load_runs():
-    if not RESULTS.is_file():
-        return []
-    return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-
-
 def taps_by_evidence(run, measure):
     """The accuracy of a rule that drops the taps where the probe does better without them.
 
@@ -199,7 +193,7 @@ def main():
         if not quality.SHARED.is_dir():
             print(f"skipped: {quality.SHARED} is not there")
             return 0
-        done = {(r["cell"], r["base"], r["seed"]) for r in load_runs()}
+        done = {(r["cell"], r["base"], r["seed"]) for r in quality.load_runs(RESULTS)}
         for cell in args.cells.split(","):
             with tempfile.TemporaryDirectory() as root:
                 folder = quality.CELLS[cell](Path(root) / cell)
@@ -213,7 +207,7 @@ def main():
                         print(json.dumps({k: result[k] for k in ("cell", "base", "seed",
                                                                   "accuracy")}), flush=True)
                         keras.backend.clear_session()
-    report = summarise(load_runs())
+    report = summarise(quality.load_runs(RESULTS))
     print(report)
     (RESULTS.parent / "head_variants.md").write_text(
         "`python bench/head_variants.py` (see its docstring)\n\n" + report)
