@@ -426,15 +426,17 @@ def test_dry_run_prints_the_demo_plan_and_trains_nothing(tmp_path, capsys, caplo
     assert status == 0
     assert "data: 100 training images, per class [20, 20, 20, 20, 20]; 50 validation" in out
     assert "head: the head alone, up to 50 epoch(s) at 0.001, patience 5; cached" in out
-    # 20 per class: no top phase, and the head refit on the validation images too.
-    assert "top: skipped" in out and "augmented views: 3; refit: yes" in out
+    # 20 per class: no top phase, no views (from 12 per class), and the head
+    # refit on the validation images too.
+    assert "top: skipped" in out
+    assert "augmented views: none (images as they are); refit: yes" in out
     # From 15 per class (so, the demo), the top phase waits for the evidence.
     monkeypatch.setattr("tftransfer.training.auto.AUTO_UNFREEZE",
                         ((15, 0.0), (100, 0.25), (500, 0.5), (float("inf"), 1.0)))
     status, out, _ = run_here(capsys, caplog, "train", "--dry-run")
     assert "top: the top 14 backbone layer(s) and the head, up to 20 epoch(s)" in out
     assert "cached (2 tensor(s) cross the cut)" in out  # mobilenet_v2's block 14 tap too.
-    assert "augmented views: 3; refit: no" in out
+    assert "augmented views: none (images as they are); refit: no" in out
     assert "keep: the average of the head and top phases' weights (WiSE-FT), unless" in out
     assert "one-sided sign test (McNemar's, exact) at p < 0.1" in out
     # Whether the top phase runs waits for the evidence of the extracted features.
