@@ -1,4 +1,5 @@
-"""What several commands read from their arguments: the base and data, the feature cache."""
+"""What several commands read from their arguments: the base and data, the feature
+cache, and the class names beside a saved model."""
 
 import contextlib
 import tempfile
@@ -8,7 +9,16 @@ from tftransfer.cli.arguments import data_options
 
 
 def base_and_data(args, strategy):
-    """Loads `--base` and `--data` (seeded by `--seed`) for `train` and `lr-find`."""
+    """Loads `--base` and `--data` (seeded by `--seed`) for `train`, `lr-find` and `compare`.
+
+    Args:
+        args: The parsed arguments.
+        strategy: The `tf.distribute` strategy whose scope builds the base
+            and whose replicas the batch is split over.
+
+    Returns:
+        `(base, data)`: the `Base` and the `DataSplits`.
+    """
     import keras
 
     import tftransfer
@@ -29,7 +39,14 @@ def base_and_data(args, strategy):
 
 
 def feature_cache_option(args):
-    """`--feature-cache` as `RunOptions.feature_cache` takes it: True, False or a folder."""
+    """`--feature-cache` as `RunOptions.feature_cache` takes it.
+
+    Args:
+        args: The parsed arguments.
+
+    Returns:
+        `True` (the default folder), `False` (`none`) or the folder given.
+    """
     return {"default": True, "none": False}.get(args.feature_cache, args.feature_cache)
 
 
@@ -37,8 +54,12 @@ def feature_cache_option(args):
 def features_read_from_cache(args):
     """The cache folder of a command that reads features from a cache (lr-find, audit).
 
-    Yields `None` (the default folder) or `--feature-cache DIR`; with
-    `--feature-cache none`, a folder that goes when the command ends.
+    Args:
+        args: The parsed arguments.
+
+    Yields:
+        `None` (the default folder) or `--feature-cache DIR`; with
+        `--feature-cache none`, a folder that goes when the command ends.
     """
     cache = feature_cache_option(args)
     if cache is False:
@@ -49,5 +70,12 @@ def features_read_from_cache(args):
 
 
 def labels_beside(model_file):
-    """`m.labels.txt` beside `m.keras`: the class names in output order."""
+    """Where the class names of a saved `.keras` model are written and read.
+
+    Args:
+        model_file: The `.keras` file, `m.keras`.
+
+    Returns:
+        The `Path` `m.labels.txt` beside it (the class names in output order).
+    """
     return Path(model_file).with_suffix(".labels.txt")
