@@ -62,15 +62,6 @@ VARIANTS = {
 }
 
 
-def features_of(model, dataset):
-    extractor = model.get_layer("features")
-    rows, labels = [], []
-    for images, batch_labels in dataset:
-        rows.append(extractor(images, training=False).numpy())
-        labels.append(batch_labels.numpy())
-    return np.concatenate(rows), np.concatenate(labels)
-
-
 def plain_width(base_name):
     """How many leading feature columns are the last layer's (the taps follow them)."""
     if base_name != "mobilenet_v2":
@@ -103,7 +94,8 @@ def run_cell(cell, base_name, folder, seed):
     num_classes = len(data.class_names)
     model = tftransfer.build_classifier(base, num_classes, augmentation=None)
     start = time.perf_counter()
-    train, validation, test = (features_of(model, d)
+    # quality.predictions gives (labels, outputs): here, of the features model.
+    train, validation, test = (quality.predictions(model.get_layer("features"), d)[::-1]
                                for d in (data.train, data.validation, data.test))
     extraction = time.perf_counter() - start
     width = plain_width(base_name)

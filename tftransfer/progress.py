@@ -23,9 +23,10 @@ import keras
 #: matched from the line's start, so that a log line that names a JPEG
 #: ("tftransfer: skipped a.jpg: cannot decode JPEG") is never one of them.
 LIBJPEG_LINES = re.compile(
-    rb"^(?:[EWI]\d{4} [^\]]*\bjpeg_(?:mem|handle)\.cc:\d+\]|Corrupt JPEG|Premature end of JPEG|Invalid JPEG|Not a JPEG|Improper call to "
-    rb"JPEG|Unsupported (?:JPEG|marker)|Bogus |Huffman table|Quantization table|JPEG "
-    rb"datastream|Wrong JPEG|Input file read error|Warning: unknown JFIF|Invalid SOS|"
+    rb"^(?:[EWI]\d{4} [^\]]*\bjpeg_(?:mem|handle)\.cc:\d+\]|"
+    rb"Corrupt JPEG|Premature end of JPEG|Invalid JPEG|Not a JPEG|Improper call to JPEG|"
+    rb"Unsupported (?:JPEG|marker)|Bogus |Huffman table|Quantization table|JPEG datastream|"
+    rb"Wrong JPEG|Input file read error|Warning: unknown JFIF|Invalid SOS|"
     rb"Inconsistent progression|Empty input file|DCT coefficient|Sampling factors)")
 
 # The innermost `no_bars` wins; bars are allowed outside any.

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tftransfer.cli.arguments import class_names_option, data_options
-from tftransfer.cli.inputs import (base_and_data, feature_cache_option,
+from tftransfer.cli.inputs import (base_and_data, base_option, feature_cache_option,
                                    features_read_from_cache, labels_beside)
 from tftransfer.data.labels_file import read_labels
 from tftransfer.errors import TransferError
@@ -265,10 +265,8 @@ def audit_command(args):
     """Runs `tftransfer audit`; returns the exit status."""
     from tftransfer.reports.data_audit import audit, write_clean_list
     from tftransfer.reports.audit_page import save_audit
-    from tftransfer.models.bases import load_base
 
-    weights = None if args.weights.lower() == "none" else args.weights
-    base = load_base(args.base, weights=weights, input_size=args.image_size, taps=args.taps)
+    base = base_option(args)
     with features_read_from_cache(args) as cache_dir:
         report = audit(args.folder, base, cache_dir=cache_dir,
                        near_duplicate=args.near_duplicate, batch_size=args.batch_size)

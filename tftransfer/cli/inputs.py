@@ -8,6 +8,25 @@ from pathlib import Path
 from tftransfer.cli.arguments import data_options
 
 
+def base_option(args, strategy=None):
+    """Loads `--base` with `--weights` (`none`: random), `--image-size` and `--taps`.
+
+    Args:
+        args: The parsed arguments.
+        strategy: The `tf.distribute` strategy whose scope builds the base,
+            or `None` for the current one.
+
+    Returns:
+        The `Base`.
+    """
+    from tftransfer.models.bases import load_base
+
+    weights = None if args.weights.lower() == "none" else args.weights
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return load_base(args.base, weights=weights, input_size=args.image_size,
+                         taps=args.taps)
+
+
 def base_and_data(args, strategy):
     """Loads `--base` and `--data` (seeded by `--seed`) for `train`, `lr-find` and `compare`.
 
@@ -25,10 +44,7 @@ def base_and_data(args, strategy):
     from tftransfer.training import distribute
 
     keras.utils.set_random_seed(args.seed)
-    weights = None if args.weights.lower() == "none" else args.weights
-    with strategy.scope():
-        base = tftransfer.load_base(args.base, weights=weights, input_size=args.image_size,
-                                    taps=args.taps)
+    base = base_option(args, strategy)
     batch_size = distribute.global_batch_size(args.batch_size, strategy)
     data = tftransfer.load_data(args.data, base.input_size, batch_size=batch_size,
                                 **data_options(args))
