@@ -47,6 +47,25 @@ def partial_path(path):
                           f"{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
+def is_partial_of(candidate, path):
+    """Whether `candidate` is a staging path of `path` (one that `partial_path` makes).
+
+    Args:
+        candidate: A path, or a name, in `path`'s folder.
+        path: The final path.
+
+    Returns:
+        A bool.
+
+    Example:
+    >>> is_partial_of(partial_path("/tmp/mark.json"), "/tmp/mark.json")
+    True
+    >>> is_partial_of("/tmp/mark.json", "/tmp/mark.json")
+    False
+    """
+    return Path(candidate).name.startswith(Path(path).name + _PARTIAL)
+
+
 def publish_folder(entry, write, *, replace=False, next_entry=None):
     """Fills a folder through `write(staging)` and renames it to `entry`.
 

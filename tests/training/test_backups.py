@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tftransfer
+from tftransfer import _atomic
 from tftransfer.errors import TransferError
 from tftransfer.training import backups
 
@@ -89,6 +90,16 @@ def test_a_backup_folder_keeps_what_the_backups_did_not_write(tiny_base, image_f
     run()
     assert [p.name for p in backup_dir.iterdir()] == ["notes.txt"]
     assert (backup_dir / "notes.txt").read_text() == "mine"
+
+
+def test_a_folder_whose_mark_is_being_written_is_a_backup_folder(tmp_path):
+    # What a worker sees while the chief of a multi-worker run writes the mark.
+    staging = _atomic.partial_path(tmp_path / backups.MARKER)
+    staging.write_text("{")
+    backups.PhaseBackups(tmp_path, run={"train": "key"})
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(TransferError, match="not a tftransfer backup folder"):
+        backups.PhaseBackups(tmp_path, run={"train": "key"})
 
 
 def test_a_folder_of_other_files_is_refused_as_a_backup_folder(tiny_base, image_folder_path,

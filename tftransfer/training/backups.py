@@ -122,7 +122,9 @@ class PhaseBackups:
         self._lock = None
         marker = self.directory / MARKER
         if self.directory.is_dir() and not marker.is_file():
-            if any(self.directory.iterdir()):
+            # The mark being written (by the chief, while the other workers
+            # start) is not another file: only a finished mark or nothing.
+            if any(not _atomic.is_partial_of(p, marker) for p in self.directory.iterdir()):
                 raise TransferError(
                     f"the backup folder {self.directory} holds other files and is not a "
                     "tftransfer backup folder; choose a new or empty folder")
